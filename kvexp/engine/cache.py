@@ -1,0 +1,166 @@
+"""The KV cache kvexp owns: preallocated per layer, written in place, one absolute position per
+slot. Eviction frees slots (position -1) and the next appended token takes a free slot, so the
+storage order is arbitrary and nothing is ever concatenated or compacted along the sequence.
+
+Shapes: B rows, H KV heads, G query heads per KV head, N slots (capacity), D head dim, Q queries.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from kvexp.policies.base import LayerView, Policy, StepContext, eviction_order
+
+# prefill attention is computed in query chunks so its probability matrix stays under this size
+_PREFILL_CHUNK_BYTES = 64 * 2**20
+
+
+def grouped_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, scaling: float) -> tuple[Tensor, Tensor]:
+    """Attention with grouped KV heads, returning the probabilities the policies score with.
+
+    q [B, H, G, Q, D], k/v [B, H, N, D], allowed [B, H|1, Q|1, N] bool (every query allows >= 1 key).
+    Returns out [B, H, G, Q, D] in v's dtype and probs [B, H, G, Q, N] fp32.
+    """
+    logits = torch.matmul(q, k.unsqueeze(2).transpose(-1, -2)) * scaling
+    logits = logits.float().masked_fill(~allowed.unsqueeze(2), float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    return torch.matmul(probs.to(v.dtype), v.unsqueeze(2)), probs
+
+
+class LayerCache:
+    """One layer's resident entries and its policy state.
+
+    k, v: [B, H, N, D]; pos: [B, H, N] int64 absolute position, -1 for an empty slot.
+    """
+
+    def __init__(self, batch: int, heads: int, capacity: int, head_dim: int, dtype, device, policy: Policy,
+                 budget: int | None, slack: int, layer_idx: int):
+        self.k = torch.zeros(batch, heads, capacity, head_dim, dtype=dtype, device=device)
+        self.v = torch.zeros_like(self.k)
+        self.pos = torch.full((batch, heads, capacity), -1, dtype=torch.int64, device=device)
+        self.policy, self.budget, self.slack, self.layer_idx = policy, budget, slack, layer_idx
+        self.state = policy.init_state(batch, heads, capacity, device)
+
+    @property
+    def capacity(self) -> int:
+        return self.pos.shape[-1]
+
+    def view(self) -> LayerView:
+        return LayerView(self.k, self.pos)
+
+    def select_rows(self, rows: Tensor) -> None:
+        self.k, self.v, self.pos = (t.index_select(0, rows) for t in (self.k, self.v, self.pos))
+        self.state.select_rows(rows)
+
+    # ---- decode ----
+    def evict(self, ctx: StepContext) -> None:
+        """Free `slack` slots in each row of ctx.evict_rows, lowest score first."""
+        view = self.view()
+        score = self.policy.score(self.state, view, ctx)
+        protected = self.policy.protected_mask(self.pos, ctx, self.budget)
+        slots = eviction_order(score, self.pos, protected)[..., : self.slack]
+        rows = None if ctx.evict_all else ctx.evict_rows
+        freed = self.pos.scatter(-1, slots, -1)
+        self.pos = freed if rows is None else torch.where(rows.view(-1, 1, 1), freed, self.pos)
+        self.state.clear_slots(slots, rows)
+
+    def decode(self, q: Tensor, k_new: Tensor, v_new: Tensor, scaling: float, ctx: StepContext) -> Tensor:
+        """q [B, H*G, 1, D], k_new/v_new [B, H, 1, D] -> attention output [B, 1, H*G, D]."""
+        if ctx.evict_rows is not None:
+            self.evict(ctx)
+        b, h, _, d = self.k.shape
+        slot = (self.pos < 0).to(torch.int8).argmax(dim=-1, keepdim=True)         # [B, H, 1] first free slot
+        self.k.scatter_(2, slot.unsqueeze(-1).expand(b, h, 1, d), k_new)
+        self.v.scatter_(2, slot.unsqueeze(-1).expand(b, h, 1, d), v_new)
+        self.pos.scatter_(2, slot, ctx.incoming.view(b, 1, 1).expand(b, h, 1))
+        self.policy.on_write(self.state, self.view(), slot)
+        g = q.shape[1] // h
+        allowed = (self.pos >= 0).unsqueeze(2)                                     # [B, H, 1, N]
+        out, probs = grouped_attention(q.view(b, h, g, 1, d), self.k, self.v, allowed, scaling)
+        if self.policy.needs_attention:
+            self.policy.observe(self.state, self.policy.aggregate_groups(probs), ctx)
+        return out.reshape(b, h * g, 1, d).transpose(1, 2)
+
+    # ---- prefill ----
+    def prefill(self, q: Tensor, k: Tensor, v: Tensor, scaling: float, ctx: StepContext,
+                prompt_pos: Tensor) -> Tensor:
+        """Attention over the whole (left-padded) prompt, then keep at most `capacity` tokens per row
+        by the policy's rule. q [B, H*G, L, D], k/v [B, H, L, D], prompt_pos [B, L] (-1 on padding)."""
+        b, h, length, d = k.shape
+        g = q.shape[1] // h
+        qg = q.view(b, h, g, length, d)
+        pos = prompt_pos.view(b, 1, length).expand(b, h, length)
+        state = self.policy.init_state(b, h, length, k.device)
+        real_key = (prompt_pos >= 0).view(b, 1, 1, length)
+        idx = torch.arange(length, device=k.device)
+        chunk = max(1, _PREFILL_CHUNK_BYTES // max(1, b * h * g * length * 4))
+        outs = []
+        for start in range(0, length, chunk):
+            rows = idx[start:start + chunk]
+            causal = idx.view(1, -1) <= rows.view(-1, 1)                                  # [c, L]
+            # padding queries may see only themselves, which keeps their softmax finite
+            allowed = (causal & real_key) | (idx.view(1, -1) == rows.view(-1, 1))
+            out, probs = grouped_attention(qg[..., start:start + chunk, :], k, v, allowed, scaling)
+            outs.append(out)
+            if self.policy.needs_attention:
+                real_query = (prompt_pos[:, start:start + chunk] >= 0).view(b, 1, -1, 1)
+                self.policy.observe(state, self.policy.aggregate_groups(probs) * real_query, ctx)
+        self.policy.on_write(state, LayerView(k, pos), idx.view(1, 1, -1).expand(b, h, length))
+        keep = self._prefill_keep(state, LayerView(k, pos), ctx)                      # [B, H, K]
+        kept = keep.shape[-1]
+        gather = keep.unsqueeze(-1).expand(b, h, kept, d)
+        self.k[:, :, :kept] = k.gather(2, gather)
+        self.v[:, :, :kept] = v.gather(2, gather)
+        self.pos[:, :, :kept] = pos.gather(2, keep)
+        self.state = state.gather_slots(keep, self.capacity)
+        return torch.cat(outs, dim=3).reshape(b, h * g, length, d).transpose(1, 2)
+
+    def _prefill_keep(self, state, view: LayerView, ctx: StepContext) -> Tensor:
+        """Prompt indices [B, H, K] to keep (K = min(L, capacity)), in position order."""
+        b, h, length = view.pos.shape
+        if length <= self.capacity:
+            return torch.arange(length, device=view.pos.device).view(1, 1, -1).expand(b, h, length)
+        score = self.policy.score(state, view, ctx)
+        protected = self.policy.protected_mask(view.pos, ctx, self.budget)
+        keep = eviction_order(score, view.pos, protected)[..., length - self.capacity:]
+        return keep.sort(dim=-1).values
+
+
+class KVCache:
+    """All layers of one batch. Transformers' attention modules call `update` (a pass-through: the
+    new keys reach the attention function unchanged) and then the registered kvexp attention
+    function, which hands them to `attend` with the step context the engine set."""
+
+    def __init__(self, model_config, batch: int, capacity: int, dtype, device, policy: Policy,
+                 budget: int | None, slack: int):
+        heads = model_config.num_key_value_heads
+        head_dim = getattr(model_config, "head_dim", None) or model_config.hidden_size // model_config.num_attention_heads
+        self.layers = [LayerCache(batch, heads, capacity, head_dim, dtype, device, policy, budget, slack, i)
+                       for i in range(model_config.num_hidden_layers)]
+        self.ctx: StepContext | None = None
+        self.prompt_pos: Tensor | None = None
+
+    def update(self, key_states, value_states, layer_idx, cache_kwargs=None):
+        return key_states, value_states
+
+    def attend(self, layer_idx: int, q: Tensor, k: Tensor, v: Tensor, scaling: float) -> Tensor:
+        layer = self.layers[layer_idx]
+        self.ctx.layer_idx = layer_idx
+        if self.ctx.prefill:
+            return layer.prefill(q, k, v, scaling, self.ctx, self.prompt_pos)
+        return layer.decode(q, k, v, scaling, self.ctx)
+
+    def select_rows(self, rows: Tensor) -> None:
+        for layer in self.layers:
+            layer.select_rows(rows)
+
+    def resident_prompt_share(self, prompt_len: Tensor) -> Tensor:
+        """[B] share of (prompt token, layer, head) entries still resident."""
+        held = sum(((l.pos >= 0) & (l.pos < prompt_len.view(-1, 1, 1))).sum(dim=(1, 2)) for l in self.layers)
+        heads = self.layers[0].pos.shape[1] * len(self.layers)
+        return held.float() / (prompt_len.float() * heads).clamp(min=1)
+
+    def bytes_per_token(self) -> int:
+        """K and V bytes one resident token costs across all layers and heads."""
+        k = self.layers[0].k
+        return 2 * len(self.layers) * k.shape[1] * k.shape[3] * k.element_size()

@@ -1,0 +1,245 @@
+"""What every eviction policy shares: protection rules, the eviction order, GQA aggregation and
+per-layer state handling. A policy only says how it scores resident tokens (and, if it keeps
+accumulators, how it updates them); the engine owns storage, selection and gathering.
+
+Shapes: B rows (sequences), H KV heads, N slots, Q queries, G query heads per KV head.
+Every tensor of a policy's state carries the slot axis (or two, for pairwise state) last.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+GROUP_AGGREGATIONS = ("mean", "max", "sum")
+
+
+@dataclass
+class StepContext:
+    """What the engine tells every layer about the current forward pass.
+
+    incoming: [B] absolute position of the token being generated next (decode: the token whose K/V
+        this pass appends; prefill: the prompt length, i.e. the first generated token).
+    prompt_len: [B] real prompt tokens per row.
+    row_seed: [B] per-row seed (problem, sample), so random choices do not depend on the batch.
+    evict_rows: [B] bool, rows whose cache is full and must evict before this append; None if none.
+    """
+
+    prefill: bool
+    incoming: Tensor
+    prompt_len: Tensor
+    row_seed: Tensor
+    evict_rows: Tensor | None = None
+    evict_all: bool = False
+    layer_idx: int = 0
+
+
+@dataclass
+class LayerView:
+    """Read-only view of one layer's resident entries: keys [B, H, N, D] and positions [B, H, N]
+    (-1 marks an empty slot)."""
+
+    keys: Tensor
+    pos: Tensor
+
+
+@dataclass
+class PolicyState:
+    """Per-layer, per-run accumulators. `pairwise` names tensors with two trailing slot axes."""
+
+    tensors: dict[str, Tensor] = field(default_factory=dict)
+    pairwise: frozenset[str] = frozenset()
+    ring: int = 0  # next row of a ring buffer of recent queries (all rows step together)
+
+    def __getitem__(self, name: str) -> Tensor:
+        return self.tensors[name]
+
+    def __setitem__(self, name: str, value: Tensor) -> None:
+        self.tensors[name] = value
+
+    def _slot_axes(self, name: str) -> tuple[int, ...]:
+        return (-2, -1) if name in self.pairwise else (-1,)
+
+    def clear_slots(self, slots: Tensor, rows: Tensor | None) -> None:
+        """Zero the state of evicted slots [B, H, S] (only in `rows` [B] bool when given)."""
+        for name, t in self.tensors.items():
+            new = t
+            for axis in self._slot_axes(name):
+                idx = slots
+                while idx.dim() < new.dim():  # broadcast over any middle axes (e.g. a query ring)
+                    idx = idx.unsqueeze(-2)
+                idx = idx.movedim(-1, axis) if axis != -1 else idx
+                shape = list(new.shape)
+                shape[axis] = slots.shape[-1]
+                new = new.scatter(axis, idx.expand(shape), 0.0)
+            self.tensors[name] = new if rows is None else torch.where(
+                rows.view(-1, *([1] * (t.dim() - 1))), new, t)
+
+    def gather_slots(self, keep: Tensor, n_slots: int) -> "PolicyState":
+        """Move state from prompt index space to slot space: slot i takes index keep[..., i]
+        (keep: [B, H, K]); slots K..n_slots-1 start empty."""
+        out = {}
+        for name, t in self.tensors.items():
+            new = t
+            for axis in self._slot_axes(name):
+                idx = keep
+                while idx.dim() < new.dim():
+                    idx = idx.unsqueeze(-2)
+                idx = idx.movedim(-1, axis) if axis != -1 else idx
+                shape = list(new.shape)
+                shape[axis] = keep.shape[-1]
+                new = new.gather(axis, idx.expand(shape))
+                pad = [0, 0] * (-axis - 1) + [0, n_slots - keep.shape[-1]]
+                new = torch.nn.functional.pad(new, pad)
+            out[name] = new
+        return PolicyState(out, self.pairwise, self.ring)
+
+    def select_rows(self, rows: Tensor) -> None:
+        """Keep only the batch rows `rows` (finished rows leave the batch)."""
+        for name, t in self.tensors.items():
+            self.tensors[name] = t.index_select(0, rows)
+
+
+class Policy:
+    """Base of every policy. Subclasses set `name`, override `score`, and where they accumulate
+    something, `init_state`/`observe`/`on_write`.
+
+    window: recent tokens (by position) never evicted; None takes the policy's default
+        (`default_window(budget)`). n_sink: first positions never evicted. protect_prompt: pin
+        every prompt token. group_agg: how the query heads of one KV head combine attention.
+    """
+
+    name: ClassVar[str] = ""
+    evicts: ClassVar[bool] = True
+    needs_attention: ClassVar[bool] = False  # observe() receives aggregated attention probs
+
+    def __init__(self, *, window: int | None = None, n_sink: int = 0, protect_prompt: bool = False,
+                 group_agg: str = "mean"):
+        if group_agg not in GROUP_AGGREGATIONS:
+            raise ValueError(f"policy.group_agg must be one of {GROUP_AGGREGATIONS}, got {group_agg!r}")
+        if window is not None and window < 0 or n_sink < 0:
+            raise ValueError(f"policy.window and policy.n_sink must be >= 0, got window={window}, n_sink={n_sink}")
+        self.window = window
+        self.n_sink = n_sink
+        self.protect_prompt = protect_prompt
+        self.group_agg = group_agg
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({params})"
+
+    # ---- protection (shared mechanics) ----
+    def default_window(self, budget: int) -> int:
+        return 0
+
+    def recent_window(self, budget: int) -> int:
+        return self.default_window(budget) if self.window is None else self.window
+
+    def n_protected(self, budget: int) -> int:
+        """Tokens that may be protected at an eviction, not counting a pinned prompt."""
+        return self.n_sink + self.recent_window(budget)
+
+    def protected_mask(self, pos: Tensor, ctx: StepContext, budget: int) -> Tensor:
+        """[B, H, N] bool: sinks, the recent window (the `window` positions before the incoming
+        token) and, with protect_prompt, the prompt."""
+        shape = (-1,) + (1,) * (pos.dim() - 1)
+        prot = pos < self.n_sink
+        window = self.recent_window(budget)
+        if window:
+            prot |= pos >= (ctx.incoming.view(shape) - window)
+        if self.protect_prompt:
+            prot |= pos < ctx.prompt_len.view(shape)
+        return prot & (pos >= 0)
+
+    # ---- scoring (per policy) ----
+    def init_state(self, batch: int, heads: int, n_slots: int, device: torch.device) -> PolicyState:
+        return PolicyState()
+
+    def observe(self, state: PolicyState, probs: Tensor, ctx: StepContext) -> None:
+        """probs [B, H, Q, N] fp32: attention the Q newest queries paid to each slot (zero on
+        empty slots and padding queries). Called once per decode step, per chunk in prefill."""
+
+    def on_write(self, state: PolicyState, view: LayerView, new_slots: Tensor) -> None:
+        """Keys were written to `new_slots` [B, H, Q] (after any eviction of this step)."""
+
+    def score(self, state: PolicyState, view: LayerView, ctx: StepContext) -> Tensor:
+        """[B, H, N] fp32, higher means keep. Values on empty or protected slots are ignored."""
+        raise NotImplementedError
+
+    # ---- helpers shared by policies ----
+    def aggregate_groups(self, probs: Tensor) -> Tensor:
+        """[B, H, G, Q, N] -> [B, H, Q, N] with `group_agg`."""
+        if self.group_agg == "mean":
+            return probs.mean(dim=2)
+        if self.group_agg == "max":
+            return probs.amax(dim=2)
+        return probs.sum(dim=2)
+
+
+def eviction_order(score: Tensor, pos: Tensor, protected: Tensor) -> Tensor:
+    """Slots [B, H, N] ordered from first to evict to last: empty slots, then evictable slots by
+    ascending score with ties toward the older token, then protected slots (oldest first)."""
+    key = torch.nan_to_num(score.float(), nan=0.0, posinf=3e38, neginf=-3e38)
+    key = key.masked_fill(protected, float("inf")).masked_fill(pos < 0, float("-inf"))
+    by_pos = torch.argsort(pos, dim=-1, stable=True)
+    by_score = torch.argsort(key.gather(-1, by_pos), dim=-1, stable=True)
+    return by_pos.gather(-1, by_score)
+
+
+def position_sorted(pos: Tensor) -> Tensor:
+    """Slot indices [B, H, N] in ascending position with empty slots last, so that rules defined
+    along the sequence (pooling, 'most recent duplicate') never depend on storage order."""
+    key = torch.where(pos < 0, torch.iinfo(pos.dtype).max, pos)
+    return torch.argsort(key, dim=-1, stable=True)
+
+
+def pool_along_positions(values: Tensor, pos: Tensor, kernel: int, mode: str) -> Tensor:
+    """1-D pooling (avg or max, stride 1, 'same' padding) of [B, H, N] values over resident
+    tokens taken in position order; empty slots neither contribute nor receive."""
+    if kernel <= 1:
+        return values
+    order = position_sorted(pos)
+    v = values.gather(-1, order)
+    valid = pos.gather(-1, order) >= 0
+    flat = v.reshape(-1, 1, v.shape[-1])
+    if mode == "avg":
+        pooled = torch.nn.functional.avg_pool1d(flat.masked_fill(~valid.reshape(flat.shape), 0.0),
+                                                kernel, stride=1, padding=kernel // 2)
+    elif mode == "max":
+        pooled = torch.nn.functional.max_pool1d(flat.masked_fill(~valid.reshape(flat.shape), float("-inf")),
+                                                kernel, stride=1, padding=kernel // 2)
+    else:
+        raise ValueError(f"pool must be 'avg' or 'max', got {mode!r}")
+    pooled = pooled.reshape(v.shape)
+    return torch.empty_like(values).scatter(-1, order, pooled)
+
+
+class QueryWindow:
+    """Ring buffer of the attention rows of the last `size` queries ([B, H, size, N] in the state
+    as 'recent'), the observation window of SnapKV-D and R-KV: real queries of the last steps,
+    so the window is re-scored at every eviction rather than fixed at prefill."""
+
+    def __init__(self, size: int):
+        if size < 1:
+            raise ValueError(f"obs_window must be >= 1, got {size}")
+        self.size = size
+
+    def init(self, state: PolicyState, batch: int, heads: int, n_slots: int, device) -> None:
+        state["recent"] = torch.zeros(batch, heads, self.size, n_slots, device=device)
+
+    def push(self, state: PolicyState, probs: Tensor) -> None:
+        q = probs.shape[-2]
+        if q >= self.size:
+            state["recent"] = probs[..., -self.size:, :].clone()
+            state.ring = 0
+            return
+        rows = (torch.arange(q, device=probs.device) + state.ring) % self.size
+        state["recent"].index_copy_(-2, rows, probs)
+        state.ring = (state.ring + q) % self.size
+
+    def mean(self, state: PolicyState, ctx: StepContext) -> Tensor:
+        """[B, H, N]: mean attention over the window's queries (those that exist yet)."""
+        seen = ctx.incoming.clamp(min=1, max=self.size).to(torch.float32)
+        return state["recent"].sum(dim=-2) / seen.view(-1, 1, 1)

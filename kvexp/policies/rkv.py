@@ -1,0 +1,69 @@
+import torch
+
+from kvexp.policies.base import Policy, PolicyState, QueryWindow, pool_along_positions
+
+
+class RKV(Policy):
+    """R-KV (Cai et al., 2025): importance minus redundancy.
+
+    importance: attention of the last `obs_window` real queries, averaged and max-pooled (kernel 7)
+    along positions. redundancy: per token, the mean cosine similarity of its key with the other
+    resident keys, where the similarity to its most recent near-duplicate (cosine > `threshold`) is
+    dropped, then softmax-normalised over resident tokens. score = lam * importance
+    - (1 - lam) * redundancy: redundant tokens score *lower* (the reference study's code added it).
+    Pairwise similarities are kept per layer and updated as keys arrive, so an eviction costs
+    O(N^2) elementwise work, not O(N^2 * head_dim).
+    """
+
+    name = "rkv"
+    needs_attention = True
+
+    def __init__(self, *, lam: float = 0.1, obs_window: int = 8, kernel: int = 7, threshold: float = 0.5, **kw):
+        super().__init__(**kw)
+        if not 0.0 <= lam <= 1.0:
+            raise ValueError(f"rkv lam must be in [0, 1], got {lam}")
+        self.lam = lam
+        self.obs_window = obs_window
+        self.kernel = kernel
+        self.threshold = threshold
+        self.queries = QueryWindow(obs_window)
+
+    def default_window(self, budget):
+        return self.obs_window
+
+    def init_state(self, batch, heads, n_slots, device):
+        state = PolicyState(pairwise=frozenset({"cos"}))
+        self.queries.init(state, batch, heads, n_slots, device)
+        state["cos"] = torch.zeros(batch, heads, n_slots, n_slots, device=device)
+        return state
+
+    def observe(self, state, probs, ctx):
+        self.queries.push(state, probs)
+
+    def on_write(self, state, view, new_slots):
+        unit = torch.nn.functional.normalize(view.keys.float(), dim=-1)       # [B, H, N, D]
+        idx = new_slots.unsqueeze(-1)
+        new = unit.gather(-2, idx.expand(-1, -1, -1, unit.shape[-1]))         # [B, H, Q, D]
+        sims = new @ unit.transpose(-1, -2)                                   # [B, H, Q, N]
+        cos = state["cos"]
+        cos.scatter_(-2, idx.expand_as(sims), sims)
+        cos.scatter_(-1, idx.transpose(-1, -2).expand(sims.shape[:-2] + sims.shape[-1:] + sims.shape[-2:-1]),
+                     sims.transpose(-1, -2))
+
+    def redundancy(self, cos: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """[B, H, N] softmax-normalised redundancy of each resident token (0 on empty slots)."""
+        valid = pos >= 0
+        n = cos.shape[-1]
+        pair_valid = valid.unsqueeze(-1) & valid.unsqueeze(-2)
+        eye = torch.eye(n, dtype=torch.bool, device=cos.device)
+        sim = cos.masked_fill(~pair_valid | eye, 0.0)
+        # drop each token's similarity to its most recent near-duplicate (largest position)
+        dup_pos = torch.where(sim > self.threshold, pos.unsqueeze(-2).expand_as(sim), -1)
+        latest, latest_slot = dup_pos.max(dim=-1, keepdim=True)
+        sim = sim.scatter(-1, latest_slot, torch.where(latest >= 0, 0.0, sim.gather(-1, latest_slot)))
+        mean = sim.sum(dim=-1) / valid.sum(dim=-1, keepdim=True).clamp(min=1)
+        return torch.softmax(mean.masked_fill(~valid, float("-inf")), dim=-1).nan_to_num(0.0)
+
+    def score(self, state, view, ctx):
+        importance = pool_along_positions(self.queries.mean(state, ctx), view.pos, self.kernel, "max")
+        return self.lam * importance - (1.0 - self.lam) * self.redundancy(state["cos"], view.pos)

@@ -1,0 +1,154 @@
+"""A plain per-step reference for every policy, written without kvexp's machinery: transformers' own
+DynamicCache and eager attention (the model returns its attention weights), pruned after every step
+by the policy's rule with Python loops over (layer, head, position). Only random's hash is shared,
+because that hash *is* random's rule."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from kvexp.policies.random import hash_uniform
+
+
+class ReferencePolicy:
+    def __init__(self, name, budget, slack, *, window=None, n_sink=None, protect_prompt=False, normalize="sum",
+                 obs_window=None, kernel=None, lam=0.1, threshold=0.5, seed=0, group_agg="mean", pool="avg"):
+        self.name, self.budget, self.slack = name, budget, slack
+        defaults = {"streaming_llm": dict(n_sink=4, window=0), "h2o": dict(n_sink=0, window=budget // 2),
+                    "snapkv": dict(n_sink=0, obs_window=32, kernel=5), "rkv": dict(n_sink=0, obs_window=8, kernel=7)}
+        d = defaults.get(name, {})
+        self.n_sink = n_sink if n_sink is not None else d.get("n_sink", 0)
+        self.obs_window = obs_window if obs_window is not None else d.get("obs_window", 0)
+        self.kernel = kernel if kernel is not None else d.get("kernel", 1)
+        default_window = self.obs_window if name in ("snapkv", "rkv") else d.get("window", 0)
+        self.window = window if window is not None else default_window
+        self.protect_prompt, self.normalize, self.lam, self.threshold, self.seed = \
+            protect_prompt, normalize, lam, threshold, seed
+        self.group_agg, self.pool = group_agg, pool
+
+    # one (layer, head): positions ascending, keys [n, D], received {pos: float}, rows [{pos: prob}]
+    def scores(self, layer, head, positions, keys, received, rows, t):
+        n = len(positions)
+        if self.name == "streaming_llm":
+            return [float(p) for p in positions]
+        if self.name == "h2o":
+            return [received[p] / (t - p if self.normalize == "mean" else 1) for p in positions]
+        if self.name == "tova":
+            return [rows[-1].get(p, 0.0) for p in positions]
+        if self.name == "knorm":
+            return [-float(k.norm()) for k in keys]
+        if self.name == "random":
+            return [float(hash_uniform(self.seed, layer, head, t, p)) for p in positions]
+        window = rows[-self.obs_window:]
+        mean = [sum(r.get(p, 0.0) for r in window) / min(t, self.obs_window) for p in positions]
+        half = self.kernel // 2
+        if self.name == "snapkv" and self.pool == "avg":  # zero padding at the ends, as avg_pool1d
+            return [sum(mean[j] for j in range(i - half, i + half + 1) if 0 <= j < n) / self.kernel for i in range(n)]
+        if self.name == "snapkv":
+            return [max(mean[j] for j in range(i - half, i + half + 1) if 0 <= j < n) for i in range(n)]
+        assert self.name == "rkv"
+        importance = [max(mean[j] for j in range(i - half, i + half + 1) if 0 <= j < n) for i in range(n)]
+        unit = [k / k.norm().clamp(min=1e-12) for k in keys.float()]
+        redundancy_raw = []
+        for i in range(n):
+            sim = [0.0 if i == j else float(unit[i] @ unit[j]) for j in range(n)]
+            dups = [j for j in range(n) if sim[j] > self.threshold]
+            if dups:
+                sim[max(dups, key=lambda j: positions[j])] = 0.0
+            redundancy_raw.append(sum(sim) / n)
+        top = max(redundancy_raw)
+        exp = [math.exp(r - top) for r in redundancy_raw]
+        redundancy = [e / sum(exp) for e in exp]
+        return [self.lam * a - (1 - self.lam) * r for a, r in zip(importance, redundancy)]
+
+    def evict(self, layer, head, positions, keys, received, rows, t, prompt_len, count):
+        scores = self.scores(layer, head, positions, keys, received, rows, t)
+        candidates = []
+        for p, s in zip(positions, scores):
+            protected = p < self.n_sink or p >= t - self.window or (self.protect_prompt and p < prompt_len)
+            if not protected:
+                candidates.append((s, p))
+        candidates.sort()
+        return {p for _, p in candidates[:count]}
+
+
+def _attentions(out, groups, agg):
+    """Per layer [H_kv, Q, K] fp32, the query heads of one KV head combined by `agg`."""
+    result = []
+    for a in out.attentions:
+        a = a[0].float()
+        a = a.view(a.shape[0] // groups, groups, *a.shape[1:])
+        result.append({"mean": a.mean(dim=1), "max": a.amax(dim=1), "sum": a.sum(dim=1)}[agg])
+    return result
+
+
+@torch.inference_mode()
+def reference_generate(model, prompt_ids, policy: ReferencePolicy, max_new_tokens):
+    """Greedy tokens and the final resident positions [layer][head] under the policy."""
+    config = model.config
+    groups = config.num_attention_heads // config.num_key_value_heads
+    layers, heads = config.num_hidden_layers, config.num_key_value_heads
+    previous = config._attn_implementation
+    config._attn_implementation = "eager"
+    try:
+        ids = torch.tensor([prompt_ids])
+        out = model(input_ids=ids, use_cache=True, output_attentions=True)
+        cache = out.past_key_values
+        prompt_len = t = len(prompt_ids)
+        positions = [[list(range(t)) for _ in range(heads)] for _ in range(layers)]
+        received = [[dict.fromkeys(range(t), 0.0) for _ in range(heads)] for _ in range(layers)]
+        rows = [[[] for _ in range(heads)] for _ in range(layers)]
+
+        def observe(attn):
+            for l in range(layers):
+                for h in range(heads):
+                    for q in range(attn[l].shape[1]):
+                        row = {p: float(attn[l][h, q, i]) for i, p in enumerate(positions[l][h])}
+                        for p, v in row.items():
+                            received[l][h][p] += v
+                        rows[l][h].append(row)
+
+        def prune(count):
+            for l in range(layers):
+                keys, values = cache.layers[l].keys, cache.layers[l].values
+                keep_idx = []
+                for h in range(heads):
+                    gone = policy.evict(l, h, positions[l][h], keys[0, h], received[l][h], rows[l][h], t,
+                                        prompt_len, count)
+                    keep = [i for i, p in enumerate(positions[l][h]) if p not in gone]
+                    positions[l][h] = [positions[l][h][i] for i in keep]
+                    keep_idx.append(keep)
+                index = torch.tensor(keep_idx).view(1, heads, -1, 1)
+                cache.layers[l].keys = keys.gather(2, index.expand(-1, -1, -1, keys.shape[-1]))
+                cache.layers[l].values = values.gather(2, index.expand(-1, -1, -1, values.shape[-1]))
+
+        # prefill: causal rows over the prompt
+        attn = _attentions(out, groups, policy.group_agg)
+        for l in range(layers):
+            for h in range(heads):
+                for q in range(t):
+                    row = {p: float(attn[l][h, q, p]) for p in range(q + 1)}
+                    for p, v in row.items():
+                        received[l][h][p] += v
+                    rows[l][h].append(row)
+        if t > policy.budget:
+            prune(t - policy.budget)
+        tokens = [int(out.logits[0, -1].argmax())]
+        while len(tokens) < max_new_tokens:
+            if len(positions[0][0]) + 1 > policy.budget:
+                prune(policy.slack)
+            n = len(positions[0][0])
+            out = model(input_ids=torch.tensor([[tokens[-1]]]), position_ids=torch.tensor([[t]]),
+                        attention_mask=torch.ones(1, n + 1, dtype=torch.long), past_key_values=cache,
+                        use_cache=True, output_attentions=True)
+            for l in range(layers):
+                for h in range(heads):
+                    positions[l][h].append(t)
+                    received[l][h][t] = 0.0
+            observe(_attentions(out, groups, policy.group_agg))
+            t += 1
+            tokens.append(int(out.logits[0, -1].argmax()))
+        return tokens, positions
+    finally:
+        config._attn_implementation = previous

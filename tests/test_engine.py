@@ -1,0 +1,242 @@
+"""The engine's promises (design section 4): equivalences, per-step reference, invariants, batching."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from engine_models import ARCHITECTURES, tiny_model, prompt
+from kvexp.engine import Budget, ConfigError, Engine, GenerationSettings, Request, check_model_config
+from kvexp.policies import POLICY_NAMES, build_policy
+from reference import ReferencePolicy, reference_generate
+
+EVICTING = [p for p in POLICY_NAMES if p != "full"]
+SMALL_WINDOWS = {"snapkv": {"obs_window": 4}, "rkv": {"obs_window": 4}, "h2o": {"window": 4}}
+
+
+def run(model, policy, budget, requests, max_new=30, observer=None, **settings):
+    engine = Engine(model, policy, budget, GenerationSettings(max_new_tokens=max_new, **settings), observer=observer)
+    return {o.key: o for o in engine.generate(requests)}
+
+
+def hf_greedy(model, ids, max_new):
+    out = model.generate(torch.tensor([ids]), max_new_tokens=max_new, do_sample=False, eos_token_id=None,
+                         pad_token_id=0)
+    return out[0, len(ids):].tolist()
+
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_full_equals_transformers_generate(arch):
+    model = tiny_model(arch)
+    ids = prompt(23, seed=1)
+    out = run(model, build_policy("full"), Budget(None), [Request("a", ids)], max_new=40)["a"]
+    assert out.error is None
+    assert out.output_ids == hf_greedy(model, ids, 40)
+    assert out.stop_reason == "max_new_tokens" and out.n_evicted_tokens == 0
+    assert out.peak_resident_tokens == 23 + 39  # the last sampled token is never appended
+
+
+@pytest.mark.parametrize("name", EVICTING)
+def test_budget_above_prompt_plus_output_equals_full(llama, name):
+    ids = prompt(20, seed=2)
+    full = run(llama, build_policy("full"), Budget(None), [Request(0, ids)])[0]
+    out = run(llama, build_policy(name), Budget(64, 1), [Request(0, ids, seed=9)])[0]
+    assert out.output_ids == full.output_ids
+    assert out.n_evicted_tokens == 0
+
+
+def _final_positions(store):
+    def observer(cache, keys):
+        store["pos"] = [[sorted(p for p in layer.pos[0, h].tolist() if p >= 0) for h in range(layer.pos.shape[1])]
+                        for layer in cache.layers]
+    return observer
+
+
+# prompts of 9 and 22 tokens: shorter and longer than the budget of 16 (compressed at prefill)
+REFERENCE_CASES = [(name, {}, n) for name in EVICTING for n in (9, 22)] + [
+    ("h2o", {"normalize": "mean"}, 22), ("h2o", {"protect_prompt": True, "window": 2}, 9),
+    ("streaming_llm", {"n_sink": 2, "window": 3}, 22), ("knorm", {"window": 3}, 22), ("random", {"window": 2}, 22),
+    ("h2o", {"group_agg": "max"}, 22), ("snapkv", {"group_agg": "sum", "pool": "max", "kernel": 3}, 22),
+]
+
+
+@pytest.mark.parametrize("name,params,prompt_len", REFERENCE_CASES,
+                         ids=[f"{n}-{'-'.join(f'{k}={x}' for k, x in p.items()) or 'default'}-prompt{l}"
+                              for n, p, l in REFERENCE_CASES])
+def test_slack_one_matches_per_step_reference(llama, name, params, prompt_len):
+    params = {**SMALL_WINDOWS.get(name, {}), **params}
+    budget = 16
+    ids = prompt(prompt_len, seed=3)
+    ref_tokens, ref_pos = reference_generate(llama, ids, ReferencePolicy(name, budget, 1, seed=11, **params), 32)
+    store = {}
+    out = run(llama, build_policy(name, **params), Budget(budget, 1), [Request(0, ids, seed=11)], max_new=32,
+              observer=_final_positions(store))[0]
+    assert out.output_ids == ref_tokens
+    assert store["pos"] == ref_pos
+    assert out.n_evicted_tokens == prompt_len + 31 - budget
+
+
+def test_policies_really_differ(llama):
+    """Guards the reference test: the policies must make different choices on this model."""
+    ids = prompt(22, seed=3)
+    finals = {}
+    for name in EVICTING:
+        store = {}
+        run(llama, build_policy(name, **SMALL_WINDOWS.get(name, {})), Budget(16, 1), [Request(0, ids, seed=1)],
+            observer=_final_positions(store))
+        finals[name] = str(store["pos"])
+    assert len(set(finals.values())) == len(finals)
+
+
+@pytest.mark.parametrize("name", EVICTING)
+@pytest.mark.parametrize("slack", [1, 5])
+def test_invariants_every_step(llama, name, slack):
+    budget = 16
+    policy = build_policy(name, **SMALL_WINDOWS.get(name, {}))
+    window = policy.recent_window(budget)
+    ids = [prompt(30, seed=4), prompt(7, seed=5)]
+    checked = {"steps": 0}
+
+    def observer(cache, keys):
+        ctx = cache.ctx
+        for layer in cache.layers:
+            pos = layer.pos
+            for b in range(pos.shape[0]):
+                incoming = int(ctx.incoming[b])
+                for h in range(pos.shape[1]):
+                    held = [p for p in pos[b, h].tolist() if p >= 0]
+                    assert len(held) <= budget
+                    assert len(set(held)) == len(held)
+                    assert incoming in held or ctx.prefill
+                    if not ctx.prefill and incoming >= budget:
+                        assert len(held) >= budget - slack + 1
+                        must_keep = set(range(policy.n_sink)) | set(range(incoming - window, incoming + 1))
+                        assert must_keep <= set(held)
+        checked["steps"] += 1
+
+    outs = run(llama, policy, Budget(budget, slack), [Request(i, x, seed=i) for i, x in enumerate(ids)],
+               max_new=40, observer=observer)
+    assert checked["steps"] == 40
+    for o in outs.values():
+        assert o.peak_resident_tokens <= budget and o.n_evicted_tokens > 0
+
+
+def test_streaming_llm_keeps_its_sinks_after_hundreds_of_evictions(llama):
+    ids = prompt(12, seed=6)
+    store = {}
+    out = run(llama, build_policy("streaming_llm"), Budget(16, 1), [Request(0, ids)], max_new=400,
+              observer=_final_positions(store))[0]
+    assert out.n_evicted_tokens >= 390
+    for layer in store["pos"]:
+        for held in layer:
+            assert held[:4] == [0, 1, 2, 3]
+            assert held[4:] == list(range(12 + 399 - 12, 12 + 399))  # the last appended is position 410
+
+
+@pytest.mark.parametrize("name", ["h2o", "snapkv", "rkv", "tova", "knorm", "random", "streaming_llm"])
+def test_permuting_storage_slots_changes_no_output(llama, name):
+    ids = prompt(25, seed=7)
+    policy = build_policy(name, **SMALL_WINDOWS.get(name, {}))
+    base = run(llama, policy, Budget(16, 2), [Request(0, ids, seed=3)])[0]
+    gen = torch.Generator().manual_seed(0)
+
+    def permute(cache, keys):
+        for layer in cache.layers:
+            perm = torch.randperm(layer.capacity, generator=gen)
+            layer.k, layer.v, layer.pos = layer.k[:, :, perm], layer.v[:, :, perm], layer.pos[:, :, perm]
+            for key, t in layer.state.tensors.items():
+                t = t[..., perm]
+                if key in layer.state.pairwise:
+                    t = t[..., perm, :]
+                layer.state.tensors[key] = t
+
+    permuted = run(llama, policy, Budget(16, 2), [Request(0, ids, seed=3)], observer=permute)[0]
+    assert permuted.output_ids == base.output_ids
+
+
+@pytest.mark.parametrize("name,budget", [("full", None), ("h2o", 16), ("snapkv", 16), ("rkv", 12), ("random", 16)])
+def test_batch_equals_each_prompt_alone(llama, name, budget):
+    prompts = [prompt(n, seed=10 + n) for n in (5, 19, 11, 27)]
+    policy = build_policy(name, **SMALL_WINDOWS.get(name, {}))
+    requests = [Request(i, p, seed=100 + i) for i, p in enumerate(prompts)]
+    batched = run(llama, policy, Budget(budget), requests, batch_size=4)
+    for req in requests:
+        alone = run(llama, policy, Budget(budget), [req])[req.key]
+        assert batched[req.key].output_ids == alone.output_ids
+        assert batched[req.key].n_evicted_tokens == alone.n_evicted_tokens
+
+
+def test_sampling_is_seeded_per_request_not_per_batch(llama):
+    prompts = [prompt(n, seed=n) for n in (6, 14, 9)]
+    policy = build_policy("h2o", window=4)
+    sampling = dict(temperature=0.9, top_p=0.95, top_k=50)
+    requests = [Request(i, p, seed=1000 + i) for i, p in enumerate(prompts)]
+    batched = run(llama, policy, Budget(16), requests, batch_size=3, **sampling)
+    reversed_order = run(llama, policy, Budget(16), requests[::-1], batch_size=2, **sampling)
+    for req in requests:
+        assert batched[req.key].output_ids == reversed_order[req.key].output_ids
+    greedy = run(llama, policy, Budget(16), requests[:1])[0]
+    other_seed = run(llama, policy, Budget(16), [Request(0, prompts[0], seed=7)], **sampling)[0]
+    assert batched[0].output_ids != greedy.output_ids or batched[0].output_ids != other_seed.output_ids
+
+
+def test_finished_rows_leave_the_batch(llama):
+    ids = [prompt(8, seed=20), prompt(8, seed=21)]
+    first = run(llama, build_policy("full"), Budget(None), [Request(0, ids[0])], max_new=5)[0].output_ids
+    sizes = []
+    outs = run(llama, build_policy("full"), Budget(None), [Request(i, x) for i, x in enumerate(ids)], max_new=20,
+               eos_token_ids=[first[2]], observer=lambda cache, keys: sizes.append(len(keys)), batch_size=2)
+    assert outs[0].stop_reason == "eos" and outs[0].output_ids == first[:3]
+    assert sizes[0] == 2 and sizes[-1] == 1 and outs[1].stop_reason in ("eos", "max_new_tokens")
+    assert outs[0].n_output_tokens == 3
+
+
+def test_repetition_stop(llama):
+    from kvexp.engine import RepetitionStop
+    rule = RepetitionStop(max_period=4, min_repeats=3, min_span=6)
+    assert rule.triggered([5, 1, 2, 1, 2, 1, 2])
+    assert not rule.triggered([5, 1, 2, 1, 2, 1, 3])
+    assert rule.triggered([9] * 6) and not rule.triggered([9] * 5)
+
+
+def test_pinned_prompt_that_does_not_fit_is_an_error_row(llama):
+    policy = build_policy("h2o", protect_prompt=True, window=2)
+    outs = run(llama, policy, Budget(16), [Request("long", prompt(20)), Request("short", prompt(6))])
+    assert "PromptDoesNotFit" in outs["long"].error and "budget 16" in outs["long"].error
+    assert outs["short"].error is None and len(outs["short"].output_ids) == 30
+
+
+def test_records_what_really_happened(llama):
+    out = run(llama, build_policy("streaming_llm"), Budget(16, 4), [Request(0, prompt(10))], max_new=30)[0]
+    assert out.peak_resident_tokens == 16
+    # 10 prompt + 29 appended = 39 entries ever held; 16 - 4 + 1 .. 16 remain
+    assert out.n_evicted_tokens % 4 == 0 and 39 - out.n_evicted_tokens in range(13, 17)
+    head_dim = llama.config.hidden_size // llama.config.num_attention_heads
+    assert out.kv_bytes_peak == 16 * 2 * 2 * 2 * head_dim * 4  # tokens * (k,v) * layers * kv heads * dim * fp32
+    assert out.prefill_s > 0 and out.decode_s > 0
+
+
+@pytest.mark.parametrize("budget,slack,policy,match", [
+    (0, 1, "h2o", "positive"), (-5, 1, "tova", "positive"), (16, 16, "tova", "slack=16"),
+    (16, 0, "tova", "slack=0"), (16, 1, {"name": "streaming_llm", "window": 20}, "protects 24 tokens"),
+    (64, 1, {"name": "snapkv", "obs_window": 64}, "raise budget.tokens to at least 65"),
+    (None, 1, "h2o", "needs a token budget"),
+])
+def test_bad_budget_fails_before_model_load(budget, slack, policy, match):
+    with pytest.raises(ConfigError, match=match):
+        Budget(budget, slack).check(build_policy(policy))
+
+
+def test_unknown_policy_lists_valid_ones():
+    with pytest.raises(ConfigError, match="valid policies: full, streaming_llm, h2o"):
+        build_policy("h3o")
+    with pytest.raises(ConfigError, match="unknown parameter"):
+        build_policy({"name": "h2o", "windw": 3})
+
+
+def test_model_kvexp_cannot_drive_is_refused_from_its_config():
+    from transformers import GPT2Config, MistralConfig
+    with pytest.raises(ConfigError, match="model_type 'gpt2'"):
+        check_model_config(GPT2Config())
+    with pytest.raises(ConfigError, match="sliding_window=4096"):
+        check_model_config(MistralConfig(sliding_window=4096))
+    check_model_config(MistralConfig(sliding_window=None))
