@@ -127,7 +127,7 @@ class Policy:
         self.group_agg = group_agg
 
     def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if isinstance(v, (int, float, str, bool, type(None))))
         return f"{type(self).__name__}({params})"
 
     # ---- protection (shared mechanics) ----

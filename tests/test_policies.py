@@ -1,0 +1,136 @@
+"""Scoring rules on hand-built tensors: one batch row, one KV head unless stated."""
+from __future__ import annotations
+
+import torch
+
+from kvexp.engine import Budget, Engine, GenerationSettings, Request
+from kvexp.policies import build_policy
+from kvexp.policies.base import LayerView, StepContext, eviction_order
+from engine_models import prompt
+
+
+def ctx(incoming, prompt_len=None, seed=0):
+    incoming = torch.tensor([incoming])
+    return StepContext(prefill=False, incoming=incoming,
+                       prompt_len=torch.tensor([prompt_len or 1]), row_seed=torch.tensor([seed]))
+
+
+def view(positions, keys=None, dim=4):
+    pos = torch.tensor([[positions]])
+    if keys is None:
+        keys = torch.ones(1, 1, len(positions), dim)
+    return LayerView(torch.as_tensor(keys, dtype=torch.float32).view(1, 1, len(positions), -1), pos)
+
+
+def first_evicted(policy, state, v, c, budget=64, count=1):
+    score = policy.score(state, v, c)
+    order = eviction_order(score, v.pos, policy.protected_mask(v.pos, c, budget))
+    return v.pos.gather(-1, order)[0, 0, :count].tolist()
+
+
+def test_eviction_order_breaks_ties_toward_older_whatever_the_storage_order():
+    pos = torch.tensor([[[7, 2, 9, 4, -1]]])
+    score = torch.tensor([[[1.0, 1.0, 0.5, 1.0, 0.0]]])
+    order = eviction_order(score, pos, torch.zeros_like(pos, dtype=torch.bool))
+    assert pos.gather(-1, order)[0, 0].tolist() == [-1, 9, 2, 4, 7]
+
+
+def test_h2o_accumulates_all_queries_in_fp32_per_state():
+    policy = build_policy("h2o", window=0)
+    a, b = policy.init_state(1, 1, 3, "cpu"), policy.init_state(1, 1, 3, "cpu")
+    policy.observe(a, torch.tensor([[[[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]]]]), ctx(2))
+    policy.observe(a, torch.tensor([[[[0.1, 0.1, 0.8]]]]), ctx(3))
+    policy.observe(b, torch.tensor([[[[0.0, 0.0, 1.0]]]]), ctx(3))
+    assert a["received"].dtype == torch.float32
+    assert torch.allclose(a["received"], torch.tensor([[[0.8, 0.9, 1.3]]]))
+    assert torch.allclose(b["received"], torch.tensor([[[0.0, 0.0, 1.0]]]))  # another layer's state is untouched
+    v = view([0, 1, 2])
+    assert first_evicted(policy, a, v, ctx(3)) == [0]
+    mean = build_policy("h2o", window=0, normalize="mean")
+    # mean divides by the queries that saw each token: positions 0,1,2 seen by 3,2,1 queries
+    assert torch.allclose(mean.score(a, v, ctx(3)), torch.tensor([[[0.8 / 3, 0.9 / 2, 1.3]]]))
+
+
+def test_h2o_state_is_per_layer_in_a_real_run(llama):
+    states = {}
+
+    def keep_states(cache, keys):
+        states["received"] = [layer.state["received"].clone() for layer in cache.layers]
+
+    Engine(llama, build_policy("h2o", window=4), Budget(16), GenerationSettings(max_new_tokens=12),
+           observer=keep_states).generate([Request(0, prompt(10))]).__next__()
+    r0, r1 = states["received"]
+    assert r0.data_ptr() != r1.data_ptr() and not torch.allclose(r0, r1)
+
+
+def test_tova_uses_the_current_query_only():
+    policy = build_policy("tova")
+    state = policy.init_state(1, 1, 3, "cpu")
+    policy.observe(state, torch.tensor([[[[0.9, 0.05, 0.05]]]]), ctx(3))
+    policy.observe(state, torch.tensor([[[[0.1, 0.3, 0.6]]]]), ctx(4))
+    assert first_evicted(policy, state, view([0, 1, 2]), ctx(4)) == [0]
+
+
+def test_knorm_evicts_high_norm_keys_first():
+    policy = build_policy("knorm")
+    keys = torch.tensor([[3.0, 0], [1, 0], [2, 0], [5, 0]])
+    v = view([0, 1, 2, 3], keys)
+    assert first_evicted(policy, policy.init_state(1, 1, 4, "cpu"), v, ctx(4), count=4) == [3, 0, 2, 1]
+
+
+def test_snapkv_protects_its_window_and_rescores_with_recent_queries():
+    policy = build_policy("snapkv", obs_window=2, kernel=1)
+    state = policy.init_state(1, 1, 6, "cpu")
+    v = view([0, 1, 2, 3, 4, 5])
+    policy.observe(state, torch.tensor([[[[0.1, 0.6, 0.3, 0.0, 0.0, 0.0]]]]), ctx(5))
+    policy.observe(state, torch.tensor([[[[0.1, 0.5, 0.4, 0.0, 0.0, 0.0]]]]), ctx(6))
+    # positions 4 and 5 have no attention but form the observation window: protected
+    assert first_evicted(policy, state, v, ctx(6), count=2) == [3, 0]
+    # a third query pushes the first out of the window: the scores follow the last two only
+    policy.observe(state, torch.tensor([[[[0.9, 0.0, 0.1, 0.0, 0.0, 0.0]]]]), ctx(7))
+    assert torch.allclose(policy.queries.mean(state, ctx(7)), torch.tensor([[[0.5, 0.25, 0.25, 0, 0, 0]]]))
+
+
+def test_snapkv_pools_along_positions_not_slots():
+    policy = build_policy("snapkv", obs_window=1, kernel=3, window=0)
+    state = policy.init_state(1, 1, 5, "cpu")
+    policy.observe(state, torch.tensor([[[[0.0, 0.9, 0.0, 0.1, 0.0]]]]), ctx(5))
+    # slots hold positions out of order: position 0 has 0.9 and position 1 has 0.1
+    v = view([2, 0, 4, 1, 3])
+    pooled = policy.score(state, v, ctx(5))
+    by_pos = {p: float(s) for p, s in zip(v.pos[0, 0].tolist(), pooled[0, 0])}
+    expected = {0: 1.0 / 3, 1: 1.0 / 3, 2: 0.1 / 3, 3: 0.0, 4: 0.0}  # kernel 3, zero padding at the ends
+    assert all(abs(by_pos[p] - e) < 1e-6 for p, e in expected.items())
+
+
+def test_rkv_subtracts_redundancy_and_keeps_the_most_recent_duplicate():
+    policy = build_policy("rkv", obs_window=1, kernel=1, window=0, lam=0.1)
+    n = 5
+    keys = torch.tensor([[1.0, 0, 0], [1.0, 0, 0], [1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]])
+    v = view(list(range(n)), keys)
+    state = policy.init_state(1, 1, n, "cpu")
+    policy.on_write(state, v, torch.arange(n).view(1, 1, -1))
+    policy.observe(state, torch.full((1, 1, 1, n), 1.0 / n), ctx(n))
+    score = policy.score(state, v, ctx(n))[0, 0]
+    assert score[0] < score[3] and score[2] < score[4]       # redundant keys score lower: it is subtracted
+    assert first_evicted(policy, state, v, ctx(n), count=2) == [0, 1]  # the newest duplicate stays
+    # with lam = 1 redundancy is ignored and uniform attention leaves only the age tie-break
+    importance_only = build_policy("rkv", obs_window=1, kernel=1, window=0, lam=1.0)
+    assert torch.allclose(importance_only.score(state, v, ctx(n)), torch.full((1, 1, n), 1.0 / n))
+
+
+def test_streaming_llm_sinks_are_positions_not_slots():
+    policy = build_policy("streaming_llm", n_sink=2)
+    v = view([5, 1, 6, 0, 3, 4])
+    evicted = first_evicted(policy, policy.init_state(1, 1, 6, "cpu"), v, ctx(7), count=4)
+    assert evicted == [3, 4, 5, 6]
+
+
+def test_random_is_seeded_per_row_and_step():
+    policy = build_policy("random")
+    v = view(list(range(8)))
+    a = policy.score(None, v, ctx(8, seed=1))
+    assert torch.equal(a, policy.score(None, v, ctx(8, seed=1)))
+    assert not torch.equal(a, policy.score(None, v, ctx(8, seed=2)))
+    assert not torch.equal(a, policy.score(None, v, ctx(9, seed=1)))
+    assert ((a >= 0) & (a < 1)).all()
