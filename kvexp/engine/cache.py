@@ -18,13 +18,18 @@ _PREFILL_CHUNK_BYTES = 64 * 2**20
 def grouped_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, scaling: float) -> tuple[Tensor, Tensor]:
     """Attention with grouped KV heads, returning the probabilities the policies score with.
 
-    q [B, H, G, Q, D], k/v [B, H, N, D], allowed [B, H|1, Q|1, N] bool (every query allows >= 1 key).
+    q [B, H, G, Q, D], k/v [B, H, N, D], allowed [B|1, H|1, Q|1, N] bool (every query allows >= 1 key).
     Returns out [B, H, G, Q, D] in v's dtype and probs [B, H, G, Q, N] fp32.
+    The G query heads of a KV head are folded into the row axis, so both products are plain
+    batched matmuls over [B, H] with no broadcast copies of K or V.
     """
-    logits = torch.matmul(q, k.unsqueeze(2).transpose(-1, -2)) * scaling
-    logits = logits.float().masked_fill(~allowed.unsqueeze(2), float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    return torch.matmul(probs.to(v.dtype), v.unsqueeze(2)), probs
+    b, h, g, nq, d = q.shape
+    logits = torch.matmul(q.reshape(b, h, g * nq, d), k.transpose(-1, -2)) * scaling     # [B, H, G*Q, N]
+    if allowed.shape[-2] > 1:
+        allowed = allowed.repeat(1, 1, g, 1)
+    probs = torch.softmax(logits.float().masked_fill(~allowed, float("-inf")), dim=-1)
+    out = torch.matmul(probs.to(v.dtype), v)                                                # [B, H, G*Q, D]
+    return out.view(b, h, g, nq, d), probs.view(b, h, g, nq, -1)
 
 
 class LayerCache:
