@@ -1,0 +1,295 @@
+"""Discovery and loading of job folders (design.md section 5).
+
+A job folder is any folder below the report's input folders that holds `config.yaml` together with
+`samples.jsonl` (or, for a job that died before its first sample, `status.json`). Loading keeps only
+the sample fields the report uses, so sweeps with long outputs stay cheap in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+#: Job states, from status.json. "unknown" is ours: no status.json and no metrics.json.
+DONE, RUNNING, PREEMPTED, FAILED, UNKNOWN = "done", "running", "preempted", "failed", "unknown"
+
+#: Folders never searched for jobs: Hydra's own copies of the config, W&B run folders and caches
+#: contain a `config.yaml` that is not a kvexp job.
+_SKIP_DIRS = {".hydra", "wandb", "__pycache__", ".git", ".cache"}
+
+
+class ReportError(Exception):
+    """A problem that stops the report (bad input, mixed configs); the CLI prints it and exits 2."""
+
+
+@dataclass(slots=True)
+class Row:
+    """The fields of one samples.jsonl row that the report needs."""
+
+    id: str
+    sample_idx: int
+    correct: bool
+    prediction: Any
+    error: str | None
+    n_output_tokens: int | None
+    stop_reason: str | None
+    kv_bytes_peak: float | None
+    decode_s: float | None
+    output_ids: list[int] | None
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """Pairing key between runs on the same problems: (problem id, sample index)."""
+        return (self.id, self.sample_idx)
+
+    @property
+    def is_error(self) -> bool:
+        return self.error is not None
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Row:
+        error = obj.get("error")
+        return cls(
+            # ids are compared as strings so that 7 and "7" from different writers still pair.
+            id=str(obj["id"]),
+            sample_idx=int(obj.get("sample_idx") or 0),
+            # Error rows count as incorrect whatever their `correct` field says.
+            correct=bool(obj.get("correct")) and error is None,
+            prediction=obj.get("prediction"),
+            error=None if error is None else str(error),
+            n_output_tokens=_number(obj.get("n_output_tokens")),
+            stop_reason=obj.get("stop_reason"),
+            kv_bytes_peak=_number(obj.get("kv_bytes_peak")),
+            decode_s=_number(obj.get("decode_s")),
+            output_ids=obj.get("output_ids"),
+        )
+
+
+def _number(value: Any) -> Any:
+    """The value if it is a finite number, else None (missing, null or NaN fields)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value if math.isfinite(value) else None
+
+
+@dataclass
+class Job:
+    """One job folder: one (model, dataset, policy, budget, shard) run."""
+
+    path: Path
+    config: dict[str, Any]  # flattened: dotted key -> leaf value
+    state: str
+    status: dict[str, Any]
+    rows: list[Row]
+    torn_last_line: bool = False
+    bad_lines: int = 0  # unparsable lines other than a torn last line
+    duplicate_rows: int = 0  # rows whose (id, sample_idx) appeared earlier; the first one is kept
+    mtime: float = 0.0
+
+    @property
+    def shard_index(self) -> int:
+        return int(self.config.get("dataset.shard.index") or 0)
+
+    @property
+    def shard_count(self) -> int:
+        return int(self.config.get("dataset.shard.count") or 1)
+
+    @property
+    def n_target(self) -> int | None:
+        """Rows the job set out to write, from status.json (the pipeline's n_target)."""
+        total = self.status.get("n_target", self.status.get("n_total"))
+        return total if isinstance(total, int) else None
+
+    @property
+    def error_message(self) -> str | None:
+        err = self.status.get("error")
+        return None if err in (None, "") else str(err)
+
+    def load_traces(self) -> list[dict[str, Any]]:
+        """Rows of traces.jsonl (empty when the job wrote none); loaded on demand for the plots."""
+        path = self.path / "traces.jsonl"
+        if not path.is_file():
+            return []
+        rows, _, _ = read_jsonl(path)
+        return rows
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts to {"a.b.c": leaf}; lists and empty dicts are leaves."""
+    out: dict[str, Any] = {}
+    if isinstance(tree, dict) and tree:
+        for k, v in tree.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+    else:
+        out[prefix[:-1]] = tree
+    return out
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    """Read a config.yaml into flattened dotted keys.
+
+    The pipeline writes resolved configs; should one still hold interpolations that need Hydra's
+    resolvers, they are kept as text rather than failing the whole report.
+    """
+    try:
+        conf = OmegaConf.load(path)
+    except Exception as exc:  # noqa: BLE001 - YAML and OmegaConf raise many types
+        raise ReportError(f"cannot read {path.name}: {exc}") from exc
+    try:
+        tree = OmegaConf.to_container(conf, resolve=True)
+    except Exception:  # noqa: BLE001 - any resolver failure: fall back to the raw text
+        tree = OmegaConf.to_container(conf, resolve=False)
+    if not isinstance(tree, dict):
+        raise ReportError(f"{path}: config.yaml is not a mapping")
+    return flatten(tree)
+
+
+def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], bool, int]:
+    """Parse a JSON-lines file written by an appending, possibly killed, writer.
+
+    Returns (objects, torn_last_line, bad_lines). A last line that does not parse is a write cut
+    short by a kill or preemption and is skipped silently (the pipeline drops it on resume too);
+    unparsable lines elsewhere are counted so the report can flag them.
+    """
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        lines = fh.read().split("\n")
+    objects: list[dict[str, Any]] = []
+    torn = False
+    bad = 0
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            obj = None
+        if not isinstance(obj, dict):
+            if i == last:
+                torn = True
+            else:
+                bad += 1
+            continue
+        objects.append(obj)
+    return objects, torn, bad
+
+
+def _job_state(path: Path, status: dict[str, Any]) -> str:
+    state = status.get("state")
+    if isinstance(state, str) and state:
+        return state
+    # Jobs from before status.json existed: metrics.json is only written at the end of a run.
+    return DONE if (path / "metrics.json").is_file() else UNKNOWN
+
+
+def load_job(path: Path) -> Job:
+    """Load one job folder."""
+    config = load_config(path / "config.yaml")
+    status: dict[str, Any] = {}
+    status_path = path / "status.json"
+    if status_path.is_file():
+        try:
+            loaded = json.loads(status_path.read_text(encoding="utf-8"))
+            status = loaded if isinstance(loaded, dict) else {}
+        except json.JSONDecodeError:
+            # A status.json torn by a kill says nothing reliable; the state becomes "unknown".
+            status = {"state": UNKNOWN, "error": "status.json is not valid JSON"}
+    samples_path = path / "samples.jsonl"
+    rows: dict[tuple[str, int], Row] = {}
+    torn, bad, dup, mtime = False, 0, 0, 0.0
+    if samples_path.is_file():
+        objects, torn, bad = read_jsonl(samples_path)
+        mtime = samples_path.stat().st_mtime
+        for obj in objects:
+            if "id" not in obj:
+                bad += 1
+                continue
+            row = Row.from_json(obj)
+            if row.key in rows:
+                dup += 1  # the pipeline's resume keeps the first copy too
+                continue
+            rows[row.key] = row
+    return Job(
+        path=path,
+        config=config,
+        state=_job_state(path, status),
+        status=status,
+        rows=list(rows.values()),
+        torn_last_line=torn,
+        bad_lines=bad,
+        duplicate_rows=dup,
+        mtime=mtime,
+    )
+
+
+def is_job_folder(path: Path) -> bool:
+    """True for a folder holding a job's config.yaml and samples (or at least its status)."""
+    return (path / "config.yaml").is_file() and (
+        (path / "samples.jsonl").is_file() or (path / "status.json").is_file()
+    )
+
+
+def find_job_folders(dirs: list[Path], exclude: Path | None = None) -> list[Path]:
+    """Every job folder at or below `dirs`, each once, in a stable (sorted) order.
+
+    The search does not descend into a job folder (its subfolders are W&B or Hydra files) nor into
+    `exclude` (the report's own output folder).
+    """
+    found: set[Path] = set()
+    excluded = exclude.resolve() if exclude is not None else None
+    for top in dirs:
+        top = Path(top)
+        if not top.is_dir():
+            raise ReportError(f"{top}: not a folder")
+        for root, subdirs, _ in os.walk(top.resolve(), followlinks=False):
+            here = Path(root)
+            if is_job_folder(here):
+                found.add(here)
+                subdirs[:] = []
+                continue
+            subdirs[:] = sorted(
+                d
+                for d in subdirs
+                if d not in _SKIP_DIRS and (excluded is None or (here / d) != excluded)
+            )
+    return sorted(found)
+
+
+def load_jobs(dirs: list[Path], exclude: Path | None = None) -> tuple[list[Job], list[Issue]]:
+    """Find and load every job folder below `dirs`.
+
+    A folder whose config.yaml cannot be read is left out and returned as an issue, so one damaged
+    folder does not stop the report of a whole sweep.
+    """
+    paths = find_job_folders(dirs, exclude)
+    if not paths:
+        shown = ", ".join(str(d) for d in dirs)
+        raise ReportError(
+            f"no job folders (config.yaml with samples.jsonl or status.json) below {shown}"
+        )
+    jobs, issues = [], []
+    for p in paths:
+        try:
+            jobs.append(load_job(p))
+        except ReportError as exc:
+            issues.append(Issue("unreadable", p.name, str(exc), [p]))
+    if not jobs:
+        reasons = "; ".join(f"{i.paths[0]}: {i.detail}" for i in issues)
+        raise ReportError(f"no readable job folder: {reasons}")
+    return jobs, issues
+
+
+@dataclass
+class Issue:
+    """Something the report must show rather than silently drop."""
+
+    kind: str  # failed, running, preempted, unknown, missing shards, missing cells, ...
+    where: str  # human-readable cell or table label
+    detail: str
+    paths: list[Path] = field(default_factory=list)

@@ -1,0 +1,511 @@
+"""Tests of the sweep report (kvexp.report) on synthetic job folders with hand-computed values."""
+
+from __future__ import annotations
+
+import csv
+import math
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+
+from kvexp.report import ReportError, build_report
+from kvexp.report.cli import main
+from kvexp.report.loading import read_jsonl
+from kvexp.report.stats import (
+    binomial_cdf_half,
+    bootstrap_mean_interval,
+    common_prefix_length,
+    mcnemar_exact,
+    wilson_interval,
+)
+from kvexp.report.cells import category_of
+
+try:  # tests/ may or may not become a package
+    from tests import report_fixtures as fx
+except ImportError:  # pragma: no cover
+    import report_fixtures as fx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def standard(tmp_path_factory):
+    """The standard sweep's report, built once for the tests that only read it."""
+    root = tmp_path_factory.mktemp("standard")
+    sweep = fx.write_standard_sweep(root)
+    return build_report([sweep], sweep / "report")
+
+
+def _issues(result, kind):
+    return [i for i in result.issues if i.kind == kind]
+
+
+# ---------------------------------------------------------------- statistics against hand values
+
+
+def test_wilson_hand_values():
+    # 7/10: centre (0.7 + 3.841459/20) / 1.3841459 = 0.644493,
+    # half-width 1.959964 * sqrt(0.021 + 3.841459/400) / 1.3841459 = 0.247716.
+    lo, hi = wilson_interval(7, 10)
+    assert lo == pytest.approx(0.396777, abs=2e-6)
+    assert hi == pytest.approx(0.892209, abs=2e-6)
+    # 0/10: lower bound exactly 0, upper z^2 / (n + z^2) = 3.8415 / 13.8415.
+    assert wilson_interval(0, 10) == (0.0, pytest.approx(3.841459 / 13.841459, abs=1e-6))
+    assert wilson_interval(10, 10)[1] == 1.0
+    assert all(math.isnan(x) for x in wilson_interval(0, 0))
+
+
+def test_mcnemar_exact_hand_values():
+    # b=1, c=6: p = 2 * (C(7,0) + C(7,1)) / 2^7 = 2 * 8 / 128.
+    assert mcnemar_exact(1, 6) == 0.125
+    assert mcnemar_exact(6, 1) == 0.125
+    assert mcnemar_exact(0, 5) == 2 / 32
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(3, 3) == 1.0  # 2 * 42/64 > 1 is capped
+    # A larger case stays exact: P(X <= 10 | n=40) = sum C(40,k), k<=10, over 2^40.
+    exact = sum(math.comb(40, k) for k in range(11)) / 2**40
+    assert binomial_cdf_half(10, 40) == exact
+    assert mcnemar_exact(10, 30) == pytest.approx(2 * exact, rel=1e-12)
+
+
+def test_bootstrap_interval_is_reproducible_and_brackets_the_mean():
+    values = [0.5, 1.0, 0.0, 0.5, 1.0, 0.25]
+    a = bootstrap_mean_interval(values)
+    assert a == bootstrap_mean_interval(values)  # fixed seed
+    assert a[0] < sum(values) / len(values) < a[1]
+    assert bootstrap_mean_interval([1.0, 1.0]) == (1.0, 1.0)
+
+
+def test_common_prefix_length():
+    assert common_prefix_length([1, 2, 3], [1, 2, 4, 5]) == 2
+    assert common_prefix_length([1, 2, 3], [1, 2, 3]) == 3
+    assert common_prefix_length([], [1]) == 0
+
+
+def test_categories():
+    assert category_of("gsm8k") == category_of("math500") == "Math"
+    assert category_of("folio") == "Logic"
+    assert category_of("reclor") == "Reading"
+    assert category_of("commonsenseqa") == "Commonsense"
+    assert category_of("my_new_dataset") == "Other"
+
+
+# ---------------------------------------------------------------- table values of the standard sweep
+
+
+def test_accuracy_table(standard):
+    t = standard.table("accuracy", "gsm8k")
+    assert t.columns == ["B=128", "B=256"]
+    assert [r.label for r in t.rows] == ["full", "h2o", "tova", "snapkv"]  # design order
+    assert t.row("full").reference
+    # The full cache is the reference in every budget column.
+    for col in t.columns:
+        assert t.value("full", col, "accuracy") == pytest.approx(0.7)
+        assert t.value("full", col, "ci_lo") == pytest.approx(0.396777, abs=2e-6)
+    assert t.value("h2o", "B=128", "accuracy") == pytest.approx(0.2)
+    assert t.value("h2o", "B=256", "accuracy") == pytest.approx(0.6)
+    assert t.value("snapkv", "B=256", "accuracy") is None  # never ran
+    assert "0.700 [0.397, 0.892]" in t.row("full").cells["B=128"].text
+
+
+def test_error_rows_count_as_incorrect(standard):
+    t = standard.table("accuracy", "gsm8k")
+    assert t.value("snapkv", "B=128", "accuracy") == pytest.approx(0.6)  # 6 of 10, g9 errored
+    assert t.value("snapkv", "B=128", "n_errors") == 1
+    assert "1 err" in t.row("snapkv").cells["B=128"].text
+
+
+def test_delta_and_mcnemar(standard):
+    t = standard.table("delta", "gsm8k")
+    assert t.value("h2o", "B=128", "delta") == pytest.approx(-0.5)
+    assert t.value("h2o", "B=128", "gains") == 1
+    assert t.value("h2o", "B=128", "losses") == 6
+    assert t.value("h2o", "B=128", "p_value") == 0.125
+    assert t.value("h2o", "B=256", "delta") == pytest.approx(-0.1)
+    assert t.value("h2o", "B=256", "p_value") == 1.0
+    assert t.row("full").cells["B=128"].text == "reference"
+    # A partial cell is compared on the problems it has: tova B=256 has g0..g4, right on g0..g2,
+    # where the full cache is right on all five: 2 losses, delta (3 - 5) / 5.
+    assert t.value("tova", "B=256", "n_pairs") == 5
+    assert t.value("tova", "B=256", "delta") == pytest.approx(-0.4)
+    assert t.value("tova", "B=256", "p_value") == 0.5
+
+
+def test_length_stops_and_cost(standard):
+    length = standard.table("length", "gsm8k")
+    assert length.value("h2o", "B=128", "mean_output_tokens") == 40
+    assert length.value("h2o", "B=128", "ratio_to_full") == pytest.approx(2.0)
+    assert length.value("full", "B=128", "ratio_to_full") == pytest.approx(1.0)
+    # snapkv's error row has no output: the mean is over its 9 generations.
+    assert length.value("snapkv", "B=128", "mean_output_tokens") == 20
+    stops = standard.table("stops", "gsm8k")
+    assert stops.value("h2o", "B=128", "truncation_rate") == pytest.approx(0.3)
+    assert stops.value("h2o", "B=128", "repetition_rate") == pytest.approx(0.1)
+    assert stops.value("full", "B=256", "truncation_rate") == 0
+    cost = standard.table("efficiency", "gsm8k")
+    assert cost.value("h2o", "B=128", "decode_tokens_per_s") == pytest.approx(400 / 20)
+    assert cost.value("h2o", "B=128", "kv_bytes_peak") == 2048  # max, not mean
+    assert cost.value("full", "B=128", "kv_bytes_peak") == 4096
+
+
+def test_fidelity_on_hand_made_output_ids(standard):
+    t = standard.table("fidelity", "gsm8k")
+    # h2o B=128 agrees with the full cache for 5 tokens on every problem; same prediction on g0, g7.
+    assert t.value("h2o", "B=128", "mean_prefix_tokens") == 5
+    assert t.value("h2o", "B=128", "same_prediction") == pytest.approx(0.2)
+    assert t.value("h2o", "B=128", "identical_output") == 0
+    # h2o B=256: identical except g6, which diverges at token 10: (9 * 20 + 10) / 10.
+    assert t.value("h2o", "B=256", "mean_prefix_tokens") == pytest.approx(19.0)
+    assert t.value("h2o", "B=256", "same_prediction") == pytest.approx(0.9)
+    assert t.value("h2o", "B=256", "identical_output") == pytest.approx(0.9)
+    # The error row of snapkv is left out of fidelity.
+    assert t.value("snapkv", "B=128", "n_pairs") == 9
+
+
+def test_category_means(standard):
+    t = standard.table("category", "category-Math")
+    # Macro average of gsm8k and math500: h2o B=128 (0.2 + 0.25) / 2, B=256 (0.6 + 0.75) / 2.
+    assert t.value("h2o", "B=128", "accuracy") == pytest.approx(0.225)
+    assert t.value("h2o", "B=256", "accuracy") == pytest.approx(0.675)
+    assert t.value("full", "B=128", "accuracy") == pytest.approx(0.6)
+    assert t.value("snapkv", "B=128", "n_datasets") == 1
+    assert "(1/2)" in t.row("snapkv").cells["B=128"].text
+
+
+# ---------------------------------------------------------------- shards, states, holes
+
+
+def test_two_shards_make_one_cell_and_metrics_are_recomputed(standard):
+    (snap,) = [r for r in standard.results.values() if r.cell.policy == "snapkv"]
+    assert snap.cell.shard_count == 2
+    assert sorted(snap.cell.jobs) == [0, 1]
+    assert snap.cell.complete
+    assert snap.metrics.n_rows == 10
+    # metrics.json of both shards claims 0.999: the report ignores it.
+    assert snap.metrics.accuracy == pytest.approx(0.6)
+
+
+def test_missing_shard_is_listed(tmp_path):
+    rows = [fx.sample_row(f"g{i}", True) for i in range(5)]
+    fx.write_job(tmp_path / "full", fx.job_config(policy="full"), rows)
+    fx.write_job(tmp_path / "a", fx.job_config(shard=(0, 3)), rows[:2])
+    fx.write_job(tmp_path / "b", fx.job_config(shard=(2, 3)), rows[4:])
+    result = build_report([tmp_path], tmp_path / "report")
+    (issue,) = _issues(result, "missing shards")
+    assert issue.detail == "no job folder for shard 1 of 3 (indices 0..2)"
+    t = result.table("accuracy", "gsm8k")
+    assert t.value("h2o", "B=128", "n") == 3
+    assert t.value("h2o", "B=128", "complete") is False
+    assert t.row("h2o").cells["B=128"].text.endswith("†")
+
+
+def test_failed_running_and_missing_cells_are_listed(standard):
+    (failed,) = _issues(standard, "failed")
+    assert "tova B=128" in failed.where and "CUDA out of memory" in failed.detail
+    (running,) = _issues(standard, "running")
+    assert "tova B=256" in running.where and "5/10" in running.detail
+    missing = {i.where: i.detail for i in _issues(standard, "missing cells")}
+    assert missing["tiny_random / gsm8k / snapkv"] == "no job folder for B=256"
+    assert "B=128, B=256" in missing["tiny_random / math500 / tova"]
+    md = standard.markdown.read_text()
+    attention = md.split("## Attention")[1].split("## How to read")[0]
+    for text in ("failed", "CUDA out of memory", "running", "no job folder for B=256"):
+        assert text in attention
+
+
+def test_duplicate_folders_prefer_the_finished_run(tmp_path):
+    rows = [fx.sample_row(f"g{i}", i < 2) for i in range(4)]
+    fx.write_job(tmp_path / "full", fx.job_config(policy="full"), rows)
+    fx.write_job(tmp_path / "old", fx.job_config(), rows[:1], state="failed", n_target=4, error="boom")
+    fx.write_job(tmp_path / "rerun", fx.job_config(), rows)
+    result = build_report([tmp_path], tmp_path / "report")
+    (ignored,) = _issues(result, "ignored folder")
+    assert ignored.paths[0].name == "old"
+    assert not _issues(result, "failed")
+    assert result.table("accuracy", "gsm8k").value("h2o", "B=128", "complete") is True
+
+
+def test_full_cache_launched_at_several_budgets_is_one_reference(tmp_path):
+    rows = [fx.sample_row(f"g{i}", True) for i in range(3)]
+    fx.write_job(tmp_path / "f1", fx.job_config(policy="full", slack=1), rows)
+    fx.write_job(tmp_path / "f2", fx.job_config(policy="full", slack=16), rows)
+    fx.write_job(tmp_path / "h", fx.job_config(), rows)
+    result = build_report([tmp_path], tmp_path / "report")
+    assert sum(r.cell.is_full for r in result.results.values()) == 1
+
+
+def test_torn_last_line_is_skipped_and_bad_lines_flagged(tmp_path):
+    rows = [fx.sample_row(f"g{i}", True) for i in range(3)]
+    job = fx.write_job(tmp_path / "full", fx.job_config(policy="full"), rows, torn_tail=True)
+    objs, torn, bad = read_jsonl(job / "samples.jsonl")
+    assert (len(objs), torn, bad) == (3, True, 0)
+    result = build_report([tmp_path], tmp_path / "report")
+    # Only full-cache runs: the table still has one column to show them in.
+    assert result.table("accuracy", "gsm8k").value("full", "full cache", "n") == 3
+    assert not _issues(result, "bad lines")
+    # A broken line in the middle is skipped and reported.
+    path = job / "samples.jsonl"
+    lines = path.read_text().split("\n")
+    path.write_text("\n".join([lines[0], "{not json", *lines[1:3]]) + "\n")
+    result = build_report([tmp_path], tmp_path / "report")
+    assert len(_issues(result, "bad lines")) == 1
+
+
+def test_unreadable_config_is_listed_not_fatal(tmp_path):
+    rows = [fx.sample_row(f"g{i}", True) for i in range(3)]
+    fx.write_job(tmp_path / "full", fx.job_config(policy="full"), rows)
+    bad = fx.write_job(tmp_path / "bad", fx.job_config(), rows)
+    (bad / "config.yaml").write_text("model: {name: [unclosed\n")
+    result = build_report([tmp_path], tmp_path / "report")
+    (issue,) = _issues(result, "unreadable")
+    assert issue.paths == [bad]
+
+
+def test_several_samples_per_problem_use_pass_at_1_and_bootstrap(tmp_path):
+    cfg = fx.job_config(overrides={"generation.num_samples": 2, "generation.temperature": 0.7})
+    full_cfg = fx.job_config(policy="full", overrides={"generation.num_samples": 2, "generation.temperature": 0.7})
+    correct = {"a": (True, False), "b": (True, True), "c": (False, False)}
+    rows = [fx.sample_row(p, c, sample_idx=s) for p, cs in correct.items() for s, c in enumerate(cs)]
+    fx.write_job(tmp_path / "full", full_cfg, rows)
+    fx.write_job(tmp_path / "h", cfg, rows)
+    result = build_report([tmp_path], tmp_path / "report")
+    (r,) = [r for r in result.results.values() if not r.cell.is_full]
+    assert r.metrics.accuracy == pytest.approx(0.5)  # mean of 0.5, 1, 0
+    assert r.metrics.ci_method == "bootstrap"
+    assert r.metrics.samples_per_problem == 2
+    assert 0 <= r.metrics.ci_lo < 0.5 < r.metrics.ci_hi <= 1
+    assert r.paired.n_pairs == 6 and r.paired.delta == 0
+
+
+# ---------------------------------------------------------------- config checks and layout
+
+
+def test_mixed_configs_are_refused_naming_the_key(tmp_path):
+    rows = [fx.sample_row(f"g{i}", True) for i in range(3)]
+    fx.write_job(tmp_path / "a", fx.job_config(policy="full"), rows)
+    fx.write_job(tmp_path / "b", fx.job_config(overrides={"generation.max_new_tokens": 512}), rows)
+    with pytest.raises(ReportError) as exc:
+        build_report([tmp_path], tmp_path / "report")
+    message = str(exc.value)
+    assert "generation.max_new_tokens" in message and "64" in message and "512" in message
+    assert "--ignore-key" in message
+    # Named on purpose, the difference is accepted and the report says so.
+    result = build_report([tmp_path], tmp_path / "report", ignore_keys=["generation.max_new_tokens"])
+    assert any("generation.max_new_tokens" in n for n in result.notes)
+
+
+def test_dataset_keys_may_differ_across_datasets_but_not_within(tmp_path):
+    rows = [fx.sample_row(f"g{i}", True) for i in range(3)]
+    fx.write_job(tmp_path / "a", fx.job_config(policy="full"), rows)
+    folio = fx.job_config(dataset="folio", policy="full", overrides={"dataset.split": "dev"})
+    fx.write_job(tmp_path / "b", folio, rows)
+    build_report([tmp_path], tmp_path / "r")  # split differs between datasets: fine
+    fx.write_job(tmp_path / "c", fx.job_config(overrides={"dataset.split": "train"}), rows)
+    with pytest.raises(ReportError, match=r"dataset\.split \[within tiny_random / gsm8k\]"):
+        build_report([tmp_path], tmp_path / "r")
+
+
+def test_bookkeeping_keys_may_differ(tmp_path):
+    rows = [fx.sample_row(f"g{i}", True) for i in range(3)]
+    fx.write_job(tmp_path / "a", fx.job_config(policy="full"), rows)
+    fx.write_job(
+        tmp_path / "b",
+        fx.job_config(
+            overrides={
+                "generation.batch_size": 32,
+                "logger.group": "other",
+                "hydra.job.num": 7,
+                "output_root": "/elsewhere",
+                "trace.n_problems": 0,
+                "model.device": "cuda",
+                "dataset.source": "bundled",
+            }
+        ),
+        rows,
+    )
+    result = build_report([tmp_path], tmp_path / "report")
+    assert len(result.results) == 2
+
+
+def test_policy_parameters_split_rows_unless_they_follow_the_budget(tmp_path):
+    rows = [fx.sample_row(f"g{i}", True) for i in range(3)]
+    fx.write_job(tmp_path / "full", fx.job_config(policy="full"), rows)
+    for i, (tokens, norm) in enumerate([(128, "sum"), (128, "mean"), (256, "sum"), (256, "mean")]):
+        params = {"normalize": norm, "window": tokens // 2}  # window = B/2, resolved
+        fx.write_job(tmp_path / f"h{i}", fx.job_config(tokens=tokens, policy_params=params), rows)
+    result = build_report([tmp_path], tmp_path / "report")
+    t = result.table("accuracy", "gsm8k")
+    assert [r.label for r in t.rows] == ["full", "h2o (normalize=mean)", "h2o (normalize=sum)"]
+    assert any("policy.window follows the budget" in n for n in result.layouts[0].notes)
+    assert not _issues(result, "missing cells")
+
+
+# ---------------------------------------------------------------- files: CSV, Markdown, plots
+
+
+def test_csv_per_table_and_cells_csv(standard):
+    names = {p.name for p in standard.csvs}
+    assert "tiny_random__gsm8k__accuracy.csv" in names and "cells.csv" in names
+    assert len(standard.csvs) == len(standard.tables) + 1
+    with open(standard.out / "tables" / "tiny_random__gsm8k__delta.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    h2o = next(r for r in rows if r["policy"] == "h2o")
+    assert float(h2o["B=128:p_value"]) == 0.125 and int(h2o["B=128:losses"]) == 6
+    with open(standard.out / "cells.csv") as fh:
+        cells = list(csv.DictReader(fh))
+    assert len(cells) == len(standard.results)
+    full = next(c for c in cells if c["policy"] == "full" and c["dataset"] == "gsm8k")
+    assert full["budget_tokens"] == "" and float(full["accuracy"]) == pytest.approx(0.7)
+
+
+def test_markdown_has_tables_notes_and_plots(standard):
+    md = standard.markdown.read_text()
+    assert "| **full** (reference) | 0.700 [0.397, 0.892] |" in md
+    assert "-0.500 (+1/-6, p=0.125)" in md
+    assert "Error rows count as incorrect" in md
+    assert "Wilson score interval" in md
+    for p in standard.plots:
+        assert f"]({p.relative_to(standard.out).as_posix()})" in md
+
+
+def test_plots_written_and_loadable(standard):
+    stems = {p.stem for p in standard.plots}
+    assert stems == {
+        "accuracy_vs_budget__tiny_random",
+        "length_vs_budget__tiny_random",
+        "accuracy_vs_kv_bytes__tiny_random",
+        "prompt_share__tiny_random__gsm8k",  # math500 has no traces
+    }
+    for p in standard.plots:
+        assert p.stat().st_size > 20_000, p
+        image = matplotlib.image.imread(p)
+        assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 500
+        assert image.std() > 0.05  # not a blank canvas
+
+
+def test_prompt_share_is_the_mean_over_traced_problems():
+    from kvexp.report.plots import mean_prompt_share
+
+    traces = fx.prompt_share_trace("a", [1.0, 0.8, 0.6]) + fx.prompt_share_trace("b", [1.0, 0.6])
+    steps, shares = mean_prompt_share(traces)
+    assert steps == [0, 1, 2] and shares == pytest.approx([1.0, 0.7, 0.6])
+
+
+# ---------------------------------------------------------------- CLI and W&B
+
+
+def test_cli_default_out_and_errors(tmp_path, capsys):
+    rows = [fx.sample_row(f"g{i}", True) for i in range(3)]
+    fx.write_job(tmp_path / "s" / "0", fx.job_config(policy="full"), rows)
+    assert main([str(tmp_path / "s")]) == 0
+    assert (tmp_path / "s" / "report" / "report.md").is_file()
+    assert main([str(tmp_path / "s")]) == 0  # its own output folder is not a job folder
+    fx.write_job(tmp_path / "s" / "1", fx.job_config(overrides={"seed": 1}), rows)
+    assert main([str(tmp_path / "s")]) == 2
+    assert "seed" in capsys.readouterr().err
+    assert main([str(tmp_path / "s" / "report")]) == 2  # no job folders there
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "s"), str(tmp_path)])  # several DIRs need --out
+
+
+def test_wandb_logging_with_a_stub(standard, tmp_path, monkeypatch):
+    calls = {}
+
+    class Run:
+        url, dir = None, str(tmp_path / "wandb-run")
+
+        def log(self, payload):
+            calls["log"] = payload
+
+        def finish(self):
+            calls["finished"] = True
+
+    def init(**kwargs):
+        calls["init"] = kwargs
+        return Run()
+
+    stub = types.ModuleType("wandb")
+    stub.init = init
+    stub.Table = lambda columns, data: ("table", columns, data)
+    stub.Image = lambda path: ("image", path)
+    monkeypatch.setitem(sys.modules, "wandb", stub)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    sweep = standard.out.parent
+    result = build_report([sweep], tmp_path / "report", wandb=True)
+    init = calls["init"]
+    assert init["group"] == "test-sweep" and init["project"] == "kvexp-tests"
+    assert init["mode"] == "offline" and init["job_type"] == "report"
+    payload = calls["log"]
+    assert sum(k.startswith("tables/") for k in payload) == len(result.tables) + 1
+    assert sum(k.startswith("plots/") for k in payload) == len(result.plots)
+    assert calls["finished"] and result.wandb_run == str(tmp_path)  # the offline run folder
+
+
+def test_wandb_offline_run_is_written(standard, tmp_path, monkeypatch):
+    """The real wandb package, offline: no network, the run lands under the report folder."""
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    result = build_report([standard.out.parent], tmp_path / "report", wandb=True)
+    run_dir = Path(result.wandb_run)
+    assert run_dir.is_relative_to(tmp_path / "report" / "wandb")
+    assert list(run_dir.glob("run-*.wandb"))
+
+
+def test_report_imports_without_wandb_or_pyplot():
+    code = (
+        "import sys, kvexp.report, kvexp.report.plots; "
+        "assert 'wandb' not in sys.modules; assert 'matplotlib.pyplot' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_two_models_slack_columns_and_other_category(tmp_path):
+    rows = [fx.sample_row(f"g{i}", i < 2) for i in range(4)]
+    for model in ("A", "B"):
+        fx.write_job(tmp_path / f"{model}-full", fx.job_config(model=model, policy="full"), rows)
+        h1_rows = rows[:3] + [fx.sample_row("g3", True)]
+        fx.write_job(tmp_path / f"{model}-h1", fx.job_config(model=model, slack=1), h1_rows)
+    fx.write_job(tmp_path / "A-h16", fx.job_config(model="A", slack=16), rows)
+    fx.write_job(tmp_path / "A-my-full", fx.job_config(model="A", dataset="mystery", policy="full"), rows)
+    result = build_report([tmp_path], tmp_path / "report")
+    a = result.table("accuracy", "gsm8k", model="A")
+    assert a.columns == ["B=128 S=1", "B=128 S=16"]
+    assert a.value("h2o", "B=128 S=1", "accuracy") == pytest.approx(0.75)
+    assert a.value("h2o", "B=128 S=16", "accuracy") == pytest.approx(0.5)
+    assert result.table("accuracy", "gsm8k", model="B").columns == ["B=128"]
+    scopes = {t.scope for t in result.tables if t.kind == "category" and t.model == "A"}
+    assert scopes == {"category-Math", "category-Other", "category-All"}
+    missing = {i.where: i.detail for i in _issues(result, "missing cells")}
+    assert missing["B"] == "no cells for datasets mystery"
+    assert "no job folder for B=128 S=1, B=128 S=16" == missing["A / mystery / h2o"]
+    assert {p.name for p in result.plots} >= {"accuracy_vs_budget__A.png", "accuracy_vs_budget__B.png"}
+
+
+def test_model_sampling_presets_may_differ_across_models_not_within(tmp_path):
+    rows = [fx.sample_row(f"g{i}", True) for i in range(3)]
+    fx.write_job(tmp_path / "a", fx.job_config(model="A", policy="full"), rows)
+    hot = {"generation.temperature": 0.6, "model.sampling.temperature": 0.6}
+    fx.write_job(tmp_path / "b", fx.job_config(model="B", policy="full", overrides=hot), rows)
+    build_report([tmp_path], tmp_path / "r")
+    fx.write_job(tmp_path / "c", fx.job_config(model="A", overrides=hot), rows)
+    with pytest.raises(ReportError, match=r"generation\.temperature \[within A\]"):
+        build_report([tmp_path], tmp_path / "r")
+
+
+def test_wandb_group_defaults_to_the_sweep_folder(tmp_path):
+    from kvexp.report.loading import load_jobs
+    from kvexp.report.wandb_log import wandb_target
+
+    sweep = tmp_path / "2030-01-01_00-00-00"
+    cfg = fx.job_config(policy="full", overrides={"logger.group": None})
+    fx.write_job(sweep / "tiny_random" / "gsm8k" / "full", cfg, [fx.sample_row("g0", True)])
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    jobs, _ = load_jobs([sweep / "tiny_random"])
+    target = wandb_target(jobs, [sweep / "tiny_random"])
+    assert target.group == "2030-01-01_00-00-00" and target.project == "kvexp-tests"
