@@ -1,0 +1,49 @@
+"""Command line: `python -m kvexp.main [-m] key=value ...` (Hydra; configs in conf/).
+
+    python -m kvexp.main                                        # one job with the defaults
+    python -m kvexp.main -m policy=h2o,snapkv budget=128,512    # a sweep: one job folder per cell
+    python -m kvexp.main -m experiment=paper_r1_distill_llama_8b    # a pinned study
+    python -m kvexp.main hydra.run.dir=<job folder>             # resume a job (hydra.sweep.dir=... for a sweep)
+
+Exit status: 0 when every job finished; 1 when a job failed (its status.json says why);
+128 + signal number when interrupted (SIGTERM: 143, Ctrl-C: 130), after the job folder is flushed.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from kvexp.pipeline import JobInterrupted, register_resolvers, run_job
+from kvexp.pipeline.config import quote_numeric_choices
+
+# Hydra resolves the run/sweep folder names (${kvexp.cell:...}) before calling main, so the resolver
+# must exist at import time. Submitit workers import this module too, so they get it as well.
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    hc = HydraConfig.get()
+    sweep = Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
+    metrics = run_job(cfg, Path(hc.runtime.output_dir), sweep=sweep, overrides=list(hc.overrides.task))
+    return metrics.get("accuracy")  # the objective, for sweepers that optimise one
+
+
+def cli() -> None:
+    # `budget=128,512` as typed (see kvexp.pipeline.config.quote_numeric_choices)
+    sys.argv[1:] = quote_numeric_choices(sys.argv[1:])
+    try:
+        main()
+    except JobInterrupted as e:
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    cli()

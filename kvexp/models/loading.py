@@ -1,0 +1,144 @@
+"""Loading a preset in two steps, so a job can refuse a model before paying for its weights:
+
+    source = ModelSource(preset)
+    source.check()             # cheap: the local path / package exists (no weights, no network)
+    hf_config = source.config()  # the architecture only (kvexp.engine.check_model_config runs on it)
+    loaded = source.load()     # weights + tokenizer, eval mode, on the preset's device
+
+Where the weights come from, by priority: `model.path` (a local folder), else `model.source`:
+  hub          from_pretrained(hub_id); the access token comes from the HF_TOKEN environment variable
+  gguf         a GGUF inside a pip package, converted once into a safetensors cache (kvexp.models.gguf)
+  tiny_random  built in process (kvexp.models.tiny)
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kvexp.models import gguf, tiny
+from kvexp.models.chat import eos_token_ids
+from kvexp.models.preset import ModelConfigError, ModelPreset
+
+log = logging.getLogger(__name__)
+
+
+class ModelUnavailableError(RuntimeError):
+    """The weights or config could not be fetched (no network, gated repository, missing token)."""
+
+
+@dataclass
+class LoadedModel:
+    model: Any            # a transformers *ForCausalLM in eval mode
+    tokenizer: Any
+    eos_token_ids: list[int]
+    device: torch.device
+    origin: str           # where the weights came from (a path or hub id), for run_meta.json
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str) -> torch.dtype | str:
+    return "auto" if name == "auto" else getattr(torch, name)
+
+
+def resolve_dtype_strict(name: str) -> torch.dtype:
+    """A concrete dtype (a model built in process has no checkpoint dtype for 'auto' to follow)."""
+    return torch.float32 if name == "auto" else getattr(torch, name)
+
+
+class ModelSource:
+    """One preset's weights, config and tokenizer (see the module docstring)."""
+
+    def __init__(self, preset: ModelPreset):
+        self.preset = preset
+
+    # ---- cheap ----
+    def check(self) -> None:
+        """Fail fast, with the fix, on a local path or package that is not there."""
+        p = self.preset
+        if p.path:
+            folder = Path(p.path).expanduser()
+            if not (folder / "config.json").is_file():
+                what = "does not exist" if not folder.exists() else "has no config.json"
+                hint = (f"download it with `huggingface-cli download {p.hub_id} --local-dir {folder}`"
+                        if p.hub_id else "point model.path at a transformers model folder")
+                raise ModelConfigError(f"model.path={folder} {what}; {hint}, or set model.path=null to use "
+                                       f"model.source={p.source}")
+        elif p.source == "gguf":
+            gguf.locate_gguf(p.gguf["package"], p.gguf["file"])
+
+    @property
+    def origin(self) -> str:
+        p = self.preset
+        if p.path:
+            return str(Path(p.path).expanduser())
+        if p.source == "gguf":
+            return str(p.converted_dir())
+        return p.hub_id if p.source == "hub" else p.source
+
+    def config(self):
+        """The model's transformers config, without its weights."""
+        p = self.preset
+        if p.source == "tiny_random" and not p.path:
+            return self._tiny_config
+        from transformers import AutoConfig
+
+        if p.source == "gguf" and not p.path and not gguf.is_converted(p.converted_dir()):
+            path = gguf.locate_gguf(p.gguf["package"], p.gguf["file"])
+            return AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
+        return self._from_pretrained(AutoConfig)
+
+    # ---- expensive ----
+    def load(self) -> LoadedModel:
+        p = self.preset
+        device = resolve_device(p.device)
+        if p.source == "tiny_random" and not p.path:
+            model = tiny.build_model(self._tiny_config, int(p.tiny.get("init_seed", 0)), resolve_dtype_strict(p.dtype))
+            tokenizer = self._tiny_tokenizer
+        else:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            if p.source == "gguf" and not p.path:
+                gguf.ensure_converted(gguf.locate_gguf(p.gguf["package"], p.gguf["file"]), p.converted_dir())
+            tokenizer = self._from_pretrained(AutoTokenizer)
+            model = self._from_pretrained(AutoModelForCausalLM, dtype=resolve_dtype(p.dtype),
+                                          attn_implementation=p.attn_implementation)
+        model = model.to(device).eval()
+        return LoadedModel(model, tokenizer, eos_token_ids(tokenizer, getattr(model, "generation_config", None)),
+                           device, self.origin)
+
+    # ---- helpers ----
+    def _from_pretrained(self, cls, **kwargs):
+        """cls.from_pretrained on the local folder or hub id, turning network/auth failures into a
+        ModelUnavailableError that says what to do."""
+        p = self.preset
+        if p.path:
+            return cls.from_pretrained(str(Path(p.path).expanduser()), **kwargs)
+        if p.source == "gguf":
+            return cls.from_pretrained(str(p.converted_dir()), **kwargs)
+        token = os.environ.get("HF_TOKEN")  # never from the config: config.yaml is written to disk
+        try:
+            return cls.from_pretrained(p.hub_id, token=token, cache_dir=p.cache_dir, **kwargs)
+        except OSError as e:
+            raise ModelUnavailableError(
+                f"could not load {p.hub_id} from the Hugging Face hub ({type(e).__name__}: {e}). With no network, "
+                f"download it elsewhere and set model.path=<folder>; for a gated model accept its license and "
+                f"export HF_TOKEN") from e
+
+    @cached_property
+    def _tiny_tokenizer(self):
+        return tiny.build_tokenizer()
+
+    @cached_property
+    def _tiny_config(self):
+        return tiny.build_config(self._tiny_tokenizer, self.preset.tiny)

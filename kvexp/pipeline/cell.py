@@ -1,0 +1,68 @@
+"""Naming a cell and telling whether a job folder's results belong to a config.
+
+A cell is one (model, dataset, policy, budget) point of a study. Its folder name must say which cell it
+is (`h2o-b128-s1`; `full` for the full cache, whose budget is recorded as null) so that a person can
+find a result from the path, and the same name serves as the W&B run name.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Mapping
+
+from omegaconf import DictConfig, OmegaConf
+
+FULL = "full"
+
+# Config keys that may change between a job and its resumption without changing what a finished row
+# means: where output goes, logging, batching, how many problems/samples to cover, local paths.
+RESUMABLE_CHANGES = (
+    "logger", "output_root", "trace", "resume", "dataset.limit", "dataset.source", "generation.batch_size",
+    "generation.num_samples", "model.path", "model.cache_dir", "model.device",
+)
+
+
+def cell_name(policy: str, tokens: Any, slack: Any, shard_index: Any = 0, shard_count: Any = 1) -> str:
+    """`<policy>-b<tokens>-s<slack>`, plus `-shard<i>of<n>` when a cell is split into shards.
+
+    The full cache keeps the budget it was launched with in its folder name (its recorded budget is
+    null): a sweep such as `policy=full,h2o budget=16,32` then gives every job its own folder instead
+    of two jobs racing for one, and the report treats them as one reference cell."""
+    name = f"{policy}-b{'none' if tokens is None else tokens}-s{slack}"
+    if int(shard_count) > 1:
+        name += f"-shard{shard_index}of{shard_count}"
+    return name
+
+
+def register_resolvers() -> None:
+    """`${kvexp.cell:policy,tokens,slack,shard_index,shard_count}` for Hydra's folder names. Idempotent."""
+    if not OmegaConf.has_resolver("kvexp.cell"):
+        OmegaConf.register_new_resolver("kvexp.cell", cell_name)
+
+
+def run_identity(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a config that decides what a sample row means: everything except RESUMABLE_CHANGES
+    (and the budget, for the full cache that ignores it)."""
+    ident = (OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig)
+             else copy.deepcopy(dict(cfg)))
+    ident.pop("hydra", None)
+    ignored = list(RESUMABLE_CHANGES)
+    if (ident.get("policy") or {}).get("name") == FULL:
+        ignored.append("budget")
+    for dotted in ignored:
+        *parents, leaf = dotted.split(".")
+        node = ident
+        for p in parents:
+            node = node.get(p) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return ident
+
+
+def differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys where two plain configs differ, with both values."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            out += differences(a.get(k, "<absent>"), b.get(k, "<absent>"), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [f"{prefix.rstrip('.')}: {a!r} -> {b!r}"]

@@ -1,0 +1,157 @@
+"""One job folder and its files (design section 5): config.yaml, samples.jsonl, traces.jsonl,
+status.json, run_meta.json, metrics.json.
+
+samples.jsonl and traces.jsonl are append-only and flushed per row, so a killed job loses at most the
+row it was writing. Reopening a folder drops a torn last line, and a sample's trace rows are written
+before the sample row, so traces of unfinished samples are dropped too. JSON files are replaced
+atomically (write a temporary file, rename), so a reader never sees half of one.
+A lock (flock on `.lock`) keeps two processes from running the same folder at once.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import socket
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+CONFIG, SAMPLES, TRACES = "config.yaml", "samples.jsonl", "traces.jsonl"
+STATUS, RUN_META, METRICS, LOCK = "status.json", "run_meta.json", "metrics.json", ".lock"
+
+RowKey = tuple[str, int]
+
+
+class JobFolderBusy(RuntimeError):
+    """Another live process holds this job folder."""
+
+
+def row_key(row: dict[str, Any]) -> RowKey:
+    return (str(row["id"]), int(row["sample_idx"]))
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Replace `path` atomically with `obj` as JSON."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, default=str)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_jsonl(path: Path, *, repair: bool = False) -> list[dict[str, Any]]:
+    """The rows of a JSON-lines file. A torn last line (not JSON, or no newline after it) is dropped,
+    and with `repair` cut off the file so that appends start on a clean line. A bad line anywhere else
+    means the file was edited or corrupted: refuse rather than guess."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    lines = data.split(b"\n")  # the last element is what follows the final newline ("" if clean)
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    rows: list[dict[str, Any]] = []
+    good_end = 0  # bytes of complete, valid lines
+    for i, line in enumerate(lines[: last + 1]):
+        if line.strip():
+            try:
+                if i == len(lines) - 1:
+                    raise ValueError("no newline after it")
+                rows.append(json.loads(line))
+            except ValueError as e:
+                if i != last:
+                    raise ValueError(f"{path}: line {i + 1} is not JSON ({e}); the file was edited or "
+                                     f"corrupted") from None
+                log.warning("%s: dropping a torn last line (%d bytes) left by an interrupted run",
+                            path.name, len(line))
+                break
+        good_end += len(line) + 1
+    if repair and good_end < len(data):
+        with open(path, "r+b") as f:
+            f.truncate(good_end)
+    return rows
+
+
+class JobFolder:
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @contextmanager
+    def locked(self) -> Iterator["JobFolder"]:
+        """Hold the folder for this process (released when the process dies, whatever the cause)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.file(LOCK), "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or "unknown"
+                raise JobFolderBusy(f"{self.path} is being run by another process ({holder}); wait for it or "
+                                    f"use another output folder") from None
+            f.seek(0)
+            f.truncate()
+            f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+            f.flush()
+            try:
+                yield self
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    # ---- resume ----
+    def finished_rows(self, *, drop_errors: bool = False) -> list[dict[str, Any]]:
+        """Rows already in samples.jsonl (first copy of each (id, sample_idx)), after cutting a torn last
+        line. With `drop_errors`, error rows are removed from the file so their samples run again.
+        Trace rows of samples that never finished are removed from traces.jsonl."""
+        rows = read_jsonl(self.file(SAMPLES), repair=True)
+        unique: dict[RowKey, dict[str, Any]] = {}
+        for row in rows:
+            unique.setdefault(row_key(row), row)
+        kept = [r for r in unique.values() if not (drop_errors and r.get("error") is not None)]
+        if len(kept) != len(rows):
+            self._rewrite(SAMPLES, kept)
+        done = {row_key(r) for r in kept}
+        traces = read_jsonl(self.file(TRACES), repair=True)
+        kept_traces = [t for t in traces if row_key(t) in done]
+        if len(kept_traces) != len(traces):
+            self._rewrite(TRACES, kept_traces)
+        return kept
+
+    def _rewrite(self, name: str, rows: Iterable[dict[str, Any]]) -> None:
+        path = self.file(name)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=self.path)
+        with os.fdopen(fd, "w") as f:
+            for row in rows:
+                f.write(json.dumps(row, default=str) + "\n")
+        os.replace(tmp, path)
+
+    # ---- appending ----
+    @contextmanager
+    def appender(self) -> Iterator["RowWriter"]:
+        with open(self.file(SAMPLES), "a") as samples, open(self.file(TRACES), "a") as traces:
+            yield RowWriter(samples, traces)
+
+
+class RowWriter:
+    """Appends finished samples (and their trace rows, first) and flushes each one."""
+
+    def __init__(self, samples, traces):
+        self._samples, self._traces = samples, traces
+
+    def write(self, row: dict[str, Any], trace: list[dict[str, Any]] | None = None) -> None:
+        if trace:
+            key = {"id": row["id"], "sample_idx": row["sample_idx"]}
+            self._traces.write("".join(json.dumps({**key, **t}, default=str) + "\n" for t in trace))
+            self._traces.flush()
+        self._samples.write(json.dumps(row, default=str) + "\n")
+        self._samples.flush()

@@ -1,0 +1,292 @@
+"""One job: one cell (model x dataset x policy x budget) over a dataset, written to its own folder.
+
+    plan    validate everything cheap (policy, budget, generation, model preset and path, dataset,
+            model architecture) before any weights load
+    resume  keep the finished rows of samples.jsonl (cutting a torn last line), skip their
+            (problem, sample) pairs
+    run     load the model, build the chat prompts, run the engine; grade and append each row as it
+            finishes; traces for the first problems
+    finish  metrics.json, status.json, W&B summary, a one-line table
+
+status.json says where a job stands: running, done, failed (with the error and traceback) or
+preempted (SIGTERM / Ctrl-C: files are flushed first, the process exits non-zero, and a rerun over
+the same folder resumes).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from kvexp.pipeline.cell import cell_name, differences, run_identity
+from kvexp.pipeline.folder import (CONFIG, METRICS, RUN_META, SAMPLES, STATUS, TRACES, JobFolder, read_jsonl, row_key,
+                                  write_json)
+from kvexp.pipeline.meta import now, run_meta, scrub
+from kvexp.pipeline.metrics import compute_metrics
+from kvexp.pipeline.progress import Progress
+from kvexp.pipeline.signals import JobInterrupted, interruption_name, signals_as_exceptions
+from kvexp.pipeline.summary import format_table
+
+log = logging.getLogger("kvexp")
+
+STATUS_INTERVAL_S = 5.0  # status.json is rewritten at most this often while rows stream in
+
+
+class IncompatibleJobFolder(RuntimeError):
+    """The folder holds results of a different configuration."""
+
+
+@dataclass
+class Plan:
+    """Everything a job needs, validated, before its model loads."""
+
+    policy: Any
+    budget: Any
+    settings: Any                 # GenerationSettings without eos ids (they come with the tokenizer)
+    num_samples: int
+    preset: Any
+    source: Any
+    problems: list
+    identity: dict[str, Any]      # the cell's coordinates, first fields of metrics.json
+
+
+def sample_seed(root: int, problem_id: str, sample_idx: int) -> int:
+    """Seed of one (problem, sample): stable across runs, machines and batch layouts."""
+    digest = hashlib.sha256(f"{root}/{problem_id}/{sample_idx}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def plan_job(cfg: DictConfig) -> Plan:
+    """Validate the config and load the problems, cheapest checks first. Raises before any model loads."""
+    from kvexp.data import load_problems
+    from kvexp.engine import Budget, GenerationSettings, check_model_config
+    from kvexp.models import ModelPreset, ModelSource
+    from kvexp.policies import build_policy
+
+    policy = build_policy(OmegaConf.to_container(cfg.policy, resolve=True))
+    budget = Budget(tokens=cfg.budget.tokens, slack=cfg.budget.slack)
+    budget.check(policy)
+
+    gen = cfg.generation
+    if not isinstance(gen.num_samples, int) or gen.num_samples < 1:
+        raise ValueError(f"generation.num_samples must be an integer >= 1, got {gen.num_samples!r}")
+    if cfg.trace.n_problems < 0:
+        raise ValueError(f"trace.n_problems must be >= 0, got {cfg.trace.n_problems}")
+    repetition = None
+    if gen.repetition.enabled:
+        repetition = {k: v for k, v in OmegaConf.to_container(gen.repetition, resolve=True).items() if k != "enabled"}
+    settings = GenerationSettings(max_new_tokens=gen.max_new_tokens, batch_size=gen.batch_size,
+                                  temperature=float(gen.temperature), top_p=float(gen.top_p), top_k=int(gen.top_k),
+                                  repetition=repetition)
+
+    preset = ModelPreset.from_cfg(OmegaConf.to_container(cfg.model, resolve=True))
+    source = ModelSource(preset)
+    source.check()
+
+    ds = cfg.dataset
+    problems = load_problems(ds.name, source=ds.source, limit=ds.limit, shard_index=ds.shard.index,
+                             shard_count=ds.shard.count, seed=ds.seed)
+    check_model_config(source.config())
+
+    recorded = budget.recorded(policy)
+    identity = {
+        "model": preset.name, "dataset": ds.name, "policy": policy.name, "budget": recorded,
+        "slack": budget.slack if recorded is not None else None, "cell": "full" if recorded is None else cell_name(policy.name, recorded, budget.slack),
+        "seed": cfg.seed, "num_samples": gen.num_samples, "max_new_tokens": gen.max_new_tokens,
+        "temperature": settings.temperature, "shard": {"index": ds.shard.index, "count": ds.shard.count},
+        "limit": ds.limit,
+    }
+    return Plan(policy, budget, settings, gen.num_samples, preset, source, problems, identity)
+
+
+class StatusFile:
+    """status.json: state, counts, timestamps, and the error when the job did not finish."""
+
+    def __init__(self, folder: JobFolder):
+        self.path = folder.file(STATUS)
+        self.data: dict[str, Any] = {"state": "running", "started_at": now(), "updated_at": None,
+                                     "finished_at": None, "error": None, "traceback": None}
+        self._written = 0.0
+
+    def update(self, force: bool = True, **fields: Any) -> None:
+        self.data.update(fields)
+        if force or time.monotonic() - self._written >= STATUS_INTERVAL_S:
+            self.data["updated_at"] = now()
+            write_json(self.path, scrub(self.data))
+            self._written = time.monotonic()
+
+
+def _check_resumable(folder: JobFolder, resolved: dict[str, Any]) -> None:
+    """Refuse to mix rows of two configurations in one folder (a folder without rows is free to reuse,
+    e.g. after a run that failed validation)."""
+    path = folder.file(CONFIG)
+    if not path.exists() or not read_jsonl(folder.file(SAMPLES)):
+        return
+    old = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    diff = differences(run_identity(old), run_identity(resolved))
+    if diff:
+        raise IncompatibleJobFolder(
+            f"{folder.path} holds results of a different configuration ({'; '.join(diff[:5])}"
+            f"{'; ...' if len(diff) > 5 else ''}); rerun with the same settings to resume it, or choose another "
+            f"folder (hydra.run.dir=... / hydra.sweep.dir=...)")
+
+
+def run_job(cfg: DictConfig, job_dir: Path | str, *, sweep: str | None = None,
+            overrides: list[str] | None = None) -> dict[str, Any]:
+    """Run (or resume) one job in `job_dir`; returns its metrics. Raises on failure after recording it in
+    status.json; JobInterrupted / KeyboardInterrupt propagate after the folder is marked preempted."""
+    folder = JobFolder(job_dir)
+    resolved = scrub(OmegaConf.to_container(cfg, resolve=True))
+    with folder.locked(), signals_as_exceptions():
+        _check_resumable(folder, resolved)
+        OmegaConf.save(OmegaConf.create(resolved), folder.file(CONFIG))
+        status = StatusFile(folder)
+        status.update()
+        write_json(folder.file(RUN_META), run_meta(overrides=overrides, started_at=status.data["started_at"]))
+        tracker, state, metrics = None, "failed", None
+        try:
+            plan = plan_job(cfg)
+            tracker = _start_tracker(cfg, plan, folder, sweep, resolved)
+            metrics = _execute(cfg, plan, folder, status, tracker, overrides)
+            state = "done"
+            return metrics
+        except (JobInterrupted, KeyboardInterrupt) as e:
+            state = "preempted"
+            status.update(state=state, finished_at=now(), error=f"interrupted by {interruption_name(e)}; rerun to resume")
+            log.warning("%s: interrupted by %s; rows so far are saved, rerun to resume", folder.path, interruption_name(e))
+            raise
+        except BaseException as e:
+            status.update(state="failed", finished_at=now(), error=f"{type(e).__name__}: {e}",
+                          traceback=traceback.format_exc())
+            raise
+        finally:
+            if tracker is not None:
+                tracker.finish(state=state, metrics=metrics, rows=_target_rows(folder, plan),
+                               traces=read_jsonl(folder.file(TRACES)))
+
+
+def _start_tracker(cfg: DictConfig, plan: Plan, folder: JobFolder, sweep: str | None, resolved: dict[str, Any]):
+    from kvexp.tracking import make_tracker
+
+    ident = plan.identity
+    config = {k: ident[k] for k in ("policy", "budget", "model", "dataset", "seed")}
+    config["config"] = resolved
+    return make_tracker(OmegaConf.to_container(cfg.logger, resolve=True), job_dir=folder.path,
+                        name=f"{ident['model']}/{ident['dataset']}/{ident['cell']}", group=sweep, config=config)
+
+
+def _target_rows(folder: JobFolder, plan: Plan) -> list[dict[str, Any]]:
+    """The rows of samples.jsonl this job's config asks for, in problem order (a folder may hold more
+    rows, e.g. from an earlier run with a larger dataset.limit)."""
+    order = {(p.id, j): i for i, p in enumerate(plan.problems) for j in range(plan.num_samples)}
+    rows = {row_key(r): r for r in read_jsonl(folder.file(SAMPLES))}
+    return [rows[k] for k in sorted(order, key=order.get) if k in rows]
+
+
+def _execute(cfg: DictConfig, plan: Plan, folder: JobFolder, status: StatusFile, tracker, overrides) -> dict[str, Any]:
+    finished = folder.finished_rows(drop_errors=bool(cfg.resume.retry_errors))
+    done = {row_key(r) for r in finished}
+    pending = [(p, j) for p in plan.problems for j in range(plan.num_samples) if (p.id, j) not in done]
+    n_target = len(plan.problems) * plan.num_samples
+    status.update(n_target=n_target, n_done=n_target - len(pending), n_pending=len(pending))
+    if done:
+        log.info("%s: resuming, %d of %d samples already done", folder.path, n_target - len(pending), n_target)
+
+    t_start, generated_tokens, generation_s = time.perf_counter(), 0, 0.0
+    if pending:
+        generated_tokens, generation_s = _generate(cfg, plan, folder, status, tracker, pending, done, overrides)
+
+    rows = _target_rows(folder, plan)
+    metrics = compute_metrics(rows, **plan.identity)
+    metrics.update(wall_s=round(time.perf_counter() - t_start, 3),
+                   throughput_tokens_per_s=generated_tokens / generation_s if generation_s > 0 else None)
+    write_json(folder.file(METRICS), metrics)
+    counts = dict(n_target=n_target, n_done=len(rows), n_pending=n_target - len(rows), n_errors=metrics["n_errors"])
+    if rows and metrics["n_errors"] == len(rows):
+        first = next(r["error"] for r in rows)
+        raise RuntimeError(f"every sample failed ({len(rows)}); the first error: {first.strip().splitlines()[-1]}")
+    status.update(state="done", finished_at=now(), **counts)
+    try:
+        print(f"\n{folder.path}\n{format_table([metrics])}\n", flush=True)
+    except OSError:  # a closed stdout (e.g. piped into `head`) must not fail a finished job
+        pass
+    return metrics
+
+
+def _generate(cfg, plan: Plan, folder: JobFolder, status: StatusFile, tracker, pending, done, overrides):
+    """Load the model and run the pending (problem, sample) pairs; returns (tokens, seconds) generated."""
+    from kvexp.engine import Engine, Request
+    from kvexp.models import encode_prompt, format_prompt
+
+    t0 = time.perf_counter()
+    loaded = plan.source.load()
+    log.info("loaded %s from %s on %s in %.1f s", plan.preset.name, loaded.origin, loaded.device, time.perf_counter() - t0)
+    write_json(folder.file(RUN_META), run_meta(device=loaded.device, model_origin=loaded.origin, overrides=overrides,
+                                               started_at=status.data["started_at"]))
+    tok = loaded.tokenizer
+    settings = dataclasses.replace(plan.settings, eos_token_ids=tuple(loaded.eos_token_ids))
+    engine = Engine(loaded.model, plan.policy, plan.budget, settings)
+
+    problems = {p.id: p for p, _ in pending}
+    prompts = {pid: format_prompt(tok, plan.preset, p.question) for pid, p in problems.items()}
+    prompt_ids = {pid: encode_prompt(tok, text) for pid, text in prompts.items()}
+    requests = [Request(key=(p.id, j), prompt_ids=prompt_ids[p.id], seed=sample_seed(cfg.seed, p.id, j))
+                for p, j in pending]
+    traced = {(p.id, 0) for p in plan.problems[: cfg.trace.n_problems]}
+
+    done_per_problem: dict[str, int] = {}
+    for pid, _ in done:
+        done_per_problem[pid] = done_per_problem.get(pid, 0) + 1
+    progress = Progress(problems=len(plan.problems), rows=len(plan.problems) * plan.num_samples,
+                        samples_per_problem=plan.num_samples,
+                        problems_done=sum(1 for p in plan.problems if done_per_problem.get(p.id, 0) >= plan.num_samples),
+                        rows_done=len(done), label=f"{plan.identity['cell']} {plan.identity['dataset']}")
+    n_errors = 0
+    t_gen = time.perf_counter()
+    try:
+        with folder.appender() as writer:
+            for out in engine.generate(requests, trace_keys=traced):
+                pid, j = out.key
+                row = _sample_row(problems[pid], j, sample_seed(cfg.seed, pid, j), prompts[pid], out, tok,
+                                  plan.identity["dataset"])
+                writer.write(row, trace=out.trace)
+                n_errors += row["error"] is not None
+                progress.update(pid, out.n_output_tokens, already_done=done_per_problem.get(pid, 0))
+                tracker.log_sample(row, {"samples_done": progress.rows_done, "problems_done": progress.problems_done,
+                                         "tokens_per_s": progress.tokens_per_s})
+                status.update(force=False, n_done=progress.rows_done, n_pending=progress.rows - progress.rows_done,
+                              n_errors_this_run=n_errors)
+    finally:
+        progress.close()
+    return progress.tokens, time.perf_counter() - t_gen
+
+
+def _sample_row(problem, sample_idx: int, seed: int, prompt: str, out, tokenizer, dataset: str) -> dict[str, Any]:
+    """One samples.jsonl row (design section 5), graded. A grader that raises makes an error row."""
+    from kvexp.grading import grade
+
+    ids = list(out.output_ids)
+    # the closing EOS token is kept in output_ids but not in the text the grader reads
+    text_ids = ids[:-1] if out.stop_reason == "eos" and ids else ids
+    output = tokenizer.decode(text_ids, skip_special_tokens=False) if text_ids else ""
+    prediction, correct, error = None, False, out.error
+    if error is None:
+        try:
+            prediction, correct = grade(dataset, output, problem.gold)
+        except Exception as e:  # noqa: BLE001 - one bad grade must not stop the job; rows can be re-graded
+            error = f"grading failed: {type(e).__name__}: {e}"
+    return {
+        "id": problem.id, "sample_idx": sample_idx, "seed": seed, "prompt": prompt, "output": output,
+        "output_ids": ids, "prediction": prediction, "gold": problem.gold, "correct": bool(correct) and error is None,
+        "n_prompt_tokens": out.n_prompt_tokens, "n_output_tokens": out.n_output_tokens,
+        "stop_reason": out.stop_reason, "peak_resident_tokens": out.peak_resident_tokens,
+        "n_evicted_tokens": out.n_evicted_tokens, "kv_bytes_peak": out.kv_bytes_peak,
+        "prefill_s": out.prefill_s, "decode_s": out.decode_s, "error": error,
+    }

@@ -1,0 +1,116 @@
+"""run_meta.json (what ran where: code version, packages, host, device, scheduler) and the secret
+scrubbing applied to everything kvexp writes or sends.
+
+Access tokens reach kvexp only through the environment (HF_TOKEN, WANDB_API_KEY). Nothing here copies
+the environment; as a second line of defence, config values under secret-looking keys and any string
+containing the value of a known secret variable are masked before they are written.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY")
+_SECRET_KEY = re.compile(r"(^|_)(token|api_key|apikey|secret|password)$", re.IGNORECASE)
+MASK = "***"
+
+PACKAGES = ("kvexp", "torch", "transformers", "tokenizers", "safetensors", "hydra-core", "omegaconf",
+            "hydra-submitit-launcher", "submitit", "wandb", "datasets", "math-verify", "numpy", "gguf")
+SCHEDULER_ENV = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_NAME",
+                 "SLURM_JOB_PARTITION", "SLURM_NODELIST", "SLURM_RESTART_COUNT", "SUBMITIT_EXECUTOR",
+                 "CUDA_VISIBLE_DEVICES")
+
+
+def scrub(obj: Any) -> Any:
+    """A copy of a plain config/metadata structure with secrets masked."""
+    secrets = [v for k in SECRET_ENV if len(v := os.environ.get(k, "")) >= 8]
+
+    def clean(value: Any, key: str = "") -> Any:
+        if isinstance(value, dict):
+            return {k: clean(v, str(k)) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v, key) for v in value]
+        if isinstance(value, str):
+            if value and _SECRET_KEY.search(key):
+                return MASK
+            name, eq, _ = value.partition("=")  # a command-line override such as +model.hf_token=...
+            if eq and _SECRET_KEY.search(name.lstrip("+~").rsplit(".", 1)[-1]):
+                return f"{name}={MASK}"
+            for s in secrets:
+                value = value.replace(s, MASK)
+        return value
+
+    return clean(obj)
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def git_info() -> dict[str, Any]:
+    """Commit of the checkout kvexp runs from (null outside a git checkout) and whether it had edits."""
+    root = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=normal") if commit else None
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def package_versions() -> dict[str, str | None]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    if versions["kvexp"] is None:  # running from a checkout that is not pip-installed
+        import kvexp
+        versions["kvexp"] = getattr(kvexp, "__version__", None)
+    return versions
+
+
+def device_info(device: Any = None) -> dict[str, Any]:
+    import torch
+
+    info: dict[str, Any] = {"torch_threads": torch.get_num_threads(), "cuda_available": torch.cuda.is_available()}
+    if device is not None:
+        info["device"] = str(device)
+        if getattr(device, "type", None) == "cuda":
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            info["gpu"] = torch.cuda.get_device_name(index)
+            info["cuda"] = torch.version.cuda
+    return info
+
+
+def run_meta(*, device: Any = None, model_origin: str | None = None, overrides: list[str] | None = None,
+             started_at: str | None = None) -> dict[str, Any]:
+    meta = {
+        "started_at": started_at or now(),
+        "git": git_info(),
+        "packages": package_versions(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "device": device_info(device),
+        "model_origin": model_origin,
+        "scheduler": {k: os.environ[k] for k in SCHEDULER_ENV if k in os.environ},
+        "command": [sys.executable, *sys.argv],
+        "overrides": overrides,
+    }
+    return scrub(meta)

@@ -1,0 +1,102 @@
+"""Weights & Biases tracking of one job.
+
+One W&B run per job: group = the sweep, name = the cell, config = the cell's coordinates (policy,
+budget, model, dataset, seed) at the top level plus the full resolved config under `config`. While the
+job runs: one point per finished sample. At the end: summary metrics, a table of every sample, and the
+per-step traces (resident tokens, cumulative evictions, prompt share) of the traced problems.
+
+Tracking is never the reason a job fails: if W&B cannot start or log, kvexp warns and carries on.
+Offline mode (the default) writes the run under `<job folder>/wandb/`; `wandb sync` uploads it later.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+log = logging.getLogger(__name__)
+
+SAMPLE_COLUMNS = ("id", "sample_idx", "prompt", "output", "prediction", "gold", "correct", "n_prompt_tokens",
+                  "n_output_tokens", "stop_reason", "peak_resident_tokens", "n_evicted_tokens", "error")
+TRACE_COLUMNS = ("id", "sample_idx", "step", "resident_tokens", "evicted_tokens", "prompt_resident_share")
+
+
+def _cell_value(value: Any) -> Any:
+    """W&B tables want scalars: lists and dicts go in as text."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+class WandbTracker:
+    def __init__(self, logger_cfg: Mapping[str, Any], *, job_dir: Path, name: str, group: str | None,
+                 config: dict[str, Any]):
+        self.run = None
+        self.live = bool(logger_cfg.get("log_samples_live", True))
+        try:
+            import wandb
+
+            self._wandb = wandb
+            mode = logger_cfg.get("mode") or "offline"
+            # The job folder owns the run files; WANDB_DIR would scatter them elsewhere.
+            self.run = wandb.init(
+                project=logger_cfg.get("project") or "kvexp", entity=logger_cfg.get("entity"),
+                group=logger_cfg.get("group") or group, name=name, tags=list(logger_cfg.get("tags") or []),
+                config=config, dir=str(job_dir), mode=mode, job_type="eval", reinit="finish_previous",
+                settings=wandb.Settings(console="off", silent=True, x_disable_stats=True))
+        except Exception as e:  # noqa: BLE001 - any failure to start tracking is a warning, not an error
+            log.warning("W&B did not start (%s: %s); the job goes on without it", type(e).__name__, e)
+            self.run = None
+
+    def _safely(self, what: str, fn, *args, **kwargs) -> None:
+        if self.run is None:
+            return
+        try:
+            fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001
+            log.warning("W&B could not log %s (%s: %s)", what, type(e).__name__, e)
+
+    def log_sample(self, row: dict[str, Any], progress: Mapping[str, Any]) -> None:
+        if not self.live:
+            return
+        point = {"sample/correct": float(bool(row.get("correct"))), "sample/error": float(row.get("error") is not None),
+                 "sample/n_output_tokens": row.get("n_output_tokens"), **{f"progress/{k}": v for k, v in progress.items()}}
+        self._safely("a sample", self.run.log, point)
+
+    def finish(self, *, state: str, metrics: Mapping[str, Any] | None, rows: list[dict[str, Any]],
+               traces: list[dict[str, Any]]) -> None:
+        if self.run is None:
+            return
+        if metrics:
+            self._safely("metrics", self.run.summary.update, {k: _cell_value(v) for k, v in metrics.items()})
+        self._safely("the state", self.run.summary.update, {"state": state})
+        if rows:
+            self._safely("the samples table", self._log_samples, rows)
+        if traces:
+            self._safely("traces", self._log_traces, traces)
+        try:
+            self.run.finish(exit_code=0 if state == "done" else 1)
+        except Exception as e:  # noqa: BLE001
+            log.warning("W&B did not finish cleanly (%s: %s)", type(e).__name__, e)
+        self.run = None
+
+    def _log_samples(self, rows: list[dict[str, Any]]) -> None:
+        table = self._wandb.Table(columns=list(SAMPLE_COLUMNS),
+                                  data=[[_cell_value(r.get(c)) for c in SAMPLE_COLUMNS] for r in rows])
+        self.run.log({"samples": table})
+
+    def _log_traces(self, traces: list[dict[str, Any]]) -> None:
+        wandb = self._wandb
+        table = wandb.Table(columns=list(TRACE_COLUMNS), data=[[t.get(c) for c in TRACE_COLUMNS] for t in traces])
+        logged: dict[str, Any] = {"traces": table}
+        by_sample: dict[tuple, list[dict[str, Any]]] = {}
+        for t in traces:
+            by_sample.setdefault((t["id"], t["sample_idx"]), []).append(t)
+        for metric in ("resident_tokens", "evicted_tokens", "prompt_resident_share"):
+            keys = sorted(by_sample)
+            xs = [[t["step"] for t in by_sample[k]] for k in keys]
+            ys = [[t[metric] for t in by_sample[k]] for k in keys]
+            logged[f"trace/{metric}"] = wandb.plot.line_series(
+                xs=xs, ys=ys, keys=[f"{i}#{s}" for i, s in keys], title=metric, xname="decode step")
+        self.run.log(logged)
+

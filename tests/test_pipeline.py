@@ -1,0 +1,386 @@
+"""The job pipeline end to end with the tiny random model: job folder contents (design section 5),
+resume, interruption, error rows, cheap validation before the model loads, the mission sweep on the
+command line, experiment files, W&B offline output, and one real SmolLM2 run."""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from kvexp.models import ModelPreset, ModelSource, encode_prompt, format_prompt
+from kvexp.pipeline import IncompatibleJobFolder, JobFolder, JobFolderBusy, read_jsonl, run_job, wilson_interval
+from kvexp.pipeline.config import CONFIG_DIR, compose_config
+
+REPO = CONFIG_DIR.parent
+FAST = ["model=tiny_random", "logger=none", "dataset.limit=2", "generation.max_new_tokens=8"]
+SAMPLE_FIELDS = {"id", "sample_idx", "prompt", "output", "output_ids", "prediction", "gold", "correct",
+                 "n_prompt_tokens", "n_output_tokens", "stop_reason", "peak_resident_tokens", "n_evicted_tokens",
+                 "kv_bytes_peak", "prefill_s", "decode_s", "error"}
+METRIC_FIELDS = {"model", "dataset", "policy", "budget", "n", "n_errors", "accuracy", "accuracy_ci95",
+                 "mean_output_tokens", "truncation_rate", "decode_tokens_per_s", "kv_bytes_peak"}
+JOB_FILES = {"config.yaml", "samples.jsonl", "metrics.json", "status.json", "run_meta.json", "traces.jsonl"}
+
+
+def cfg(*overrides: str):
+    return compose_config([*FAST, *overrides])
+
+
+def run(job_dir: Path, *overrides: str) -> dict:
+    return run_job(cfg(*overrides), job_dir)
+
+
+def samples(job_dir: Path) -> list[dict]:
+    return read_jsonl(job_dir / "samples.jsonl")
+
+
+def load(job_dir: Path, name: str):
+    return json.loads((job_dir / name).read_text())
+
+
+def keys(rows: list[dict]) -> list[tuple]:
+    return [(r["id"], r["sample_idx"]) for r in rows]
+
+
+def cli(*args: str, cwd: Path = REPO, **popen) -> subprocess.Popen:
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1",
+           "HF_DATASETS_OFFLINE": "1", "HYDRA_FULL_ERROR": "1"}
+    return subprocess.Popen([sys.executable, "-m", "kvexp.main", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def tiny_preset() -> ModelPreset:
+    return ModelPreset.from_cfg(OmegaConf.to_container(cfg().model, resolve=True))
+
+
+def tiny_tokenizer():
+    return ModelSource(tiny_preset()).load().tokenizer
+
+
+def assert_complete(job_dir: Path, n_rows: int) -> list[dict]:
+    """A finished job folder: every file, every field, no duplicate rows."""
+    assert JOB_FILES <= {p.name for p in job_dir.iterdir()}, sorted(p.name for p in job_dir.iterdir())
+    rows = samples(job_dir)
+    assert len(rows) == n_rows and len(set(keys(rows))) == n_rows
+    assert all(SAMPLE_FIELDS <= set(r) for r in rows)
+    assert METRIC_FIELDS <= set(load(job_dir, "metrics.json"))
+    status = load(job_dir, "status.json")
+    assert status["state"] == "done" and status["n_done"] == n_rows and status["n_pending"] == 0
+    return rows
+
+
+# ---- one job ----
+
+def test_job_folder_holds_every_contracted_file(tmp_path):
+    job = tmp_path / "job"
+    metrics = run(job, "trace.n_problems=1")
+    rows = assert_complete(job, 2)
+    assert not (job / "wandb").exists()  # logger=none writes no W&B files
+
+    assert metrics == load(job, "metrics.json")
+    assert (metrics["model"], metrics["dataset"], metrics["policy"], metrics["budget"]) == \
+        ("tiny_random", "gsm8k", "h2o", 128)
+    assert metrics["n"] == 2 and metrics["n_errors"] == 0 and 0 <= metrics["accuracy"] <= 1
+    lo, hi = metrics["accuracy_ci95"]
+    assert lo <= metrics["accuracy"] <= hi
+    assert metrics["truncation_rate"] == 1.0 and metrics["mean_output_tokens"] == 8
+    assert metrics["kv_bytes_peak"] > 0 and metrics["decode_tokens_per_s"] > 0
+
+    # the prompt is the exact model input: tokenizing it gives back the prompt ids
+    tokenizer = tiny_tokenizer()
+    for row in rows:
+        assert row["prompt"].endswith("<|im_start|>assistant\n")
+        assert len(encode_prompt(tokenizer, row["prompt"])) == row["n_prompt_tokens"]
+        assert row["n_output_tokens"] == len(row["output_ids"]) == 8 and row["stop_reason"] == "max_new_tokens"
+        assert row["peak_resident_tokens"] <= 128 and row["error"] is None and isinstance(row["correct"], bool)
+
+    # config.yaml is resolved (no interpolations left) and matches the run
+    config = OmegaConf.load(job / "config.yaml")
+    assert "${" not in (job / "config.yaml").read_text()
+    assert config.policy.name == "h2o" and config.generation.temperature == 0.0
+
+    meta = load(job, "run_meta.json")
+    assert {"git", "packages", "host", "device", "python"} <= set(meta)
+    assert meta["packages"]["torch"] and meta["device"]["device"] == "cpu"
+
+    traces = read_jsonl(job / "traces.jsonl")
+    assert traces and {t["id"] for t in traces} == {rows[0]["id"]}  # only the first problem is traced
+    assert [t["step"] for t in traces] == sorted(t["step"] for t in traces)
+    assert {"resident_tokens", "evicted_tokens", "prompt_resident_share"} <= set(traces[0])
+
+
+def test_full_cache_records_a_null_budget(tmp_path):
+    metrics = run(tmp_path / "job", "policy=full")
+    assert metrics["policy"] == "full" and metrics["budget"] is None and metrics["cell"] == "full"
+    rows = samples(tmp_path / "job")
+    assert all(r["n_evicted_tokens"] == 0 and r["peak_resident_tokens"] == r["n_prompt_tokens"] + 7 for r in rows)
+
+
+def test_samples_do_not_depend_on_batch_layout(tmp_path):
+    sampled = ["generation.temperature=1.0", "generation.num_samples=2", "generation.max_new_tokens=6"]
+    run(tmp_path / "a", *sampled, "generation.batch_size=1")
+    run(tmp_path / "b", *sampled, "generation.batch_size=4")
+    a, b = samples(tmp_path / "a"), samples(tmp_path / "b")
+    assert len(a) == 4 and keys(a) == keys(b)
+    assert [r["output_ids"] for r in a] == [r["output_ids"] for r in b]
+    assert len({r["seed"] for r in a}) == 4
+
+
+# ---- resume ----
+
+def test_resume_drops_a_torn_line_and_duplicates_nothing(tmp_path):
+    job = tmp_path / "job"
+    run(job, "dataset.limit=3")
+    original = samples(job)
+    lines = (job / "samples.jsonl").read_text().splitlines(keepends=True)
+    # the job died while writing its last row
+    (job / "samples.jsonl").write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])
+    run(job, "dataset.limit=3")
+    resumed = assert_complete(job, 3)
+    assert resumed[:2] == original[:2]  # finished rows are kept as they were
+    assert resumed[2]["output_ids"] == original[2]["output_ids"]  # the lost one ran again, identically
+    traces = read_jsonl(job / "traces.jsonl")
+    assert len(traces) == len({(t["id"], t["step"]) for t in traces})  # no duplicated trace rows
+
+
+@pytest.mark.parametrize("content, kept, left", [
+    (b'{"a": 1}\n{"a": 2}\n', [1, 2], b'{"a": 1}\n{"a": 2}\n'),
+    (b'{"a": 1}\n{"a": 2}\n{"a', [1, 2], b'{"a": 1}\n{"a": 2}\n'),     # torn mid-row
+    (b'{"a": 1}\n{"a": 2}', [1], b'{"a": 1}\n'),                       # the newline never made it
+    (b'{"a": 1}\n{"a\n', [1], b'{"a": 1}\n'),                         # garbage last line
+    (b'', [], b''),
+])
+def test_read_jsonl_cuts_a_torn_last_line(tmp_path, content, kept, left):
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(content)
+    assert [r["a"] for r in read_jsonl(path, repair=True)] == kept
+    assert path.read_bytes() == left
+
+
+def test_read_jsonl_refuses_a_corrupted_middle(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(b'{"a": 1}\nnot json\n{"a": 2}\n')
+    with pytest.raises(ValueError, match="line 2"):
+        read_jsonl(path)
+
+
+def test_resume_extends_a_job_to_more_problems(tmp_path):
+    job = tmp_path / "job"
+    run(job, "dataset.limit=1")
+    first = samples(job)
+    metrics = run(job, "dataset.limit=3")
+    rows = assert_complete(job, 3)
+    assert rows[0] == first[0] and metrics["n"] == 3
+
+
+def test_rerun_of_a_finished_job_does_not_load_the_model(tmp_path, monkeypatch):
+    job = tmp_path / "job"
+    run(job)
+    monkeypatch.setattr(ModelSource, "load", lambda self: pytest.fail("model loaded for a finished job"))
+    assert run(job)["n"] == 2
+
+
+def test_a_folder_of_another_config_is_refused(tmp_path):
+    job = tmp_path / "job"
+    run(job)
+    with pytest.raises(IncompatibleJobFolder, match="generation.max_new_tokens"):
+        run(job, "generation.max_new_tokens=9")
+    assert load(job, "status.json")["state"] == "done"  # the refused run touched nothing
+
+
+def test_a_folder_without_rows_can_be_rerun_with_a_fixed_config(tmp_path):
+    with pytest.raises(Exception, match="raise budget.tokens"):
+        run(tmp_path / "job", "policy.window=200")
+    run(tmp_path / "job")
+    assert_complete(tmp_path / "job", 2)
+
+
+def test_a_folder_in_use_is_refused(tmp_path):
+    job = tmp_path / "job"
+    with JobFolder(job).locked():
+        with pytest.raises(JobFolderBusy, match="another process"):
+            run(job)
+
+
+def test_sigterm_marks_preempted_and_a_rerun_resumes(tmp_path):
+    job = tmp_path / "job"
+    args = [*FAST, "dataset.limit=3", "generation.batch_size=1", "generation.max_new_tokens=16",
+            f"hydra.run.dir={job}"]
+    proc = cli(*args)
+    deadline = time.monotonic() + 60
+    while not (job / "samples.jsonl").exists() or not (job / "samples.jsonl").read_text().count("\n"):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 128 + signal.SIGTERM, out
+    status = load(job, "status.json")
+    assert status["state"] == "preempted" and "SIGTERM" in status["error"]
+    done_before = samples(job)
+    assert 1 <= len(done_before) < 3
+
+    run_job(compose_config(args[:-1]), job)  # the rerun (same config, same folder) resumes
+    rows = assert_complete(job, 3)
+    assert rows[: len(done_before)] == done_before
+
+
+# ---- errors ----
+
+def _prompt_lengths(n: int) -> list[int]:
+    from kvexp.data import load_problems
+
+    preset, tokenizer = tiny_preset(), tiny_tokenizer()
+    return [len(encode_prompt(tokenizer, format_prompt(tokenizer, preset, p.question)))
+            for p in load_problems("gsm8k", limit=n)]
+
+
+def test_a_sample_that_fails_is_an_error_row_and_the_job_goes_on(tmp_path):
+    short, long = sorted(_prompt_lengths(2))
+    assert short < long
+    budget = (short + long) // 2  # the pinned prompt of one problem fits, the other does not
+    metrics = run(tmp_path / "job", "policy=knorm", "policy.protect_prompt=true", f"budget.tokens={budget}")
+    rows = assert_complete(tmp_path / "job", 2)
+    errors = [r for r in rows if r["error"]]
+    assert len(errors) == 1 and "PromptDoesNotFit" in errors[0]["error"] and errors[0]["n_prompt_tokens"] == long
+    assert errors[0]["correct"] is False and errors[0]["output_ids"] == []
+    assert metrics["n_errors"] == 1 and metrics["n"] == 2
+
+
+def test_a_grader_that_raises_makes_an_error_row(tmp_path, monkeypatch):
+    import kvexp.grading
+
+    def broken(dataset, response, gold):
+        raise ZeroDivisionError("grader bug")
+
+    monkeypatch.setattr(kvexp.grading, "grade", broken)
+    with pytest.raises(RuntimeError, match="every sample failed"):
+        run(tmp_path / "job")
+    rows = samples(tmp_path / "job")
+    assert len(rows) == 2 and all("grading failed: ZeroDivisionError" in r["error"] for r in rows)
+    status = load(tmp_path / "job", "status.json")
+    assert status["state"] == "failed" and "every sample failed" in status["error"]
+
+
+def test_retry_errors_reruns_only_error_rows(tmp_path, monkeypatch):
+    import kvexp.grading
+
+    real = kvexp.grading.grade
+    calls = []
+
+    def flaky(dataset, response, gold):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("transient")
+        return real(dataset, response, gold)
+
+    monkeypatch.setattr(kvexp.grading, "grade", flaky)
+    run(tmp_path / "job")
+    assert sum(r["error"] is not None for r in samples(tmp_path / "job")) == 1
+    run(tmp_path / "job")  # error rows count as finished by default
+    assert len(calls) == 2
+    run(tmp_path / "job", "resume.retry_errors=true")
+    rows = assert_complete(tmp_path / "job", 2)
+    assert len(calls) == 3 and all(r["error"] is None for r in rows)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["dataset.limit=0"], "limit must be a positive integer"),
+    (["dataset.shard.index=2", "dataset.shard.count=2"], "shard index"),
+    (["policy.window=200"], "raise budget.tokens"),
+    (["budget.slack=128"], "budget.slack"),
+    (["policy.name=nosuch"], "valid policies: full, streaming_llm"),
+    (["policy=h2o", "budget=none"], "needs a token budget"),
+    (["generation.num_samples=0"], "num_samples"),
+    (["model.path=/nonexistent/model"], "/nonexistent/model"),
+    (["dataset=folio"], "unavailable"),
+])
+def test_bad_input_fails_before_the_model_loads(tmp_path, monkeypatch, overrides, message):
+    monkeypatch.setattr(ModelSource, "load", lambda self: pytest.fail("the model loaded before validation"))
+    with pytest.raises(Exception, match=message):
+        run(tmp_path / "job", *overrides)
+    status = load(tmp_path / "job", "status.json")
+    assert status["state"] == "failed" and message.split()[0] in status["error"] and status["traceback"]
+
+
+def test_secrets_are_never_written(tmp_path, monkeypatch):
+    secret = "hf_SECRETtoken1234567890"
+    monkeypatch.setenv("HF_TOKEN", secret)
+    monkeypatch.setenv("WANDB_API_KEY", "0123456789abcdef0123456789abcdef01234567")
+    run_job(cfg("logger=wandb", "logger.mode=offline", f"+model.hf_token={secret}"), tmp_path / "job")
+    assert (tmp_path / "job" / "wandb").is_dir()
+    for path in (tmp_path / "job").rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert secret.encode() not in data and b"0123456789abcdef0123456789abcdef" not in data, path
+
+
+def test_wilson_interval():
+    assert wilson_interval(0, 0) is None
+    lo, hi = wilson_interval(0, 10)
+    assert lo == 0 and 0.27 < hi < 0.28
+    lo, hi = wilson_interval(5, 10)
+    assert abs(lo - 0.2366) < 1e-3 and abs(hi - 0.7634) < 1e-3
+
+
+# ---- the command line, sweeps, experiments ----
+
+def test_mission_sweep_on_the_command_line(tmp_path):
+    proc = cli("-m", "policy=h2o,snapkv", "budget=128,512", "model=tiny_random", "dataset.limit=2",
+               "generation.max_new_tokens=8", f"hydra.sweep.dir={tmp_path}/sweep")
+    out = proc.communicate(timeout=170)[0]
+    assert proc.returncode == 0, out
+    cells = sorted(p.parent for p in (tmp_path / "sweep").rglob("metrics.json"))
+    assert [c.relative_to(tmp_path / "sweep").as_posix() for c in cells] == [
+        f"tiny_random/gsm8k/{p}-b{b}-s1" for p in ("h2o", "snapkv") for b in (128, 512)]
+    for cell in cells:
+        assert_complete(cell, 2)
+        metrics = load(cell, "metrics.json")
+        assert f"{metrics['policy']}-b{metrics['budget']}-s1" == cell.name
+        runs = list((cell / "wandb").glob("offline-run-*"))
+        assert len(runs) == 1 and list(runs[0].glob("*.wandb")), "W&B offline run files"
+        tables = {p.name.split("_")[0] for p in runs[0].rglob("*.table.json")}
+        assert {"samples", "traces"} <= tables
+    assert "kvexp sweep" in out  # the sweep's summary table
+
+
+def _cells(experiment: str, only_bundled: bool) -> list[list[str]]:
+    params = compose_config([f"experiment={experiment}"], return_hydra_config=True).hydra.sweeper.params
+    axes = {k: str(v).split(",") for k, v in params.items()}
+    if only_bundled and "dataset" in axes:
+        axes["dataset"] = [d for d in axes["dataset"] if d in ("gsm8k", "math500")]
+    return [[f"{k}={v}" for k, v in zip(axes, values)] for values in itertools.product(*axes.values())]
+
+
+def test_smoke_experiment_runs_every_cell(tmp_path):
+    cells = _cells("smoke", only_bundled=False)
+    assert len(cells) == 16
+    for i, cell in enumerate(cells):
+        run_job(compose_config(["experiment=smoke", *cell, *FAST]), tmp_path / str(i))
+        assert_complete(tmp_path / str(i), 2)
+
+
+@pytest.mark.parametrize("experiment", ["paper_llama31_8b_instruct", "paper_nemotron_nano_8b",
+                                        "paper_r1_distill_llama_8b", "paper_r1_distill_qwen_7b", "paper_full"])
+def test_paper_experiment_runs_a_bundled_cell(tmp_path, experiment):
+    cell = _cells(experiment, only_bundled=True)[0]
+    metrics = run_job(compose_config([f"experiment={experiment}", *cell, *FAST]), tmp_path / "job")
+    assert_complete(tmp_path / "job", 2)
+    assert metrics["dataset"] in ("gsm8k", "math500") and metrics["max_new_tokens"] == 8
+
+
+@pytest.mark.smollm2
+def test_default_job_on_smollm2(tmp_path):
+    metrics = run_job(compose_config(["dataset.limit=2", "generation.max_new_tokens=16"]), tmp_path / "job")
+    rows = assert_complete(tmp_path / "job", 2)
+    assert metrics["model"] == "smollm2_135m" and metrics["policy"] == "h2o" and metrics["budget"] == 128
+    assert all(r["prompt"].startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
+               for r in rows)
+    assert all(r["output"].strip() for r in rows)  # real text, not noise
+    assert list((tmp_path / "job" / "wandb").glob("offline-run-*"))
