@@ -7,22 +7,15 @@ are not independent, so the interval is then optimistic.
 """
 from __future__ import annotations
 
-import math
 from collections import Counter
 from typing import Any, Iterable
 
-Z95 = 1.959963984540054
+from kvexp.report.stats import wilson_interval as _wilson
 
 
-def wilson_interval(k: int, n: int, z: float = Z95) -> list[float] | None:
-    """Wilson score interval for k successes in n trials; None when n == 0."""
-    if n == 0:
-        return None
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return [max(0.0, centre - half), min(1.0, centre + half)]
+def wilson_interval(k: int, n: int) -> list[float] | None:
+    """The report's Wilson interval as metrics.json stores it: a list, or None when n == 0."""
+    return list(_wilson(k, n)) if n else None
 
 
 def _mean(values: list[float]) -> float | None:
