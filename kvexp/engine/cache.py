@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from kvexp.policies.base import LayerView, Policy, StepContext, eviction_order
+from kvexp.policies.base import LayerView, Policy, StepContext, eviction_order, lowest_slots
 
 # prefill attention is computed in query chunks so its probability matrix stays under this size
 _PREFILL_CHUNK_BYTES = 64 * 2**20
@@ -63,10 +63,12 @@ class LayerCache:
         view = self.view()
         score = self.policy.score(self.state, view, ctx)
         protected = self.policy.protected_mask(self.pos, ctx, self.budget)
-        slots = eviction_order(score, self.pos, protected)[..., : self.slack]
+        slots = lowest_slots(score, self.pos, protected, self.slack)
         rows = None if ctx.evict_all else ctx.evict_rows
-        freed = self.pos.scatter(-1, slots, -1)
-        self.pos = freed if rows is None else torch.where(rows.view(-1, 1, 1), freed, self.pos)
+        if rows is None:
+            self.pos.scatter_(-1, slots, -1)
+        else:
+            self.pos = torch.where(rows.view(-1, 1, 1), self.pos.scatter(-1, slots, -1), self.pos)
         self.state.clear_slots(slots, rows)
 
     def decode(self, q: Tensor, k_new: Tensor, v_new: Tensor, scaling: float, ctx: StepContext) -> Tensor:
@@ -74,16 +76,21 @@ class LayerCache:
         if ctx.evict_rows is not None:
             self.evict(ctx)
         b, h, _, d = self.k.shape
-        slot = (self.pos < 0).to(torch.int8).argmax(dim=-1, keepdim=True)         # [B, H, 1] first free slot
-        self.k.scatter_(2, slot.unsqueeze(-1).expand(b, h, 1, d), k_new)
-        self.v.scatter_(2, slot.unsqueeze(-1).expand(b, h, 1, d), v_new)
-        self.pos.scatter_(2, slot, ctx.incoming.view(b, 1, 1).expand(b, h, 1))
+        n = ctx.slots_in_use or self.capacity
+        # the full cache preallocates prompt + max_new_tokens: read only the slots filled so far
+        k, v, pos = self.k[:, :, :n], self.v[:, :, :n], self.pos[:, :, :n]
+        slot = (pos < 0).to(torch.int8).argmax(dim=-1, keepdim=True)              # [B, H, 1] first free slot
+        k.scatter_(2, slot.unsqueeze(-1).expand(b, h, 1, d), k_new)
+        v.scatter_(2, slot.unsqueeze(-1).expand(b, h, 1, d), v_new)
+        pos.scatter_(2, slot, ctx.incoming.view(b, 1, 1).expand(b, h, 1))
         self.policy.on_write(self.state, self.view(), slot)
         g = q.shape[1] // h
-        allowed = (self.pos >= 0).unsqueeze(2)                                     # [B, H, 1, N]
-        out, probs = grouped_attention(q.view(b, h, g, 1, d), self.k, self.v, allowed, scaling)
+        out, probs = grouped_attention(q.view(b, h, g, 1, d), k, v, (pos >= 0).unsqueeze(2), scaling)
         if self.policy.needs_attention:
-            self.policy.observe(self.state, self.policy.aggregate_groups(probs), ctx)
+            probs = self.policy.aggregate_groups(probs)
+            if n < self.capacity:
+                probs = torch.nn.functional.pad(probs, (0, self.capacity - n))
+            self.policy.observe(self.state, probs, ctx)
         return out.reshape(b, h * g, 1, d).transpose(1, 2)
 
     # ---- prefill ----

@@ -219,6 +219,7 @@ class Engine:
             t_prefill = self._sync()
             prefill_s = t_prefill - t0
             incoming = prompt_len.clone()
+            slots_in_use = min(longest, capacity)  # each step needs at most one slot beyond the last
             while True:
                 gens = [row.generator for row in rows] if generators else None
                 tokens = self.sampler(logits, gens).tolist()
@@ -250,7 +251,8 @@ class Engine:
                 cache.ctx = StepContext(
                     prefill=False, incoming=incoming, prompt_len=prompt_len, row_seed=row_seed,
                     evict_rows=torch.tensor(needs, device=self.device) if any(needs) else None,
-                    evict_all=all(needs))
+                    evict_all=all(needs), slots_in_use=min(slots_in_use + 1, capacity))
+                slots_in_use = cache.ctx.slots_in_use
                 step_ids = torch.tensor(tokens, device=self.device).view(-1, 1)
                 logits = self._forward(step_ids, incoming.view(-1, 1), cache)
                 incoming = incoming + 1

@@ -25,6 +25,8 @@ class StepContext:
     prompt_len: [B] real prompt tokens per row.
     row_seed: [B] per-row seed (problem, sample), so random choices do not depend on the batch.
     evict_rows: [B] bool, rows whose cache is full and must evict before this append; None if none.
+    slots_in_use: slots [0, slots_in_use) can hold entries this step (free slots are taken lowest
+        first, so no entry lies beyond); attention reads only those. None means all.
     """
 
     prefill: bool
@@ -33,6 +35,7 @@ class StepContext:
     row_seed: Tensor
     evict_rows: Tensor | None = None
     evict_all: bool = False
+    slots_in_use: int | None = None
     layer_idx: int = 0
 
 
@@ -73,9 +76,10 @@ class PolicyState:
                 idx = idx.movedim(-1, axis) if axis != -1 else idx
                 shape = list(new.shape)
                 shape[axis] = slots.shape[-1]
-                new = new.scatter(axis, idx.expand(shape), 0.0)
-            self.tensors[name] = new if rows is None else torch.where(
-                rows.view(-1, *([1] * (t.dim() - 1))), new, t)
+                new = new.scatter_(axis, idx.expand(shape), 0.0) if rows is None else \
+                    new.scatter(axis, idx.expand(shape), 0.0)
+            if rows is not None:
+                self.tensors[name] = torch.where(rows.view(-1, *([1] * (t.dim() - 1))), new, t)
 
     def gather_slots(self, keep: Tensor, n_slots: int) -> "PolicyState":
         """Move state from prompt index space to slot space: slot i takes index keep[..., i]
@@ -186,6 +190,17 @@ def eviction_order(score: Tensor, pos: Tensor, protected: Tensor) -> Tensor:
     by_pos = torch.argsort(pos, dim=-1, stable=True)
     by_score = torch.argsort(key.gather(-1, by_pos), dim=-1, stable=True)
     return by_pos.gather(-1, by_score)
+
+
+def lowest_slots(score: Tensor, pos: Tensor, protected: Tensor, count: int) -> Tensor:
+    """The `count` slots [B, H, count] to evict first, in `eviction_order`'s order. A single
+    eviction (slack 1, every step) takes a min instead of two sorts."""
+    if count > 1:
+        return eviction_order(score, pos, protected)[..., :count]
+    key = torch.nan_to_num(score.float(), nan=0.0, posinf=3e38, neginf=-3e38)
+    key = key.masked_fill(protected, float("inf")).masked_fill(pos < 0, float("-inf"))
+    lowest = key == key.amin(dim=-1, keepdim=True)
+    return torch.where(lowest, pos, torch.iinfo(pos.dtype).max).argmin(dim=-1, keepdim=True)
 
 
 def position_sorted(pos: Tensor) -> Tensor:

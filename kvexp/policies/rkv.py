@@ -35,16 +35,21 @@ class RKV(Policy):
         state = PolicyState(pairwise=frozenset({"cos"}))
         self.queries.init(state, batch, heads, n_slots, device)
         state["cos"] = torch.zeros(batch, heads, n_slots, n_slots, device=device)
+        state["key_norm"] = torch.zeros(batch, heads, n_slots, device=device)
         return state
 
     def observe(self, state, probs, ctx):
         self.queries.push(state, probs)
 
     def on_write(self, state, view, new_slots):
-        unit = torch.nn.functional.normalize(view.keys.float(), dim=-1)       # [B, H, N, D]
+        # one pass over the keys per step: new keys against all, divided by the stored key norms
+        keys = view.keys.float()                                              # [B, H, N, D]
         idx = new_slots.unsqueeze(-1)
-        new = unit.gather(-2, idx.expand(-1, -1, -1, unit.shape[-1]))         # [B, H, Q, D]
-        sims = new @ unit.transpose(-1, -2)                                   # [B, H, Q, N]
+        new = keys.gather(-2, idx.expand(-1, -1, -1, keys.shape[-1]))         # [B, H, Q, D]
+        norm = state["key_norm"]
+        norm.scatter_(-1, new_slots, new.norm(dim=-1))
+        sims = (new / norm.gather(-1, new_slots).clamp(min=1e-12).unsqueeze(-1)) @ keys.transpose(-1, -2)
+        sims = sims / norm.clamp(min=1e-12).unsqueeze(-2)                     # [B, H, Q, N]
         cos = state["cos"]
         cos.scatter_(-2, idx.expand_as(sims), sims)
         cos.scatter_(-1, idx.transpose(-1, -2).expand(sims.shape[:-2] + sims.shape[-1:] + sims.shape[-2:-1]),
@@ -53,12 +58,10 @@ class RKV(Policy):
     def redundancy(self, cos: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """[B, H, N] softmax-normalised redundancy of each resident token (0 on empty slots)."""
         valid = pos >= 0
-        n = cos.shape[-1]
-        pair_valid = valid.unsqueeze(-1) & valid.unsqueeze(-2)
-        eye = torch.eye(n, dtype=torch.bool, device=cos.device)
-        sim = cos.masked_fill(~pair_valid | eye, 0.0)
+        sim = cos * (valid.unsqueeze(-1) & valid.unsqueeze(-2))
+        sim.diagonal(dim1=-2, dim2=-1).zero_()
         # drop each token's similarity to its most recent near-duplicate (largest position)
-        dup_pos = torch.where(sim > self.threshold, pos.unsqueeze(-2).expand_as(sim), -1)
+        dup_pos = torch.where(sim > self.threshold, pos.to(torch.int32).unsqueeze(-2), -1)
         latest, latest_slot = dup_pos.max(dim=-1, keepdim=True)
         sim = sim.scatter(-1, latest_slot, torch.where(latest >= 0, 0.0, sim.gather(-1, latest_slot)))
         mean = sim.sum(dim=-1) / valid.sum(dim=-1, keepdim=True).clamp(min=1)
