@@ -1,0 +1,41 @@
+"""The printed table and target lines."""
+from __future__ import annotations
+
+
+def _f(value, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def format_rows(rows: list[dict]) -> str:
+    head = (f"{'model':<16} {'engine':<11} {'policy':<13} {'budget':>6} {'slack':>5} {'new':>5} {'bs':>3} "
+            f"{'tok/s':>8} {'tok/s*':>8} {'ms/step':>8} {'cpu ms':>7} {'early*':>8} {'prefill s':>9} {'peak tok':>8} {'KV MiB':>8}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        start = (f"{r['model']:<16} {r['engine']:<11} {r['policy']:<13} {_f(r['budget'], 'd'):>6} "
+                 f"{_f(r['slack'], 'd'):>5} {r['new_tokens']:>5} {r['batch']:>3} ")
+        if r.get("error"):
+            lines.append(start + "ERROR " + r["error"].splitlines()[0][:80])
+            continue
+        kv = r["kv_bytes_peak"] / 2**20
+        lines.append(start + f"{_f(r['decode_tokens_per_s'], '.1f'):>8} {_f(r['decode_tokens_per_s_robust'], '.1f'):>8} "
+                     f"{_f(r['ms_per_step'], '.2f'):>8} {_f(r.get('cpu_ms_per_step'), '.2f'):>7} "
+                     f"{_f(r['early_decode_tokens_per_s'], '.1f'):>8} "
+                     f"{_f(r['prefill_s'], '.3f'):>9} {r['peak_resident_tokens']:>8} {kv:>8.2f}")
+    lines.append("tok/s: batch x decode steps / decode time; tok/s*: the robust figure the targets use (batch / median "
+                 "of block-mean step times); early*: full cache only, tok/s* while it held <= the target budget; "
+                 "cpu ms: process CPU time (all threads) per step; KV MiB: per sequence at peak residency")
+    return "\n".join(lines)
+
+
+def format_targets(targets: list[dict]) -> str:
+    if not targets:
+        return "targets: none measured by this selection"
+    width = max(len(t["detail"]) for t in targets)
+    lines = ["targets: ratio of tok/s* (wall clock) from runs side by side in this process; 'cpu' is the same "
+             "ratio in tokens per CPU-second, a cross-check that other processes on the machine barely move:"]
+    for t in targets:
+        ratio = "-" if t["ratio"] is None else f"{t['ratio']:.3f}"
+        need = "reference, not a target" if t.get("reference") else f"need >= {t['threshold']}"
+        cpu = "" if t.get("cpu_ratio") is None else f"  cpu {t['cpu_ratio']:.3f} {t['cpu_status']}"
+        lines.append(f"  {t['status']:<4} {t['detail']:<{width}}  {ratio:>7} ({need}){cpu}")
+    return "\n".join(lines)

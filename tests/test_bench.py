@@ -1,0 +1,78 @@
+"""`make bench` (kvexp.bench): the quick smoke run writes a well-formed bench.json with a row for every
+requested policy. Timings are never asserted: they depend on the machine and on what else runs on it."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from kvexp.policies import POLICY_NAMES
+
+REPO = Path(__file__).resolve().parents[1]
+ROW_FIELDS = {"model": str, "engine": str, "policy": str, "new_tokens": int, "batch": int, "prompt_len": int,
+              "decode_tokens_per_s": float, "ms_per_step": float, "prefill_s": float,
+              "peak_resident_tokens": int, "kv_bytes_peak": int}
+MACHINE_FIELDS = ("torch", "transformers", "threads", "cpu_model", "device")
+
+
+def _bench(tmp_path: Path, *args: str) -> tuple[dict, str]:
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "kvexp.bench", "--quick", "--threads", "1", "--out", str(out), *args],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(out.read_text()), proc.stdout
+
+
+def _check_rows(result: dict, policies: list[str]) -> None:
+    assert result["mode"] == "quick"
+    for field in MACHINE_FIELDS:
+        assert result["machine"][field] not in (None, ""), field
+    rows = result["rows"]
+    assert rows
+    for row in rows:
+        assert row["error"] is None, row
+        for field, kind in ROW_FIELDS.items():
+            assert isinstance(row[field], (int, float) if kind is float else kind), (field, row)
+        assert row["engine"] in ("kvexp", "hf_generate")
+        assert row["decode_tokens_per_s"] > 0 and row["ms_per_step"] > 0
+        assert "budget" in row and "slack" in row and "kv_bytes_allocated" in row
+        if row["policy"] == "full":
+            assert row["budget"] is None
+            assert row["peak_resident_tokens"] == row["prompt_len"] + row["new_tokens"] - 1
+        else:
+            assert row["peak_resident_tokens"] <= row["budget"]
+        assert row["kv_bytes_peak"] > 0
+    kvexp_policies = {r["policy"] for r in rows if r["engine"] == "kvexp"}
+    assert kvexp_policies == {"full", *policies}
+    # transformers' generate on the full cache is measured alongside, at batch 1 and the larger batch
+    assert {r["batch"] for r in rows if r["engine"] == "hf_generate"} == {1, result["settings"]["batch_hi"]}
+    for t in result["targets"]:
+        assert t["status"] in ("PASS", "FAIL", "INFO", "n/a")
+        assert {"target", "detail", "ratio", "threshold"} <= set(t)
+    assert {t["target"] for t in result["targets"]} >= {"full_vs_generate", "budget_vs_full_long",
+                                                       "budget_vs_full_early", "batch_hi_vs_1"}
+
+
+def test_quick_bench_every_policy(tmp_path):
+    result, stdout = _bench(tmp_path)
+    _check_rows(result, [p for p in POLICY_NAMES if p != "full"])
+    assert {t["target"] for t in result["targets"]} >= {"policy_vs_streaming_llm", "slack_lo_vs_hi"}
+    assert "targets" in stdout and ("PASS" in stdout or "FAIL" in stdout)
+
+
+def test_quick_bench_filters(tmp_path):
+    result, _ = _bench(tmp_path, "--policies", "h2o,snapkv", "--models", "tiny_shaped")
+    assert {r["model"] for r in result["rows"]} == {"tiny_shaped"}
+    assert {r["policy"] for r in result["rows"] if r["engine"] == "kvexp"} == {"full", "h2o", "snapkv"}
+    assert all(r["error"] is None for r in result["rows"])
+
+
+def test_unknown_policy_is_refused(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "kvexp.bench", "--quick", "--policies", "nope",
+                           "--out", str(tmp_path / "b.json")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "unknown policy 'nope'" in proc.stderr
