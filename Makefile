@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast demo bench report clean
+.PHONY: help install test test-fast test-slurm slurm-up slurm-down demo bench report clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -28,6 +28,15 @@ test: $(STAMP)  ## run the whole test suite
 
 test-fast: $(STAMP)  ## the suite without the real-model (SmolLM2) tests
 	$(PY) -m pytest -q -m "not smollm2"
+
+test-slurm: $(STAMP)  ## the SLURM tests against a running cluster (make slurm-up first)
+	KVEXP_REQUIRE_SLURM=1 $(PY) -m pytest -q -m slurm tests/test_slurm.py
+
+slurm-up:  ## start a local single-node SLURM cluster on this machine (root; jobs/README.md)
+	bash jobs/local_slurm/start.sh
+
+slurm-down:  ## stop the local SLURM cluster
+	bash jobs/local_slurm/stop.sh
 
 demo: $(STAMP)  ## run the default job (SmolLM2-135M on GSM8K) on a few problems
 	$(PY) -m kvexp.main dataset.limit=4 generation.max_new_tokens=128 logger=none

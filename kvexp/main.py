@@ -4,9 +4,13 @@
     python -m kvexp.main -m policy=h2o,snapkv budget=128,512    # a sweep: one job folder per cell
     python -m kvexp.main -m experiment=paper_r1_distill_llama_8b    # a pinned study
     python -m kvexp.main hydra.run.dir=<job folder>             # resume a job (hydra.sweep.dir=... for a sweep)
+    python -m kvexp.main -m hydra/launcher=slurm policy=h2o,snapkv budget=128,512   # every cell a SLURM job
+    python -m kvexp.main -m ... dataset.shard.count=4           # each cell as 4 jobs over disjoint problems
 
-Exit status: 0 when every job finished; 1 when a job failed (its status.json says why);
-128 + signal number when interrupted (SIGTERM: 143, Ctrl-C: 130), after the job folder is flushed.
+Exit status: 0 when every job finished; 1 when a job failed (its status.json says why; with
+hydra/launcher=slurm or local, every failed cell is listed with its folder, job id and log);
+128 + signal number when interrupted (SIGTERM: 143, SIGUSR2: 140, Ctrl-C: 130), after the job folder is
+flushed. Under hydra/launcher=slurm an interrupted job is requeued and resumes (kvexp.launch).
 """
 from __future__ import annotations
 
@@ -18,12 +22,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from kvexp.launch import expand_shards, register_launchers
 from kvexp.pipeline import JobInterrupted, register_resolvers, run_job
 from kvexp.pipeline.config import quote_numeric_choices
 
 # Hydra resolves the run/sweep folder names (${kvexp.cell:...}) before calling main, so the resolver
 # must exist at import time. Submitit workers import this module too, so they get it as well.
 register_resolvers()
+# hydra/launcher=slurm and local are kvexp's launchers (kvexp.launch), which Hydra must know by name
+register_launchers()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -35,8 +42,9 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def cli() -> None:
-    # `budget=128,512` as typed (see kvexp.pipeline.config.quote_numeric_choices)
-    sys.argv[1:] = quote_numeric_choices(sys.argv[1:])
+    # `budget=128,512` as typed (see kvexp.pipeline.config.quote_numeric_choices); on a multirun,
+    # `dataset.shard.count=N` runs every shard (kvexp.launch.shards)
+    sys.argv[1:] = quote_numeric_choices(expand_shards(sys.argv[1:]))
     try:
         main()
     except JobInterrupted as e:

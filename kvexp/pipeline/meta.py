@@ -25,8 +25,8 @@ MASK = "***"
 PACKAGES = ("kvexp", "torch", "transformers", "tokenizers", "safetensors", "hydra-core", "omegaconf",
             "hydra-submitit-launcher", "submitit", "wandb", "datasets", "math-verify", "numpy", "gguf")
 SCHEDULER_ENV = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_NAME",
-                 "SLURM_JOB_PARTITION", "SLURM_NODELIST", "SLURM_RESTART_COUNT", "SUBMITIT_EXECUTOR",
-                 "CUDA_VISIBLE_DEVICES")
+                 "SLURM_JOB_PARTITION", "SLURM_JOB_ACCOUNT", "SLURM_JOB_QOS", "SLURM_NODELIST",
+                 "SLURM_RESTART_COUNT", "SUBMITIT_EXECUTOR", "SUBMITIT_LOCAL_JOB_ID", "CUDA_VISIBLE_DEVICES")
 
 
 def scrub(obj: Any) -> Any:
@@ -97,6 +97,20 @@ def device_info(device: Any = None) -> dict[str, Any]:
     return info
 
 
+def scheduler_info() -> dict[str, Any]:
+    """Where the job runs: the scheduler's variables, plus `job_id` as SLURM and submitit name the job
+    (`<array job>_<task>` for an array task, which is what `squeue`, `sacct`, `scancel` and the
+    `.submitit/<job_id>` log folder use) and `restarts` (how often SLURM requeued it)."""
+    info: dict[str, Any] = {k: os.environ[k] for k in SCHEDULER_ENV if k in os.environ}
+    if "SLURM_JOB_ID" in info:
+        array, task = info.get("SLURM_ARRAY_JOB_ID"), info.get("SLURM_ARRAY_TASK_ID")
+        info["job_id"] = f"{array}_{task}" if array and task else info["SLURM_JOB_ID"]
+        info["restarts"] = int(info.get("SLURM_RESTART_COUNT") or 0)
+    elif "SUBMITIT_LOCAL_JOB_ID" in info:
+        info["job_id"] = info["SUBMITIT_LOCAL_JOB_ID"]
+    return info
+
+
 def run_meta(*, device: Any = None, model_origin: str | None = None, overrides: list[str] | None = None,
              started_at: str | None = None) -> dict[str, Any]:
     meta = {
@@ -109,7 +123,7 @@ def run_meta(*, device: Any = None, model_origin: str | None = None, overrides: 
         "pid": os.getpid(),
         "device": device_info(device),
         "model_origin": model_origin,
-        "scheduler": {k: os.environ[k] for k in SCHEDULER_ENV if k in os.environ},
+        "scheduler": scheduler_info(),
         "command": [sys.executable, *sys.argv],
         "overrides": overrides,
     }

@@ -1,0 +1,385 @@
+"""kvexp's submitit launchers (conf/hydra/launcher/slurm.yaml, local.yaml).
+
+They are hydra-submitit-launcher's launchers (one submitit job array per sweep, one array task per
+cell, the Hydra job pickled and run by `python -m submitit.core._submit` in the job) with two changes.
+
+Launcher side (`launch`)
+    hydra-submitit-launcher returns `[j.results()[0] for j in jobs]`: the first job that died without
+    a result (cancelled, killed, out of memory) raises out of the sweep while the others still run,
+    and a job that raised inside Hydra surfaces only as the first failed override list. Here every
+    job is waited on: job states come from one `sacct` call for all jobs every `poll_s` seconds
+    (through kvexp.launch.slurm.array_aware_watcher, which also fixes submitit's reading of queued
+    array ranges), each cell is logged as it finishes or fails, and when any cell failed the launcher
+    prints the table of the finished cells and raises SweepFailed naming every failed cell: folder,
+    job id and SLURM state, reason, status.json, log. `python -m kvexp.main` then exits with status 1.
+
+Job side (`__call__`, in the job)
+    SIGTERM and SIGUSR2 raise kvexp.pipeline.JobInterrupted for the whole job. kvexp.pipeline.run_job
+    flushes and marks status.json `preempted`; then, unless `scancel` cancelled the job (the
+    accounting says CANCELLED), submitit's own SIGUSR2 handler requeues it: `checkpoint()` (inherited
+    from hydra-submitit-launcher) re-pickles the same job, submitit counts time-outs against
+    `max_num_timeout`, runs `scontrol requeue <job id>` and exits; SLURM starts the job again and it
+    resumes from samples.jsonl. A cancelled job raises JobCancelled (reported as failed). Under
+    submitit_local only SIGUSR2 (its time limit) requeues.
+
+Options of our own (besides hydra-submitit-launcher's): `python` (the interpreter command for the
+job; default: the launching interpreter) and `poll_s`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra.errors import CompactHydraException
+from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
+from omegaconf import OmegaConf, open_dict
+
+from kvexp.pipeline.cell import register_resolvers
+from kvexp.pipeline.signals import JobInterrupted, ignore_further_signals, signals_as_exceptions
+
+log = logging.getLogger(__name__)
+
+#: Options of kvexp's launchers that are not submitit parameters, with their defaults.
+OWN_OPTIONS: dict[str, Any] = {"python": None, "poll_s": 30.0}
+
+#: Names under which Hydra finds kvexp's launchers (Hydra instantiates only `hydra_plugins.*` classes).
+ALIAS_PREFIX = "hydra_plugins.kvexp_launcher."
+
+
+class SweepFailed(CompactHydraException):
+    """Some cells of a sweep failed; the message names each one."""
+
+
+class JobCancelled(RuntimeError):
+    """The job was cancelled (scancel): it is not requeued."""
+
+
+class JobNotRequeued(RuntimeError):
+    """The job was interrupted and could not be requeued."""
+
+
+@dataclass
+class CellFailure:
+    index: int
+    job_id: str
+    folder: str
+    reason: str
+    state: str | None = None
+    status: str | None = None
+    log: str | None = None
+
+    executor: str = "slurm"
+
+    @property
+    def where(self) -> str:
+        job = f"SLURM job {self.job_id}" if self.executor == "slurm" else f"local job {self.job_id}"
+        return f"{job}, {self.state}" if self.state else job
+
+    def one_line(self) -> str:
+        return f"{self.folder} ({self.where}): {self.reason}"
+
+    def describe(self) -> str:
+        lines = [f"  {self.folder}  ({self.where})", f"      reason: {self.reason}"]
+        if self.status:
+            lines.append(f"      status.json: {self.status}")
+        if self.log:
+            lines.append(f"      log: {self.log}")
+        return "\n".join(lines)
+
+
+def _first_line(text: str, limit: int = 400) -> str:
+    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
+    line = lines[0] if lines else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+#: What a SLURM state means for a job that ended without a result, and what to do about it.
+_STATE_HINTS = {
+    "CANCELLED": "cancelled (scancel)",
+    "TIMEOUT": "reached its time limit without being requeued: raise hydra.launcher.timeout_min",
+    "OUT_OF_MEMORY": "ran out of memory: raise hydra.launcher.mem_gb",
+    "NODE_FAIL": "its node failed",
+    "PREEMPTED": "preempted and not requeued",
+    "BOOT_FAIL": "its node failed to boot",
+    "DEADLINE": "reached its deadline",
+    "FAILED": "the job step failed before the job could report (see the log)",
+}
+
+
+def _reason(exc: BaseException, state: str | None = None) -> str:
+    """One line saying why a job failed, from what submitit raised (and SLURM's state of the job)."""
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
+    text = str(exc)
+    if isinstance(exc, FailedJobError) and "----------------------" in text:
+        trace = text.split("----------------------")[1]
+        lines = [line.strip() for line in trace.strip().splitlines() if line.strip()]
+        # the exception line of the job's traceback, without the module path of its class
+        return re.sub(r"^(?:\w+\.)+(\w+: )", r"\1", lines[-1]) if lines else _first_line(text)
+    if isinstance(exc, UncompletedJobError):
+        if "has not produced any output" in text:
+            word = (state or "UNKNOWN").split()[0].upper()
+            return f"ended without a result: {_STATE_HINTS.get(word, 'SLURM state ' + (state or 'unknown'))}"
+        return f"UncompletedJobError: {_first_line(text)}"
+    return f"{type(exc).__name__}: {_first_line(text)}"
+
+
+def _status_line(folder: Path, reason: str) -> str | None:
+    """What the job folder's status.json says, where it adds to `reason`."""
+    try:
+        status = json.loads((folder / "status.json").read_text())
+    except (OSError, ValueError):
+        return None
+    line = str(status.get("state"))
+    error = status.get("error")
+    if error and _first_line(error, 10**6)[:120] not in reason:
+        line += f" ({_first_line(error, 200)})"
+    if status.get("traceback"):
+        line += ", with the traceback"
+    if status.get("n_target") is not None:
+        line += f"; {status.get('n_done', 0)} of {status['n_target']} samples done"
+    return line
+
+
+class _KvexpSubmititLauncher(BaseSubmititLauncher):
+    _EXECUTOR = "abstract"
+
+    def __init__(self, **params: Any) -> None:
+        own = {k: params.pop(k, default) for k, default in OWN_OPTIONS.items()}
+        super().__init__(**params)
+        # an environment variable that is set but empty means "not set"
+        self.params = {k: (None if v == "" else v) for k, v in self.params.items()}
+        self.python = own["python"] or None
+        self.poll_s = max(1.0, float(own["poll_s"] if own["poll_s"] not in (None, "") else OWN_OPTIONS["poll_s"]))
+
+    # ------------------------------------------------------------------ in the job
+    def __call__(self, sweep_overrides: list[str], job_dir_key: str, job_num: int, job_id: str,
+                 singleton_state: dict[type, Singleton]) -> JobReturn:
+        # submitit's handler (checkpoint + requeue), set up by submitit before it called us
+        submitit_handler = signal.getsignal(signal.SIGUSR2)
+        register_resolvers()  # the folder names use ${kvexp.cell:...}
+        with signals_as_exceptions():
+            try:
+                return super().__call__(sweep_overrides, job_dir_key, job_num, job_id, singleton_state)
+            except JobInterrupted as e:
+                ignore_further_signals()
+                self._requeue_or_raise(e, submitit_handler)
+                raise  # not reached: _requeue_or_raise exits or raises
+
+    def _requeue_or_raise(self, exc: JobInterrupted, handler: Any) -> None:
+        from submitit.core.job_environment import SignalHandler
+
+        if not isinstance(getattr(handler, "__self__", None), SignalHandler):
+            raise JobNotRequeued(f"interrupted by {exc.signal_name} outside a submitit job; rerun to resume") from None
+        if self._EXECUTOR == "slurm":
+            from submitit import JobEnvironment
+
+            from kvexp.launch.slurm import why_stopping
+
+            verdict, state = why_stopping()
+            job_id = JobEnvironment().job_id  # <array job>_<task>, as squeue and the launcher show it
+            if verdict == "cancelled":
+                raise JobCancelled(f"cancelled (SLURM job {job_id}: {state}); not requeued. The rows so far "
+                                   f"are kept: rerun the sweep to resume it") from None
+            if verdict == "ending":
+                raise JobNotRequeued(f"SLURM is ending the job (state {state}) after {exc.signal_name} and the "
+                                     f"accounting does not say why; not requeued. Rerun the sweep to resume it") from None
+            log.warning("%s for SLURM job %s (state %s): checkpoint and requeue through submitit", exc.signal_name,
+                        job_id, state)
+        elif exc.signum != signal.SIGUSR2:
+            # submitit_local sends SIGUSR2 for its time limit; a SIGTERM there means stopping the sweep
+            raise JobNotRequeued(f"interrupted by {exc.signal_name}; rerun the sweep to resume") from None
+        import subprocess
+
+        try:
+            # checkpoint() -> the same job again; time-outs count against max_num_timeout;
+            # `scontrol requeue` (SLURM) or a requeue exit code (local); then sys.exit
+            handler(exc.signum, None)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as err:
+            # SLURM may be requeueing the job itself (preemption with PreemptMode=REQUEUE): leave it to
+            # SLURM; if it does not come back, the launcher sees its final state and reports it.
+            log.error("could not requeue the job (%s); leaving it to SLURM", err)
+            sys.exit(-1)
+
+    # ------------------------------------------------------------------ in the launching process
+    def _executor(self):
+        import submitit
+
+        params = dict(self.params)
+        init: dict[str, Any] = {"folder": params.pop("submitit_folder")}
+        max_num_timeout = params.pop("max_num_timeout", None)
+        if max_num_timeout is not None:
+            init[f"{self._EXECUTOR}_max_num_timeout"] = max_num_timeout
+        if self.python:
+            init[f"{self._EXECUTOR}_python"] = self.python
+        executor = submitit.AutoExecutor(cluster=self._EXECUTOR, **init)
+        base = set(OmegaConf.structured(BaseQueueConf).keys())
+        executor.update_parameters(**{k if k in base else f"{self._EXECUTOR}_{k}": v for k, v in params.items()})
+        return executor
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        assert self.config is not None
+        assert len(job_overrides) > 0
+        executor = self._executor()
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        log.info(f"Submitit '{self._EXECUTOR}' sweep output dir : {sweep_dir}")
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        if "mode" in self.config.hydra.sweep:
+            os.chmod(sweep_dir, mode=int(str(self.config.hydra.sweep.mode), 8))
+
+        job_params: list[Any] = []
+        for idx, overrides in enumerate(job_overrides):
+            idx = initial_job_idx + idx
+            log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+            job_params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
+        jobs = executor.map_array(self, *zip(*job_params))
+        if self._EXECUTOR == "slurm":
+            from kvexp.launch.slurm import array_aware_watcher
+
+            watcher = array_aware_watcher()
+            for job in jobs:
+                job.watcher = watcher
+                watcher.register_job(job.job_id)
+        first = jobs[0].job_id.split("_")[0]
+        log.info("submitted %d job%s (%s %s); job logs in %s", len(jobs), "s" if len(jobs) > 1 else "",
+                 "SLURM array" if self._EXECUTOR == "slurm" else "local job", first,
+                 Path(str(self.params["submitit_folder"]).replace("%j", first)).parent)
+        return self._wait_all(jobs, job_overrides, initial_job_idx)
+
+    def _refresh(self, jobs) -> None:
+        """Refresh the job states (SLURM: one sacct call for all jobs)."""
+        watcher = getattr(jobs[0], "watcher", None)
+        if self._EXECUTOR == "slurm" and watcher is not None:
+            watcher.update()
+
+    def _wait_all(self, jobs, job_overrides, initial_job_idx: int) -> list[JobReturn]:
+        n = len(jobs)
+        results: list[JobReturn | None] = [None] * n
+        failures: list[CellFailure] = []
+        pending = list(range(n))
+        finished = 0
+        last_refresh = float("-inf")
+        try:
+            while pending:
+                if time.monotonic() - last_refresh >= self.poll_s:
+                    self._refresh(jobs)
+                    last_refresh = time.monotonic()
+                still = []
+                for i in pending:
+                    if not jobs[i].done():
+                        still.append(i)
+                        continue
+                    ret, failure = self._outcome(i, jobs[i], job_overrides[i], initial_job_idx + i)
+                    results[i] = ret
+                    finished += 1
+                    if failure is not None:
+                        failures.append(failure)
+                        log.error("[%d/%d] cell FAILED: %s", finished, n, failure.one_line())
+                    else:
+                        log.info("[%d/%d] cell done: %s", finished, n,
+                                 self._folder_of(ret, job_overrides[i], initial_job_idx + i, jobs[i]))
+                pending = still
+                if pending:  # each check of a job stats its folder: go easy on a shared filesystem
+                    time.sleep(min(self.poll_s, 2.0 + len(pending) / 50))
+        except KeyboardInterrupt:
+            first = jobs[0].job_id.split("_")[0]
+            log.warning("stopped waiting: %d job(s) still run under %s %s (scancel %s stops them). Running the same "
+                        "command again with hydra.sweep.dir=%s resumes every cell.", len(pending), self._EXECUTOR,
+                        first, first, self.config.hydra.sweep.dir)
+            raise
+        if failures:
+            self._fail(failures, n)
+        return [r for r in results if r is not None]
+
+    def _outcome(self, i: int, job, overrides, idx: int) -> tuple[JobReturn | None, CellFailure | None]:
+        slurm = self._EXECUTOR == "slurm"
+        try:
+            ret = job.results()[0]
+        except Exception as e:  # noqa: BLE001 - no result: cancelled, killed, out of memory, time limit, not requeued
+            # SLURM's word on a job that left no result (cancelled while queued, killed, out of memory)
+            state = self._state(job) if slurm and not job.paths.result_pickle.exists() else None
+            folder, reason = self._folder_of(None, overrides, idx, job), _reason(e, state)
+            if "timed-out too many times" in reason:
+                reason += (f" It reached its time limit {1 + int(self.params.get('max_num_timeout') or 0)} times: "
+                           "raise hydra.launcher.timeout_min (or max_num_timeout)")
+            return None, CellFailure(i, job.job_id, str(folder), reason, state, _status_line(folder, reason),
+                                     self._log(job), self._EXECUTOR)
+        if ret.status == JobStatus.FAILED:  # the job raised; Hydra caught it in the job
+            folder, err = self._folder_of(ret, overrides, idx, job), ret._return_value
+            reason = f"{type(err).__name__}: {_first_line(str(err))}"
+            return ret, CellFailure(i, job.job_id, str(folder), reason, None, _status_line(folder, reason),
+                                    self._log(job), self._EXECUTOR)
+        return ret, None
+
+    @staticmethod
+    def _log(job) -> str | None:
+        return str(job.paths.stderr) if job.paths.stderr.exists() else None
+
+    @staticmethod
+    def _state(job) -> str:
+        try:
+            return job.watcher.get_state(job.job_id, mode="cache")
+        except Exception:  # noqa: BLE001
+            return "UNKNOWN"
+
+    def _folder_of(self, ret: JobReturn | None, overrides, idx: int, job) -> Path:
+        """The job folder of a cell (its Hydra sweep subdir)."""
+        try:
+            if ret is not None and ret.hydra_cfg is not None:
+                return Path(str(ret.hydra_cfg.hydra.runtime.output_dir))
+            assert self.hydra_context is not None and self.config is not None
+            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            with open_dict(cfg.hydra.job):
+                cfg.hydra.job.id = job.job_id
+                cfg.hydra.job.num = idx
+            return Path(os.path.abspath(Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)))
+        except Exception:  # noqa: BLE001 - naming the cell must not hide the failure
+            return Path(str(self.config.hydra.sweep.dir)) / " ".join(filter_overrides(overrides))
+
+    def _fail(self, failures: list[CellFailure], n: int) -> None:
+        from kvexp.pipeline.summary import SweepSummaryCallback
+
+        try:  # Hydra skips its end-of-sweep callbacks when a job failed: show the finished cells here
+            SweepSummaryCallback().on_multirun_end(self.config)
+        except Exception:  # noqa: BLE001
+            pass
+        failures.sort(key=lambda f: f.index)
+        cwd = Path.cwd()
+        for f in failures:
+            try:
+                f.folder = str(Path(f.folder).relative_to(cwd))
+            except ValueError:
+                pass
+        head = (f"kvexp sweep {self.config.hydra.sweep.dir}: {len(failures)} of {n} cells failed "
+                f"({n - len(failures)} finished). Failed cells:")
+        tail = ("Fix the cause and run the same command again with hydra.sweep.dir="
+                f"{self.config.hydra.sweep.dir}: finished cells are kept, interrupted ones resume.")
+        raise SweepFailed("\n".join([head, *(f.describe() for f in failures), tail]))
+
+
+class SlurmLauncher(_KvexpSubmititLauncher):
+    _EXECUTOR = "slurm"
+
+
+class LocalLauncher(_KvexpSubmititLauncher):
+    _EXECUTOR = "local"
+
+
+def register_launchers() -> None:
+    """Make kvexp's launchers instantiable by Hydra as hydra_plugins.kvexp_launcher.<name>. Idempotent."""
+    from hydra.core.plugins import Plugins
+
+    plugins = Plugins.instance()
+    for cls in (SlurmLauncher, LocalLauncher):
+        plugins.class_name_to_class[ALIAS_PREFIX + cls.__name__] = cls
