@@ -1,0 +1,131 @@
+"""Accuracy of the organism versus KV budget, every policy, on held-out `chain` problems, through
+kvexp's engine (greedy, batched), without Hydra:
+
+    python -m kvexp.organism.evaluate                          # the table in kvexp/organism/RESULTS.md
+    python -m kvexp.organism.evaluate --n 30 --policies full   # the full-cache check alone
+
+Policies run with their conf/policy defaults, except SnapKV's observation window (and so its protected
+recent window), which is capped at a quarter of the budget so that it can run at small budgets.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from kvexp.organism import CHECKPOINT_DIR, grade_chain, load_chain_problems
+
+ALL_POLICIES = ("full", "streaming_llm", "h2o", "tova", "snapkv", "knorm", "rkv", "random")
+
+
+def load_organism(path: Path | str = CHECKPOINT_DIR, dtype: torch.dtype = torch.float32):
+    """(model, tokenizer) from the committed checkpoint, eval mode, on the CPU."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation="sdpa").eval()
+    return model, tokenizer
+
+
+def prompt_ids(tokenizer, question: str) -> list[int]:
+    text = tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
+                                         add_generation_prompt=True)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def policy_params(name: str, budget: int | None) -> dict:
+    params: dict = {"name": name}
+    if name == "snapkv" and budget is not None:
+        params["obs_window"] = min(32, budget // 4)
+    return params
+
+
+def run_cell(model, tokenizer, problems, policy: str, budget: int | None, *, slack: int = 1,
+             batch_size: int = 16, max_new_tokens: int | None = None, seed: int = 0) -> dict:
+    """Greedy generation over `problems` with one policy and budget; accuracy and what happened."""
+    from kvexp.engine import Budget, Engine, GenerationSettings, Request
+    from kvexp.policies import build_policy
+
+    pol = build_policy(policy_params(policy, budget))
+    if not pol.evicts:
+        budget = None
+    steps = max(p.meta["steps"] for p in problems)
+    settings = GenerationSettings(max_new_tokens=max_new_tokens or 15 * steps + 16, batch_size=batch_size,
+                                  eos_token_ids=(tokenizer.eos_token_id,))
+    engine = Engine(model, pol, Budget(budget, slack if budget is not None else 1), settings)
+    requests = [Request(p.id, prompt_ids(tokenizer, p.question), seed=seed + i) for i, p in enumerate(problems)]
+    gold = {p.id: p.gold for p in problems}
+    t0 = time.perf_counter()
+    correct = errors = evicted = out_tokens = 0
+    for out in engine.generate(requests):
+        if out.error:
+            errors += 1
+            continue
+        _, ok = grade_chain(tokenizer.decode(out.output_ids, skip_special_tokens=True), gold[out.key])
+        correct += ok
+        evicted += out.n_evicted_tokens
+        out_tokens += out.n_output_tokens
+    n = len(problems)
+    return {"policy": policy, "budget": budget, "slack": slack if budget is not None else None, "n": n,
+            "errors": errors, "accuracy": correct / n, "mean_output_tokens": out_tokens / max(1, n - errors),
+            "mean_evicted": evicted / max(1, n - errors), "seconds": round(time.perf_counter() - t0, 1),
+            "mean_prompt_tokens": sum(len(r.prompt_ids) for r in requests) / n}
+
+
+def markdown_table(results: list[dict], budgets: list[int]) -> str:
+    by = {(r["policy"], r["budget"]): r for r in results}
+    full = next((r for r in results if r["policy"] == "full"), None)
+    lines = ["| policy | " + " | ".join(f"B={b}" for b in budgets) + " |",
+             "|---|" + "---|" * len(budgets)]
+    if full:
+        lines.append("| full (no eviction) | " + " | ".join(f"{full['accuracy']:.2f}" for _ in budgets) + " |")
+    for policy in dict.fromkeys(r["policy"] for r in results if r["policy"] != "full"):
+        cells = [f"{by[(policy, b)]['accuracy']:.2f}" if (policy, b) in by else "-" for b in budgets]
+        lines.append(f"| {policy} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m kvexp.organism.evaluate", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", type=Path, default=CHECKPOINT_DIR)
+    ap.add_argument("--n", type=int, default=100, help="held-out problems (test split)")
+    ap.add_argument("--seed", type=int, default=0, help="base seed of the test problems")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--facts", type=int, default=8)
+    ap.add_argument("--distractors", type=int, default=4)
+    ap.add_argument("--policies", nargs="+", default=list(ALL_POLICIES))
+    ap.add_argument("--budgets", type=int, nargs="+", default=[32, 64, 96, 128, 192, 256, 384, 512])
+    ap.add_argument("--slack", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", type=Path, default=None, help="write every cell's result here")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    model, tokenizer = load_organism(args.checkpoint)
+    problems = load_chain_problems(args.n, seed=args.seed, steps=args.steps, facts=args.facts,
+                                   distractors=args.distractors, split="test")
+    results = []
+    from kvexp.engine.budget import ConfigError
+
+    for policy in args.policies:
+        for budget in ([None] if policy == "full" else args.budgets):
+            try:
+                r = run_cell(model, tokenizer, problems, policy, budget, slack=args.slack,
+                             batch_size=args.batch_size)
+            except ConfigError as e:
+                print(f"{policy} B={budget}: skipped ({e})", flush=True)
+                continue
+            results.append(r)
+            print(json.dumps(r), flush=True)
+    print(markdown_table(results, args.budgets))
+    if args.json:
+        args.json.write_text(json.dumps({"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+                                         "results": results}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+r"""The `chain` task: a synthetic reasoning problem whose answer needs facts stated early in the prompt
+and intermediate results written earlier in the trace.
+
+A problem is a table of variable facts and a walk through it. For each variable the table states
+its value (``d=4``) and its link (``d>h``: from ``d`` go on to ``h``). The ``facts`` variables that the
+walk can reach form one cycle, in a random order; ``distractors`` more variables link into it but are
+never reached. The question names a start variable and a number of ``steps``; the answer is the sum
+of the values of the variables visited, mod 10::
+
+    facts: k=2 k>d d=4 d>h q=9 q>h h=7 h>b b=1 b>d
+    start at d and take 5 steps. add the values mod 10. reason step by step and put the final answer in \boxed{}.
+
+The trace does one line per step: a countdown of the steps left, the current variable's value and
+link looked up in the table, then the running sum (the previous line's sum, plus the value, mod 10);
+the last line's sum is boxed::
+
+    5:d=4,d>h,0+4=4
+    4:h=7,h>b,4+7=1
+    3:b=1,b>d,1+1=2
+    2:d=4,d>h,2+4=6
+    1:h=7,h>b,6+7=3
+    \boxed{3}
+
+So every step looks up two prompt facts (early tokens, needed again each time the walk comes round
+the cycle) and reuses the running sum and the link written in the line before. A wrong value
+anywhere changes the answer (adding mod 10 is a bijection in each argument), so a guess scores 10%.
+A line is 14-15 tokens of the organism's tokenizer, so ``steps`` sets the trace length: 2 steps ~ 35
+tokens, 20 steps ~ 300, 40 steps ~ 600. The prompt is 35 tokens plus 2 per fact.
+
+Everything here is pure Python (``random.Random``), so problems are a function of their seed on any
+platform; nothing imports torch.
+"""
+from __future__ import annotations
+
+import random
+import re
+import string
+from dataclasses import dataclass
+
+MOD = 10
+VARIABLES = string.ascii_lowercase          # one token each
+MAX_VARIABLES = len(VARIABLES)
+SPLITS = ("test", "train")
+
+# Seeds of the two splits live in disjoint ranges: test problem i of base seed s has seed
+# s * 10**6 + i (s, i < 10**6); every train seed is >= TRAIN_SEED_OFFSET.
+SPLIT_STRIDE = 10**6
+TRAIN_SEED_OFFSET = 2**48
+
+INSTRUCTION = "reason step by step and put the final answer in \\boxed{}."
+
+
+@dataclass(frozen=True)
+class ChainProblem:
+    """One generated problem: the user message, the reference trace (the assistant's reply, answer
+    included) and the answer (one digit, as a string)."""
+
+    question: str
+    trace: str
+    answer: str
+    seed: int
+    steps: int
+    facts: int
+    distractors: int
+
+    def __iter__(self):  # question, trace, answer = make_problem(...)
+        return iter((self.question, self.trace, self.answer))
+
+
+def check_knobs(steps: int, n_facts: int, n_distractors: int) -> None:
+    for name, value, low in (("steps", steps, 1), ("facts", n_facts, 1), ("distractors", n_distractors, 0)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ValueError(f"chain task: {name} must be an integer >= {low}, got {value!r}")
+    if n_facts + n_distractors > MAX_VARIABLES:
+        raise ValueError(f"chain task: facts + distractors = {n_facts + n_distractors} but there are only "
+                         f"{MAX_VARIABLES} variable names (a-z); lower dataset.facts or dataset.distractors")
+    if steps > 99:
+        raise ValueError(f"chain task: steps must be <= 99 (two-digit countdown), got {steps}")
+
+
+def make_problem(seed: int, steps: int = 20, n_facts: int = 8, n_distractors: int = 4) -> ChainProblem:
+    """The problem of this seed and these knobs (a pure function of its arguments)."""
+    check_knobs(steps, n_facts, n_distractors)
+    rng = random.Random(f"kvexp-chain:{seed}:{steps}:{n_facts}:{n_distractors}")
+    names = rng.sample(VARIABLES, n_facts + n_distractors)
+    cycle, others = names[:n_facts], names[n_facts:]
+    value = {v: rng.randrange(MOD) for v in names}
+    link = {cycle[i]: cycle[(i + 1) % n_facts] for i in range(n_facts)}
+    for j, v in enumerate(others):
+        # a distractor links into the cycle or to an earlier distractor: never reached from the cycle
+        link[v] = rng.choice(cycle + others[:j])
+    table = list(names)
+    rng.shuffle(table)
+    start = rng.choice(cycle)
+
+    facts = " ".join(f"{v}={value[v]} {v}>{link[v]}" for v in table)
+    question = (f"facts: {facts}\nstart at {start} and take {steps} steps. add the values mod {MOD}. "
+                f"{INSTRUCTION}")
+    lines, total, var = [], 0, start
+    for left in range(steps, 0, -1):
+        new = (total + value[var]) % MOD
+        lines.append(f"{left}:{var}={value[var]},{var}>{link[var]},{total}+{value[var]}={new}")
+        total, var = new, link[var]
+    answer = str(total)
+    trace = "\n".join(lines) + f"\n\\boxed{{{answer}}}"
+    return ChainProblem(question, trace, answer, seed, steps, n_facts, n_distractors)
+
+
+def problem_seed(split: str, seed: int, index: int) -> int:
+    """The seed of problem `index` of `split` for base seed `seed` (disjoint ranges per split)."""
+    if split not in SPLITS:
+        raise ValueError(f"chain task: split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if not 0 <= index < SPLIT_STRIDE or not 0 <= seed < SPLIT_STRIDE:
+        raise ValueError(f"chain task: seed and index must lie in [0, {SPLIT_STRIDE}), got {seed}, {index}")
+    base = seed * SPLIT_STRIDE + index
+    return base if split == "test" else TRAIN_SEED_OFFSET + base
+
+
+def problem_id(split: str, seed: int, index: int, steps: int, facts: int, distractors: int) -> str:
+    return f"chain-s{steps}f{facts}d{distractors}-{split}{seed}-{index}"
+
+
+def load_chain_problems(limit: int | None = 100, seed: int = 0, steps: int = 20, facts: int = 8,
+                        distractors: int = 4, split: str = "test") -> list:
+    """`limit` problems (100 when None) as `kvexp.data.Problem`s, for `dataset=chain`.
+
+    ``gold`` is the answer digit as a string; ``meta`` holds the knobs, the problem's own seed and the
+    reference trace. Test and train problems come from disjoint seed ranges (see `problem_seed`).
+    """
+    from kvexp.data.problem import Problem
+
+    n = 100 if limit is None else limit
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"chain task: limit must be a positive integer or None, got {limit!r}")
+    check_knobs(steps, facts, distractors)
+    problems = []
+    for i in range(n):
+        ps = problem_seed(split, seed, i)
+        p = make_problem(ps, steps, facts, distractors)
+        problems.append(Problem(
+            id=problem_id(split, seed, i, steps, facts, distractors), question=p.question, gold=p.answer,
+            meta={"dataset": "chain", "split": split, "index": i, "seed": seed, "problem_seed": ps,
+                  "steps": steps, "facts": facts, "distractors": distractors, "reference_trace": p.trace}))
+    return problems
+
+
+_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
+
+
+def extract_answer(response: str | None) -> str | None:
+    """The content of the last complete ``\\boxed{...}``, stripped, or None."""
+    if not response:
+        return None
+    found = _BOXED.findall(response)
+    return found[-1].strip() if found else None
+
+
+def grade_chain(response: str | None, gold) -> tuple[str | None, bool]:
+    """`(prediction, correct)`: exact match of the last boxed answer with the gold digit."""
+    prediction = extract_answer(response)
+    return prediction, prediction is not None and prediction == str(gold).strip()
