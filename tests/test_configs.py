@@ -29,9 +29,10 @@ def sweep_params(cfg) -> dict[str, list[str]]:
 
 def test_design_options_exist():
     assert options("model") == sorted(["smollm2_135m", "tiny_random", "llama31_8b_instruct", "nemotron_nano_8b",
-                                       "r1_distill_llama_8b", "r1_distill_qwen_7b", "r1_distill_qwen_14b", "qwen3_8b"])
+                                       "r1_distill_llama_8b", "r1_distill_qwen_7b", "r1_distill_qwen_14b", "qwen3_8b",
+                                       "organism"])
     assert options("dataset") == sorted(["gsm8k", "math500", "aime24", "aime25", "strategyqa", "folio", "drop",
-                                         "reclor", "openbookqa", "commonsenseqa", "logiqa"])
+                                         "reclor", "openbookqa", "commonsenseqa", "logiqa", "chain"])
     assert options("logger") == ["none", "wandb"]
     assert {"local"} <= set(options("hydra/launcher"))
 

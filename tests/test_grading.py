@@ -335,9 +335,12 @@ def test_drop_grading_threshold():
 
 def test_every_dataset_has_a_grader():
     from kvexp.data import DATASETS
+    from kvexp.data.loader import GENERATED_DATASET
 
-    assert set(SUPPORTED_DATASETS) == set(DATASETS)
-    assert set(ANSWER_KINDS) == set(DATASETS)
+    assert set(SUPPORTED_DATASETS) == set(DATASETS) | {GENERATED_DATASET}
+    assert set(ANSWER_KINDS) == set(DATASETS) | {GENERATED_DATASET}
+    assert grade("chain", "5:d=4,d>h,0+4=4\n\\boxed{3}", "3") == ("3", True)
+    assert grade("chain", "\\boxed{4}", "3") == ("4", False)
 
 
 def test_unknown_dataset_is_a_value_error():

@@ -126,6 +126,9 @@ def _order_key(seed: int, problem_id: str) -> str:
     return hashlib.sha256(f"{seed}:{problem_id}".encode()).hexdigest()
 
 
+GENERATED_DATASET = "chain"
+
+
 def load_problems(
     name: str,
     *,
@@ -136,6 +139,7 @@ def load_problems(
     seed: int = 0,
     cache_dir: str | None = None,
     hub_kwargs: Mapping[str, Any] | None = None,
+    generator_kwargs: Mapping[str, Any] | None = None,
 ) -> list[Problem]:
     """Load a dataset's problems, in a seeded order, limited and sharded.
 
@@ -160,6 +164,11 @@ def load_problems(
         DatasetUnavailableError: no allowed source could provide the rows; the message lists
             where it looked and what to do.
     """
+    if name == GENERATED_DATASET:  # the model organism's task: made from a seed, nothing to download
+        if not 0 <= shard_index < shard_count:
+            raise ValueError(f"dataset.shard.index must be in [0, {shard_count}), got {shard_index}")
+        from kvexp.organism import load_chain_problems
+        return load_chain_problems(limit, seed=seed, **dict(generator_kwargs or {}))[shard_index::shard_count]
     spec = _validate(name, source, limit, shard_index, shard_count, seed)
     rows, used = _load_rows(spec, source, cache_dir, hub_kwargs)
 

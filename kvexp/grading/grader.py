@@ -11,6 +11,7 @@ from typing import Any
 from kvexp.grading.choices import grade_choice, grade_folio, grade_yes_no
 from kvexp.grading.drop import grade_drop
 from kvexp.grading.math_answers import grade_math
+from kvexp.organism.task import grade_chain
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +21,7 @@ Grader = Callable[[Any, Any], tuple[str | None, bool]]
 _GRADERS: dict[str, tuple[str, Grader]] = {
     # name: (answer kind, grader)
     "gsm8k": ("math", partial(grade_math, "gsm8k")),
+    "chain": ("exact", grade_chain),  # the model organism's task: exact match of the boxed digit
     "math500": ("math", partial(grade_math, "math500")),
     "aime24": ("math", partial(grade_math, "aime24")),
     "aime25": ("math", partial(grade_math, "aime25")),

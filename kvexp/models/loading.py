@@ -63,11 +63,21 @@ class ModelSource:
         self.preset = preset
 
     # ---- cheap ----
+    def _folder(self) -> Path | None:
+        """The local model folder: model.path, or the organism checkpoint shipped in the package."""
+        p = self.preset
+        if p.path:
+            return Path(p.path).expanduser()
+        if p.source == "organism":
+            from kvexp.organism import CHECKPOINT_DIR
+            return CHECKPOINT_DIR
+        return None
+
     def check(self) -> None:
         """Fail fast, with the fix, on a local path or package that is not there."""
         p = self.preset
-        if p.path:
-            folder = Path(p.path).expanduser()
+        if self._folder():
+            folder = self._folder()
             if not (folder / "config.json").is_file():
                 what = "does not exist" if not folder.exists() else "has no config.json"
                 hint = (f"download it with `huggingface-cli download {p.hub_id} --local-dir {folder}`"
@@ -80,8 +90,8 @@ class ModelSource:
     @property
     def origin(self) -> str:
         p = self.preset
-        if p.path:
-            return str(Path(p.path).expanduser())
+        if self._folder():
+            return str(self._folder())
         if p.source == "gguf":
             return str(p.converted_dir())
         return p.hub_id if p.source == "hub" else p.source
@@ -122,8 +132,8 @@ class ModelSource:
         """cls.from_pretrained on the local folder or hub id, turning network/auth failures into a
         ModelUnavailableError that says what to do."""
         p = self.preset
-        if p.path:
-            return cls.from_pretrained(str(Path(p.path).expanduser()), **kwargs)
+        if self._folder():
+            return cls.from_pretrained(str(self._folder()), **kwargs)
         if p.source == "gguf":
             return cls.from_pretrained(str(p.converted_dir()), **kwargs)
         token = os.environ.get("HF_TOKEN")  # never from the config: config.yaml is written to disk

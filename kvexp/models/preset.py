@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-SOURCES = ("hub", "gguf", "tiny_random")
+SOURCES = ("hub", "gguf", "tiny_random", "organism")
 
 # How a preset's `thinking: true|false` reaches the model. Each reasoning family has its own switch:
 #   enable_thinking:   a keyword of the chat template (Qwen3)

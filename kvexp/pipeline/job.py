@@ -92,7 +92,8 @@ def plan_job(cfg: DictConfig) -> Plan:
 
     ds = cfg.dataset
     problems = load_problems(ds.name, source=ds.source, limit=ds.limit, shard_index=ds.shard.index,
-                             shard_count=ds.shard.count, seed=ds.seed)
+                             shard_count=ds.shard.count, seed=ds.seed,
+                             generator_kwargs={k: ds[k] for k in ("steps", "facts", "distractors", "split") if k in ds})
     check_model_config(source.config())
 
     recorded = budget.recorded(policy)
