@@ -233,9 +233,42 @@ def test_full_cache_launched_at_several_budgets_is_one_reference(tmp_path):
     rows = [fx.sample_row(f"g{i}", True) for i in range(3)]
     fx.write_job(tmp_path / "f1", fx.job_config(policy="full", slack=1), rows)
     fx.write_job(tmp_path / "f2", fx.job_config(policy="full", slack=16), rows)
+    # as the pipeline writes it: the launched budget stays in config.yaml (policy=full,h2o budget=128,256)
+    fx.write_job(tmp_path / "f3", fx.job_config(policy="full", overrides={"budget.tokens": 256}), rows)
     fx.write_job(tmp_path / "h", fx.job_config(), rows)
     result = build_report([tmp_path], tmp_path / "report")
-    assert sum(r.cell.is_full for r in result.results.values()) == 1
+    (ref,) = [r.cell for r in result.results.values() if r.cell.is_full]
+    # the same run launched three times: one used, two noted, nothing flagged
+    assert len(ref.jobs) == 1 and len(ref.relaunched) == 2
+    assert not result.issues
+    assert "2 folders of the same run left out" in result.markdown.read_text()
+    # a second folder launched with the same budget is a real duplicate (overlapping sweeps): flagged
+    fx.write_job(tmp_path / "f4", fx.job_config(policy="full", slack=16), rows[:2], state="failed",
+                 n_target=3, error="boom")
+    result = build_report([tmp_path], tmp_path / "report")
+    (ignored,) = _issues(result, "ignored folder")
+    assert ignored.paths[0].name == "f4"
+
+
+def test_single_dataset_has_no_category_means(tmp_path):
+    rows = [fx.sample_row(f"g{i}", i < 2) for i in range(4)]
+    fx.write_job(tmp_path / "full", fx.job_config(policy="full"), rows)
+    fx.write_job(tmp_path / "h", fx.job_config(), rows)
+    result = build_report([tmp_path], tmp_path / "report")
+    assert not [t for t in result.tables if t.kind == "category"]
+    assert "### Category means" not in result.markdown.read_text()
+
+
+def test_cli_prints_the_chosen_tables(tmp_path, capsys):
+    rows = [fx.sample_row(f"g{i}", i < 2) for i in range(4)]
+    fx.write_job(tmp_path / "full", fx.job_config(policy="full"), rows)
+    fx.write_job(tmp_path / "h", fx.job_config(), rows[:1] + [fx.sample_row(g, False) for g in ("g1", "g2", "g3")])
+    assert main([str(tmp_path), "--show", "accuracy", "--show", "delta"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny_random / gsm8k: Accuracy" in out and "Change in accuracy" in out
+    assert "| h2o | 0.250 [" in out and "| h2o | -0.250 (+0/-1" in out
+    assert main([str(tmp_path), "--show", "none"]) == 0
+    assert "| h2o |" not in capsys.readouterr().out
 
 
 def test_torn_last_line_is_skipped_and_bad_lines_flagged(tmp_path):

@@ -227,6 +227,8 @@ class Cell:
     state: str
     rows: list[Row]
     ignored: list[tuple[Job, str]] = field(default_factory=list)  # folders not used, and why
+    # full cache only: folders of the same run launched at other budgets (not used, not a problem)
+    relaunched: list[Job] = field(default_factory=list)
     cross_shard_duplicates: int = 0  # rows dropped because another shard had the same key
     variant: str = ""  # row label, assigned by the layout
 
@@ -281,12 +283,20 @@ def _job_preference(job: Job) -> tuple:
     return (_STATE_RANK.get(job.state, 3), -len(job.rows), -job.mtime)
 
 
-def _select_shards(jobs: list[Job]) -> tuple[int, dict[int, Job], list[tuple[Job, str]]]:
-    """Choose one job per shard index; return (shard count, chosen, ignored with reasons).
+def _launched_budget(job: Job) -> tuple:
+    return tuple(sorted((k, canon(v)) for k, v in job.config.items() if k.startswith("budget.")))
+
+
+def _select_shards(
+    jobs: list[Job],
+) -> tuple[int, dict[int, Job], list[tuple[Job, str]], list[Job]]:
+    """Choose one job per shard index; return (shard count, chosen, ignored with reasons, relaunched).
 
     Several folders for one shard arise when overlapping sweep folders are reported together or a
     failed cell was rerun elsewhere: the finished (else the fullest, else the newest) is used, and
-    the others are listed in the report rather than mixed in.
+    the others are listed in the report rather than mixed in. The exception is the full cache
+    launched at several budgets (`policy=full,h2o budget=128,256`): it ignores the budget, so those
+    folders hold the same run; they come back as `relaunched`, noted but not flagged.
     """
     by_count: dict[int, list[Job]] = defaultdict(list)
     for job in jobs:
@@ -311,12 +321,25 @@ def _select_shards(jobs: list[Job]) -> tuple[int, dict[int, Job], list[tuple[Job
             slots[job.shard_index].append(job)
         else:
             ignored.append((job, f"shard index {job.shard_index} outside 0..{count - 1}"))
-    chosen = {}
+    chosen, relaunched = {}, []
     for idx, group in slots.items():
         group.sort(key=_job_preference)
-        chosen[idx] = group[0]
-        ignored += [(j, f"duplicate of shard {idx}; used {group[0].path}") for j in group[1:]]
-    return count, chosen, ignored
+        used = chosen[idx] = group[0]
+        # the best folder of each other launched budget is a relaunch; more folders of one launched
+        # budget are duplicates, as for any policy
+        best_of_budget = {}
+        for j in group:
+            best_of_budget.setdefault(_launched_budget(j) if _is_full(j) else None, j)
+        for j in group[1:]:
+            if _is_full(j) and best_of_budget[_launched_budget(j)] is j:
+                relaunched.append(j)
+            else:
+                ignored.append((j, f"duplicate of shard {idx}; used {used.path}"))
+    return count, chosen, ignored, relaunched
+
+
+def _is_full(job: Job) -> bool:
+    return show(job.config.get("policy.name")) == FULL
 
 
 def _cell_state(chosen: dict[int, Job]) -> str:
@@ -399,7 +422,7 @@ def build_cells(jobs: Sequence[Job]) -> list[Cell]:
         groups[_identity(job)].append(job)
     cells = []
     for (model, dataset, _), group in groups.items():
-        count, chosen, ignored = _select_shards(group)
+        count, chosen, ignored, relaunched = _select_shards(group)
         cfg = group[0].config
         policy = show(cfg.get("policy.name"))
         is_full = policy == FULL
@@ -423,7 +446,7 @@ def build_cells(jobs: Sequence[Job]) -> list[Cell]:
             rows=[],
         )
         cell.rows, cell.cross_shard_duplicates = _merge_rows(chosen)
-        cell.ignored = ignored
+        cell.ignored, cell.relaunched = ignored, relaunched
         cells.append(cell)
     return cells
 

@@ -1,6 +1,9 @@
 """Command line of the sweep report.
 
-    python -m kvexp.report DIR [DIR ...] [--out OUTDIR] [--wandb] [--ignore-key KEY]
+    python -m kvexp.report DIR [DIR ...] [--out OUTDIR] [--wandb] [--ignore-key KEY] [--show KIND]
+
+Writes report.md, the CSVs and the plots; prints the tables of each KIND (default: accuracy) to the
+terminal, one per (model, dataset).
 """
 
 from __future__ import annotations
@@ -12,6 +15,10 @@ from pathlib import Path
 
 from .build import build_report
 from .loading import ReportError
+from .tables import KINDS
+
+#: Table kinds --show can print: the per-dataset tables, then the category means.
+TABLE_KINDS = [k.key for k in KINDS] + ["category"]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -43,7 +50,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="accept differing values of a non-swept config key (glob pattern, repeatable), "
         "e.g. --ignore-key model.revision; the report lists what was mixed",
     )
+    parser.add_argument(
+        "--show",
+        action="append",
+        choices=[*TABLE_KINDS, "none"],
+        default=None,
+        metavar="KIND",
+        help="also print these tables to the terminal (repeatable; one of "
+        f"{', '.join(TABLE_KINDS)}, or none; default: accuracy)",
+    )
     args = parser.parse_args(argv)
+    args.show = [k for k in (args.show or ["accuracy"]) if k != "none"]
     if args.out is None:
         if len(args.dirs) > 1:
             parser.error("several DIRs: pass --out OUTDIR")
@@ -58,6 +75,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ReportError as exc:
         print(f"kvexp.report: error: {exc}", file=sys.stderr)
         return 2
+    for table in result.tables:
+        if table.kind in args.show:
+            print(f"\n{table.model} / {table.scope}: {table.title}\n\n{table.markdown()}")
+    if any(t.kind in args.show for t in result.tables):
+        print()
     n_cells = len(result.results)
     complete = sum(r.cell.complete for r in result.results.values())
     print(f"report: {result.markdown}")

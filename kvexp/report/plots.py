@@ -64,6 +64,14 @@ def _panels(n: int, title: str) -> tuple[Figure, list]:
     return fig, axes[:n]
 
 
+def _legend_columns(labels: list[str], width_in: float) -> int:
+    """As many legend columns as fit the figure's width: a legend wider than the figure is cut off
+    at both sides (one panel holds fewer entries per line than three)."""
+    # an entry: its handle and gaps (~0.7 in) plus its text (~0.075 in per character at 10 pt)
+    entry_in = 0.7 + 0.075 * max(len(label) for label in labels)
+    return max(1, min(len(labels), 5, int(width_in // entry_in)))
+
+
 def _finish(fig: Figure, axes: list, path: Path, incomplete: bool) -> Path:
     """Shared legend under the panels (one entry per label), then save."""
     handles: dict[str, object] = {}
@@ -79,7 +87,7 @@ def _finish(fig: Figure, axes: list, path: Path, incomplete: bool) -> Path:
             list(handles.values()),
             list(handles),
             loc="outside lower center",
-            ncols=min(len(handles), 5),
+            ncols=_legend_columns(list(handles), fig.get_figwidth()),
             frameon=False,
         )
     path.parent.mkdir(parents=True, exist_ok=True)

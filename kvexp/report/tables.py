@@ -370,7 +370,10 @@ def dataset_tables(layout: ModelLayout, results: dict, dataset: str) -> list[Tab
 
 
 def category_tables(layout: ModelLayout, results: dict) -> list[Table]:
-    """Macro-averaged accuracy per study category (and over all datasets) for one model."""
+    """Macro-averaged accuracy per study category (and over all datasets) for one model; none for a
+    model run on one dataset, whose dataset tables already say it all."""
+    if len(layout.datasets) < 2:
+        return []
     groups: dict[str, list[str]] = {}
     for d in layout.datasets:
         groups.setdefault(category_of(d), []).append(d)
