@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast test-slurm slurm-up slurm-down demo bench report clean
+.PHONY: help install test test-fast test-slurm slurm-up slurm-down demo demo-smollm2 bench report clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,7 +38,15 @@ slurm-up:  ## start a local single-node SLURM cluster on this machine (root; job
 slurm-down:  ## stop the local SLURM cluster
 	bash jobs/local_slurm/stop.sh
 
-demo: $(STAMP)  ## run the default job (SmolLM2-135M on GSM8K) on a few problems
+ifndef DEMO_DIR
+DEMO_DIR := outputs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
+endif
+
+demo: $(STAMP)  ## the model organism: full cache vs 3 policies at 2 budgets, then the report (~1 min)
+	$(PY) -m kvexp.main -m experiment=demo hydra.sweep.dir=$(DEMO_DIR)
+	$(PY) -m kvexp.report $(DEMO_DIR) --show accuracy --show fidelity
+
+demo-smollm2: $(STAMP)  ## the real-model default (SmolLM2-135M on GSM8K, h2o, budget 128) on 4 problems
 	$(PY) -m kvexp.main dataset.limit=4 generation.max_new_tokens=128 logger=none
 
 bench: $(STAMP)  ## decode speed of full and every policy on the CPU -> bench.json (DEVICE=cuda on a GPU)
