@@ -121,10 +121,11 @@ def test_job_folders_name_the_cell():
     assert cfg.hydra.sweep.subdir == "tiny_random/math500/snapkv-b512-s1"
     assert cfg.hydra.run.dir.endswith("/tiny_random/math500/snapkv-b512-s1")
     full = compose_config(["policy=full", "budget=none"], return_hydra_config=True)
-    assert full.hydra.sweep.subdir.endswith("/full-bnone-s1")
+    assert full.hydra.sweep.subdir.endswith("/full")  # the full cache ignores the budget: one folder
     sharded = compose_config(["policy=h2o", "dataset.shard.count=2", "dataset.shard.index=1"], return_hydra_config=True)
     assert sharded.hydra.sweep.subdir.endswith("/h2o-b128-s1-shard1of2")
-    assert cell_name("full", 128, 1) == "full-b128-s1" and cell_name("h2o", 64, 4) == "h2o-b64-s4"
+    assert cell_name("full", 128, 1) == "full" and cell_name("h2o", 64, 4) == "h2o-b64-s4"
+    assert cell_name("full", 128, 1, 0, 2) == "full-shard0of2"
     assert cell_name("h2o", 64, 4, 1, 3) == "h2o-b64-s4-shard1of3"
 
 

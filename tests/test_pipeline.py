@@ -209,6 +209,36 @@ def test_a_folder_in_use_is_refused(tmp_path):
             run(job)
 
 
+def test_the_full_cache_relaunched_at_another_budget_reuses_its_run(tmp_path, monkeypatch):
+    """`policy=full,h2o budget=16,32` launches the full cache twice into one folder (it ignores the
+    budget): the second launch generates nothing and opens no second W&B run."""
+    job = tmp_path / "full"
+    first = run(job, "policy=full", "budget.tokens=16")
+    monkeypatch.setattr(ModelSource, "load", lambda self: pytest.fail("model loaded for a finished full cache"))
+    wandb = ["logger=wandb", "logger.mode=offline"]
+    again = run(job, "policy=full", "budget.tokens=32", *wandb)  # first W&B logging of this folder: a run
+    again = run(job, "policy=full", "budget.tokens=64", *wandb)  # logged already: none
+    assert [again[k] for k in ("n", "accuracy", "budget", "cell")] == [first[k] for k in ("n", "accuracy", "budget", "cell")]
+    assert_complete(job, 2)
+    assert len(list((job / "wandb").glob("offline-run-*"))) == 1
+
+
+def test_a_busy_full_cache_folder_is_left_to_a_job_of_the_same_config(tmp_path):
+    """Launched in parallel (SLURM, submitit_local) the full cache's launches race for its folder: the
+    losers leave it to the job that runs the same config, and only to that one."""
+    job = tmp_path / "full"
+    run(job, "policy=full", "budget.tokens=16")
+    with JobFolder(job).locked():
+        t0 = time.monotonic()
+        assert run(job, "policy=full", "budget.tokens=32") == {}
+        assert time.monotonic() - t0 < 20
+        with pytest.raises(JobFolderBusy, match="another process"):
+            run(job, "policy=full", "generation.max_new_tokens=9")  # another config: a real conflict
+        with pytest.raises(JobFolderBusy, match="another process"):
+            run(job, "policy=h2o")
+    assert load(job, "status.json")["state"] == "done"
+
+
 def test_sigterm_marks_preempted_and_a_rerun_resumes(tmp_path):
     job = tmp_path / "job"
     args = [*FAST, "dataset.limit=3", "generation.batch_size=1", "generation.max_new_tokens=16",

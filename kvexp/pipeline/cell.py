@@ -1,8 +1,8 @@
 """Naming a cell and telling whether a job folder's results belong to a config.
 
 A cell is one (model, dataset, policy, budget) point of a study. Its folder name must say which cell it
-is (`h2o-b128-s1`; `full` for the full cache, whose budget is recorded as null) so that a person can
-find a result from the path, and the same name serves as the W&B run name.
+is (`h2o-b128-s1`; `full` for the full cache, which has no budget) so that a person can find a result
+from the path, and the same name serves as the W&B run name.
 """
 from __future__ import annotations
 
@@ -22,12 +22,13 @@ RESUMABLE_CHANGES = (
 
 
 def cell_name(policy: str, tokens: Any, slack: Any, shard_index: Any = 0, shard_count: Any = 1) -> str:
-    """`<policy>-b<tokens>-s<slack>`, plus `-shard<i>of<n>` when a cell is split into shards.
+    """`<policy>-b<tokens>-s<slack>`, or `full` for the full cache, plus `-shard<i>of<n>` when a cell is
+    split into shards.
 
-    The full cache keeps the budget it was launched with in its folder name (its recorded budget is
-    null): a sweep such as `policy=full,h2o budget=16,32` then gives every job its own folder instead
-    of two jobs racing for one, and the report treats them as one reference cell."""
-    name = f"{policy}-b{'none' if tokens is None else tokens}-s{slack}"
+    The full cache ignores the budget, so a sweep such as `policy=full,h2o budget=128,256` launches it
+    once per budget into one folder: the first launch runs it, later ones resume a finished folder (or,
+    launched in parallel, find it busy and leave it to the job running it: kvexp.pipeline.job)."""
+    name = FULL if policy == FULL else f"{policy}-b{'none' if tokens is None else tokens}-s{slack}"
     if int(shard_count) > 1:
         name += f"-shard{shard_index}of{shard_count}"
     return name

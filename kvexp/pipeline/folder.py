@@ -29,7 +29,11 @@ RowKey = tuple[str, int]
 
 
 class JobFolderBusy(RuntimeError):
-    """Another live process holds this job folder."""
+    """Another live process holds this job folder; `holder` says which (pid and host)."""
+
+    def __init__(self, message: str, holder: str = "unknown"):
+        super().__init__(message)
+        self.holder = holder
 
 
 def row_key(row: dict[str, Any]) -> RowKey:
@@ -98,7 +102,7 @@ class JobFolder:
                 f.seek(0)
                 holder = f.read().strip() or "unknown"
                 raise JobFolderBusy(f"{self.path} is being run by another process ({holder}); wait for it or "
-                                    f"use another output folder") from None
+                                    f"use another output folder", holder) from None
             f.seek(0)
             f.truncate()
             f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")

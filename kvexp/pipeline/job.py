@@ -19,15 +19,16 @@ import hashlib
 import logging
 import time
 import traceback
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from kvexp.pipeline.cell import cell_name, differences, run_identity
-from kvexp.pipeline.folder import (CONFIG, METRICS, RUN_META, SAMPLES, STATUS, TRACES, JobFolder, read_jsonl, row_key,
-                                  write_json)
+from kvexp.pipeline.cell import FULL, cell_name, differences, run_identity
+from kvexp.pipeline.folder import (CONFIG, METRICS, RUN_META, SAMPLES, STATUS, TRACES, JobFolder, JobFolderBusy,
+                                  read_jsonl, row_key, write_json)
 from kvexp.pipeline.meta import now, run_meta, scrub
 from kvexp.pipeline.metrics import compute_metrics
 from kvexp.pipeline.progress import Progress
@@ -142,10 +143,22 @@ def _check_resumable(folder: JobFolder, resolved: dict[str, Any]) -> None:
 def run_job(cfg: DictConfig, job_dir: Path | str, *, sweep: str | None = None,
             overrides: list[str] | None = None) -> dict[str, Any]:
     """Run (or resume) one job in `job_dir`; returns its metrics. Raises on failure after recording it in
-    status.json; JobInterrupted / KeyboardInterrupt propagate after the folder is marked preempted."""
+    status.json; JobInterrupted / KeyboardInterrupt propagate after the folder is marked preempted.
+
+    The full cache launched at several budgets of one sweep shares one folder (kvexp.pipeline.cell):
+    a launch that finds it busy returns at once ({}), since the job holding it runs the same thing."""
     folder = JobFolder(job_dir)
     resolved = scrub(OmegaConf.to_container(cfg, resolve=True))
-    with folder.locked(), signals_as_exceptions():
+    with ExitStack() as held:
+        try:
+            held.enter_context(folder.locked())
+        except JobFolderBusy as busy:
+            if cfg.policy.name != FULL or not _runs_the_same(folder, resolved):
+                raise
+            log.info("%s: the full cache ignores the budget and another job (%s) runs this same config there; "
+                     "nothing to do here", folder.path, busy.holder)
+            return {}
+        held.enter_context(signals_as_exceptions())
         _check_resumable(folder, resolved)
         OmegaConf.save(OmegaConf.create(resolved), folder.file(CONFIG))
         status = StatusFile(folder)
@@ -154,8 +167,10 @@ def run_job(cfg: DictConfig, job_dir: Path | str, *, sweep: str | None = None,
         tracker, state, metrics = None, "failed", None
         try:
             plan = plan_job(cfg)
-            tracker = _start_tracker(cfg, plan, folder, sweep, resolved)
-            metrics = _execute(cfg, plan, folder, status, tracker, overrides)
+            finished, pending = _split_done(cfg, plan, folder)
+            if pending or not _tracked_before(folder):  # a finished, already logged job: no second W&B run
+                tracker = _start_tracker(cfg, plan, folder, sweep, resolved)
+            metrics = _execute(cfg, plan, folder, status, tracker, overrides, finished, pending)
             state = "done"
             return metrics
         except (JobInterrupted, KeyboardInterrupt) as e:
@@ -191,10 +206,33 @@ def _target_rows(folder: JobFolder, plan: Plan) -> list[dict[str, Any]]:
     return [rows[k] for k in sorted(order, key=order.get) if k in rows]
 
 
-def _execute(cfg: DictConfig, plan: Plan, folder: JobFolder, status: StatusFile, tracker, overrides) -> dict[str, Any]:
+def _runs_the_same(folder: JobFolder, resolved: dict[str, Any], wait_s: float = 30.0) -> bool:
+    """Whether the job holding `folder` runs `resolved` (up to what resuming may change). Its holder
+    writes config.yaml just after taking the lock, so a missing file is waited for briefly."""
+    deadline = time.monotonic() + wait_s
+    while not folder.file(CONFIG).exists():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    held = OmegaConf.to_container(OmegaConf.load(folder.file(CONFIG)), resolve=False)
+    return not differences(run_identity(held), run_identity(resolved))
+
+
+def _split_done(cfg: DictConfig, plan: Plan, folder: JobFolder) -> tuple[list[dict[str, Any]], list[tuple[Any, int]]]:
+    """(rows already in the folder, the (problem, sample) pairs still to run)."""
     finished = folder.finished_rows(drop_errors=bool(cfg.resume.retry_errors))
     done = {row_key(r) for r in finished}
-    pending = [(p, j) for p in plan.problems for j in range(plan.num_samples) if (p.id, j) not in done]
+    return finished, [(p, j) for p in plan.problems for j in range(plan.num_samples) if (p.id, j) not in done]
+
+
+def _tracked_before(folder: JobFolder) -> bool:
+    """Whether an earlier run of this folder logged to W&B (offline or online run files in it)."""
+    return any((folder.path / "wandb").glob("*run-*"))
+
+
+def _execute(cfg: DictConfig, plan: Plan, folder: JobFolder, status: StatusFile, tracker, overrides,
+             finished: list[dict[str, Any]], pending: list[tuple[Any, int]]) -> dict[str, Any]:
+    done = {row_key(r) for r in finished}
     n_target = len(plan.problems) * plan.num_samples
     status.update(n_target=n_target, n_done=n_target - len(pending), n_pending=len(pending))
     if done:
