@@ -22,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from kvexp.launch import expand_shards, register_launchers
+from kvexp.launch import expand_shards, name_swept_axes, register_launchers
 from kvexp.pipeline import JobInterrupted, register_resolvers, run_job
 from kvexp.pipeline.config import quote_numeric_choices
 
@@ -43,8 +43,9 @@ def main(cfg: DictConfig) -> float | None:
 
 def cli() -> None:
     # `budget=128,512` as typed (see kvexp.pipeline.config.quote_numeric_choices); on a multirun,
-    # `dataset.shard.count=N` runs every shard (kvexp.launch.shards)
-    sys.argv[1:] = quote_numeric_choices(expand_shards(sys.argv[1:]))
+    # `dataset.shard.count=N` runs every shard (kvexp.launch.shards), and a swept key the folder name does
+    # not show (policy.window=16,32) gets a folder per value (kvexp.launch.axes)
+    sys.argv[1:] = name_swept_axes(quote_numeric_choices(expand_shards(sys.argv[1:])))
     try:
         main()
     except JobInterrupted as e:

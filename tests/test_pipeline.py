@@ -380,6 +380,50 @@ def test_mission_sweep_on_the_command_line(tmp_path):
     assert "kvexp sweep" in out  # the sweep's summary table
 
 
+def test_swept_keys_outside_the_cell_name_get_their_own_folders(tmp_path):
+    """policy.window=16,32 used to send both jobs into h2o-b128-s1, where the second refused the first's
+    rows after the first had run; now each value has its folder, named after it."""
+    proc = cli("-m", "policy=h2o", "policy.window=16,32", "seed=0,1", "model=tiny_random", "dataset.limit=2",
+               "generation.max_new_tokens=8", "logger=none", f"hydra.sweep.dir={tmp_path}/sweep")
+    out = proc.communicate(timeout=170)[0]
+    assert proc.returncode == 0, out
+    cells = sorted(p.parent.name for p in (tmp_path / "sweep").rglob("metrics.json"))
+    assert cells == [f"h2o-b128-s1,policy.window={w},seed={seed}" for w in (16, 32) for seed in (0, 1)], out
+    for name in cells:
+        job = tmp_path / "sweep" / "tiny_random" / "gsm8k" / name
+        assert_complete(job, 2)
+        config = OmegaConf.load(job / "config.yaml")
+        assert f"policy.window={config.policy.window},seed={config.seed}" in name
+    assert "swept" in out and "policy.window=32,seed=1" in out  # the sweep table names the values
+
+
+def test_which_swept_keys_the_folder_name_must_show(monkeypatch):
+    from kvexp.launch import axes
+
+    assert axes.swept_axes(["-m", "policy=h2o,snapkv", "budget='128','512'", "budget.slack=1,8",
+                            "dataset.shard.index=range(0,2)", "model=a,b", "hydra/launcher=local"]) == []
+    assert axes.swept_axes(["-m", "policy.n_sink=0,4", "seed=range(0,3)", "generation=default,long",
+                            "generation.batch_size=4", "+extra=[1,2]", "x='a,b'"]) == \
+        ["policy.n_sink", "seed", "generation"]
+    assert axes.swept_axes(["-m", "experiment=organism"]) == []  # it sweeps policy and budget.tokens only
+    # an experiment file that sweeps a policy parameter
+    fake = OmegaConf.create({"hydra": {"sweeper": {"params": {"policy.window": "16,32", "budget.tokens": "128",
+                                                              "seed": "7"}}}})
+    monkeypatch.setattr("kvexp.pipeline.config.compose_config", lambda *a, **k: fake)
+    assert axes.swept_axes(["-m", "experiment=mine"]) == ["policy.window"]
+
+
+def test_folder_naming_of_swept_keys_leaves_other_command_lines_alone():
+    from kvexp.launch import name_swept_axes
+
+    for args in (["policy.window=16"], ["-m", "policy=h2o,snapkv"],
+                 ["-m", "policy.window=16,32", "hydra.sweep.subdir=mine/${policy.window}"]):
+        assert name_swept_axes(args) == args
+    [added] = name_swept_axes(["-m", "policy.window=16,32"])[2:]
+    assert added.startswith("hydra.sweep.subdir='${model.name}/${dataset.name}/${kvexp.cell:")
+    assert added.endswith("${kvexp.axis:policy.window,${policy.window}}'")
+
+
 def _cells(experiment: str, only_bundled: bool) -> list[list[str]]:
     params = compose_config([f"experiment={experiment}"], return_hydra_config=True).hydra.sweeper.params
     axes = {k: str(v).split(",") for k, v in params.items()}

@@ -34,10 +34,18 @@ def cell_name(policy: str, tokens: Any, slack: Any, shard_index: Any = 0, shard_
     return name
 
 
+def axis_label(key: str, value: Any) -> str:
+    """`,key=value`, appended to a folder name for a swept key the cell name does not show
+    (kvexp.launch.axes); a '/' in the value becomes '_' so that the folder stays one level."""
+    return f",{key}={str(value).replace('/', '_')}"
+
+
 def register_resolvers() -> None:
-    """`${kvexp.cell:policy,tokens,slack,shard_index,shard_count}` for Hydra's folder names. Idempotent."""
-    if not OmegaConf.has_resolver("kvexp.cell"):
-        OmegaConf.register_new_resolver("kvexp.cell", cell_name)
+    """`${kvexp.cell:policy,tokens,slack,shard_index,shard_count}` and `${kvexp.axis:key,value}` for
+    Hydra's folder names. Idempotent."""
+    for name, fn in (("kvexp.cell", cell_name), ("kvexp.axis", axis_label)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
 
 
 def run_identity(cfg: Mapping[str, Any]) -> dict[str, Any]:

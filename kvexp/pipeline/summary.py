@@ -31,9 +31,15 @@ def _cell(metrics: dict[str, Any], key: str, fmt: str) -> str:
     return fmt.format(*value) if isinstance(value, (list, tuple)) else fmt.format(value)
 
 
+#: Swept keys that the cell name does not show (kvexp.launch.axes), read from the folder name.
+AXES = ("swept", "axes", "{}")
+
+
 def format_table(rows: Iterable[dict[str, Any]]) -> str:
-    body = [[_cell(m, key, fmt) for _, key, fmt in COLUMNS] for m in rows]
-    header = [h for h, _, _ in COLUMNS]
+    rows = list(rows)
+    columns = COLUMNS + ((AXES,) if any(m.get("axes") for m in rows) else ())
+    body = [[_cell(m, key, fmt) for _, key, fmt in columns] for m in rows]
+    header = [h for h, _, _ in columns]
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in [header, *body]]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -44,9 +50,12 @@ def collect_metrics(root: Path) -> list[dict[str, Any]]:
     found = []
     for path in sorted(Path(root).rglob(METRICS)):
         try:
-            found.append(json.loads(path.read_text()))
+            metrics = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
+        # `h2o-b128-s1,policy.window=16`: the swept values after the cell name
+        metrics["axes"] = path.parent.name.partition(",")[2] or None
+        found.append(metrics)
     return found
 
 
