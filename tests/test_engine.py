@@ -142,8 +142,13 @@ def test_permuting_storage_slots_changes_no_output(llama, name):
     def permute(cache, keys):
         for layer in cache.layers:
             perm = torch.randperm(layer.capacity, generator=gen)
+            moved_to = torch.empty_like(perm)
+            moved_to[perm] = torch.arange(layer.capacity)                     # old slot -> new slot
             layer.k, layer.v, layer.pos = layer.k[:, :, perm], layer.v[:, :, perm], layer.pos[:, :, perm]
             for key, t in layer.state.tensors.items():
+                if key in layer.state.indices:  # slot numbers, not per-slot values: renumber them
+                    layer.state.tensors[key] = moved_to[t]
+                    continue
                 t = t[..., perm]
                 if key in layer.state.pairwise:
                     t = t[..., perm, :]

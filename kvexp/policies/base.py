@@ -54,6 +54,9 @@ class PolicyState:
 
     tensors: dict[str, Tensor] = field(default_factory=dict)
     pairwise: frozenset[str] = frozenset()
+    # tensors of slot *indices* [B, H, Q], not one value per slot: rows are selected, but nothing is
+    # cleared or gathered, so they may only hold slots written since the last scoring (see RKV)
+    indices: frozenset[str] = frozenset()
     ring: int = 0  # next row of a ring buffer of recent queries (all rows step together)
 
     def __getitem__(self, name: str) -> Tensor:
@@ -68,6 +71,8 @@ class PolicyState:
     def clear_slots(self, slots: Tensor, rows: Tensor | None) -> None:
         """Zero the state of evicted slots [B, H, S] (only in `rows` [B] bool when given)."""
         for name, t in self.tensors.items():
+            if name in self.indices:
+                continue
             new = t
             for axis in self._slot_axes(name):
                 idx = slots
@@ -87,7 +92,7 @@ class PolicyState:
         out = {}
         for name, t in self.tensors.items():
             new = t
-            for axis in self._slot_axes(name):
+            for axis in () if name in self.indices else self._slot_axes(name):
                 idx = keep
                 while idx.dim() < new.dim():
                     idx = idx.unsqueeze(-2)
@@ -98,7 +103,7 @@ class PolicyState:
                 pad = [0, 0] * (-axis - 1) + [0, n_slots - keep.shape[-1]]
                 new = torch.nn.functional.pad(new, pad)
             out[name] = new
-        return PolicyState(out, self.pairwise, self.ring)
+        return PolicyState(out, self.pairwise, self.indices, self.ring)
 
     def select_rows(self, rows: Tensor) -> None:
         """Keep only the batch rows `rows` (finished rows leave the batch)."""

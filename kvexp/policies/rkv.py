@@ -11,8 +11,9 @@ class RKV(Policy):
     resident keys, where the similarity to its most recent near-duplicate (cosine > `threshold`) is
     dropped, then softmax-normalised over resident tokens. score = lam * importance
     - (1 - lam) * redundancy: redundant tokens score *lower* (the reference study's code added it).
-    Pairwise similarities are kept per layer and updated as keys arrive, so an eviction costs
-    O(N^2) elementwise work, not O(N^2 * head_dim).
+    Pairwise similarities are kept per layer and brought up to date at each scoring for the keys
+    written since, in one product (with slack S, one per S steps instead of S small ones), so an
+    eviction costs O(N^2) elementwise work plus O(S * N * head_dim), not O(N^2 * head_dim).
     """
 
     name = "rkv"
@@ -32,17 +33,29 @@ class RKV(Policy):
         return self.obs_window
 
     def init_state(self, batch, heads, n_slots, device):
-        state = PolicyState(pairwise=frozenset({"cos"}))
+        state = PolicyState(pairwise=frozenset({"cos"}), indices=frozenset({"unscored"}))
         self.queries.init(state, batch, heads, n_slots, device)
         state["cos"] = torch.zeros(batch, heads, n_slots, n_slots, device=device)
         state["key_norm"] = torch.zeros(batch, heads, n_slots, device=device)
+        # slots written since the last scoring, whose similarities are not computed yet [B, H, Q]
+        state["unscored"] = torch.zeros(batch, heads, 0, dtype=torch.int64, device=device)
         return state
 
     def observe(self, state, probs, ctx):
         self.queries.push(state, probs)
 
     def on_write(self, state, view, new_slots):
-        # one pass over the keys per step: new keys against all, divided by the stored key norms
+        # similarities wait for the next scoring: a slot is rewritten only after an eviction, and
+        # every eviction scores first, so the keys of these slots are still the ones written now
+        state["unscored"] = torch.cat([state["unscored"], new_slots], dim=-1)
+
+    def update_similarities(self, state, view):
+        """Cosine of every key written since the last scoring with every key, in `cos` [B, H, N, N]."""
+        new_slots = state["unscored"]                                         # [B, H, Q]
+        if new_slots.shape[-1] == 0:
+            return
+        state["unscored"] = new_slots[..., :0]
+        # new keys against all, divided by the stored key norms
         keys = view.keys.float()                                              # [B, H, N, D]
         idx = new_slots.unsqueeze(-1)
         new = keys.gather(-2, idx.expand(-1, -1, -1, keys.shape[-1]))         # [B, H, Q, D]
@@ -50,6 +63,12 @@ class RKV(Policy):
         norm.scatter_(-1, new_slots, new.norm(dim=-1))
         sims = (new / norm.gather(-1, new_slots).clamp(min=1e-12).unsqueeze(-1)) @ keys.transpose(-1, -2)
         sims = sims / norm.clamp(min=1e-12).unsqueeze(-2)                     # [B, H, Q, N]
+        # cos stays 0 on empty slots (evicted ones are cleared) and on the diagonal, so scoring needs
+        # no N x N mask: zero pairs with an empty slot (stale keys, prompt padding) and each key
+        # against itself
+        valid = view.pos >= 0                                                 # [B, H, N]
+        sims = sims * (valid.gather(-1, new_slots).unsqueeze(-1) & valid.unsqueeze(-2))
+        sims.scatter_(-1, idx, 0.0)
         cos = state["cos"]
         cos.scatter_(-2, idx.expand_as(sims), sims)
         cos.scatter_(-1, idx.transpose(-1, -2).expand(sims.shape[:-2] + sims.shape[-1:] + sims.shape[-2:-1]),
@@ -58,15 +77,15 @@ class RKV(Policy):
     def redundancy(self, cos: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """[B, H, N] softmax-normalised redundancy of each resident token (0 on empty slots)."""
         valid = pos >= 0
-        sim = cos * (valid.unsqueeze(-1) & valid.unsqueeze(-2))
-        sim.diagonal(dim1=-2, dim2=-1).zero_()
-        # drop each token's similarity to its most recent near-duplicate (largest position)
-        dup_pos = torch.where(sim > self.threshold, pos.to(torch.int32).unsqueeze(-2), -1)
+        # cos is 0 off the resident pairs and on the diagonal (update_similarities)
+        # leave out each token's similarity to its most recent near-duplicate (largest position)
+        dup_pos = torch.where(cos > self.threshold, pos.to(torch.int32).unsqueeze(-2), -1)
         latest, latest_slot = dup_pos.max(dim=-1, keepdim=True)
-        sim = sim.scatter(-1, latest_slot, torch.where(latest >= 0, 0.0, sim.gather(-1, latest_slot)))
-        mean = sim.sum(dim=-1) / valid.sum(dim=-1, keepdim=True).clamp(min=1)
+        dropped = torch.where(latest >= 0, cos.gather(-1, latest_slot), 0.0).squeeze(-1)
+        mean = (cos.sum(dim=-1) - dropped) / valid.sum(dim=-1, keepdim=True).clamp(min=1)
         return torch.softmax(mean.masked_fill(~valid, float("-inf")), dim=-1).nan_to_num(0.0)
 
     def score(self, state, view, ctx):
+        self.update_similarities(state, view)
         importance = pool_along_positions(self.queries.mean(state, ctx), view.pos, self.kernel, "max")
         return self.lam * importance - (1.0 - self.lam) * self.redundancy(state["cos"], view.pos)
