@@ -85,6 +85,11 @@ class LayerCache:
         pos.scatter_(2, slot, ctx.incoming.view(b, 1, 1).expand(b, h, 1))
         self.policy.on_write(self.state, self.view(), slot)
         g = q.shape[1] // h
+        if not self.policy.needs_attention:
+            # nothing scores with the probabilities: let the fused kernel skip materialising them
+            out = torch.nn.functional.scaled_dot_product_attention(
+                q.view(b, h, g, d), k, v, attn_mask=(pos >= 0).unsqueeze(2), scale=scaling)   # [B, H, G, D]
+            return out.reshape(b, h * g, 1, d).transpose(1, 2)
         out, probs = grouped_attention(q.view(b, h, g, 1, d), k, v, (pos >= 0).unsqueeze(2), scaling)
         if self.policy.needs_attention:
             probs = self.policy.aggregate_groups(probs)
