@@ -27,7 +27,7 @@ def grouped_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, scaling:
     logits = torch.matmul(q.reshape(b, h, g * nq, d), k.transpose(-1, -2)) * scaling     # [B, H, G*Q, N]
     if allowed.shape[-2] > 1:
         allowed = allowed.repeat(1, 1, g, 1)
-    probs = torch.softmax(logits.float().masked_fill(~allowed, float("-inf")), dim=-1)
+    probs = torch.softmax(logits.float().masked_fill_(~allowed, float("-inf")), dim=-1)  # logits is ours
     out = torch.matmul(probs.to(v.dtype), v)                                                # [B, H, G*Q, D]
     return out.view(b, h, g, nq, d), probs.view(b, h, g, nq, -1)
 

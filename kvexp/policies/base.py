@@ -180,6 +180,8 @@ class Policy:
     # ---- helpers shared by policies ----
     def aggregate_groups(self, probs: Tensor) -> Tensor:
         """[B, H, G, Q, N] -> [B, H, Q, N] with `group_agg`."""
+        if probs.shape[2] == 1:  # one query head per KV head: nothing to aggregate
+            return probs.squeeze(2)
         if self.group_agg == "mean":
             return probs.mean(dim=2)
         if self.group_agg == "max":

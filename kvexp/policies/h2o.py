@@ -25,7 +25,7 @@ class H2O(Policy):
         return PolicyState({"received": torch.zeros(batch, heads, n_slots, device=device)})
 
     def observe(self, state, probs, ctx):
-        state["received"] += probs.sum(dim=-2)
+        state["received"] += probs.squeeze(-2) if probs.shape[-2] == 1 else probs.sum(dim=-2)
 
     def score(self, state, view, ctx):
         if self.normalize == "sum":
