@@ -81,13 +81,16 @@ def launch(cluster: dict, sweep: Path, *overrides: str, wait: bool = True):
            f"hydra.sweep.dir={sweep}", *overrides]
     proc = subprocess.Popen(cmd, cwd=sweep.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
-    if not wait:
-        return proc
+    return finish(proc) if wait else proc
+
+
+def finish(proc: subprocess.Popen, waiting_on: str = "its jobs") -> tuple[int, str]:
+    """Wait for a launcher; (returncode, output), or fail naming what it was waiting on."""
     try:
         out = proc.communicate(timeout=LAUNCH_TIMEOUT_S)[0]
     except subprocess.TimeoutExpired:
         proc.kill()
-        pytest.fail(f"the launcher did not return within {LAUNCH_TIMEOUT_S}s:\n{proc.communicate()[0]}")
+        pytest.fail(f"the launcher waited on {waiting_on} for over {LAUNCH_TIMEOUT_S}s:\n{proc.communicate()[0]}")
     return proc.returncode, out
 
 
@@ -215,12 +218,8 @@ def test_an_interrupted_job_is_requeued_and_resumes(cluster, workdir):
         if queue_state(job_ids[name]) == "PENDING":
             subprocess.run(["scontrol", "update", f"JobId={job_ids[name]}", "StartTime=now"], capture_output=True,
                            timeout=30)
-    try:
-        out = proc.communicate(timeout=LAUNCH_TIMEOUT_S)[0]
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        pytest.fail(f"the launcher did not return:\n{proc.communicate()[0]}")
-    assert proc.returncode == 0, out
+    rc, out = finish(proc)
+    assert rc == 0, out
     for name, folder in folders.items():
         rows = assert_complete(folder, 8)  # no row lost, none duplicated
         assert rows[: len(before[name])] == before[name]  # the rows written before the signal are kept as they were
@@ -244,12 +243,8 @@ def test_cancelled_jobs_fail_the_launcher_naming_their_cells(cluster, workdir):
     queued_id = running_id.split("_")[0] + "_2"  # the tova cell, held back by the array's cap
     subprocess.run(["scancel", running_id, queued_id], check=True, timeout=30)
     t_cancel = time.monotonic()
-    try:
-        out = proc.communicate(timeout=LAUNCH_TIMEOUT_S)[0]
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        pytest.fail(f"the launcher waited on a cancelled job:\n{proc.communicate()[0]}")
-    assert proc.returncode == 1, out
+    rc, out = finish(proc, "a cancelled job")
+    assert rc == 1, out
     message = out[out.index("cells failed"):]
     assert "2 of 3 cells failed" in out and "gsm8k/full" not in message, out
     assert "h2o-b32-s1" in message and f"SLURM job {running_id}" in message, out
