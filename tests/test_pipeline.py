@@ -406,6 +406,8 @@ def test_which_swept_keys_the_folder_name_must_show(monkeypatch):
                             "generation.batch_size=4", "+extra=[1,2]", "x='a,b'"]) == \
         ["policy.n_sink", "seed", "generation"]
     assert axes.swept_axes(["-m", "experiment=organism"]) == []  # it sweeps policy and budget.tokens only
+    # Hydra's own flags and their values, and what Hydra will refuse itself, are not overrides
+    assert axes.swept_axes(["-m", "--config-name", "config", "--cfg", "job", "seed=0,1", "bad=[1,"]) == ["seed"]
     # an experiment file that sweeps a policy parameter
     fake = OmegaConf.create({"hydra": {"sweeper": {"params": {"policy.window": "16,32", "budget.tokens": "128",
                                                               "seed": "7"}}}})

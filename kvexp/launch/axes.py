@@ -21,10 +21,21 @@ NAMED_KEYS = frozenset({"model", "dataset", "policy", "budget", "budget.tokens",
 _MULTIRUN = ("-m", "--multirun", "hydra.mode=MULTIRUN")
 
 
-def _parse(args: Sequence[str]):
+def _parse(args: Sequence[str]) -> list:
+    """The overrides among `args`; flags and their values (`--config-name x`, `--cfg job`) are skipped,
+    and anything Hydra cannot parse is left for Hydra to report."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
 
-    return OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
+    parser, out = OverridesParser.create(), []
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        try:
+            out.append(parser.parse_override(arg))
+        except HydraException:
+            continue
+    return out
 
 
 def _is_group(key: str) -> bool:
