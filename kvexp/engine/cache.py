@@ -85,17 +85,17 @@ class LayerCache:
         pos.scatter_(2, slot, ctx.incoming.view(b, 1, 1).expand(b, h, 1))
         self.policy.on_write(self.state, self.view(), slot)
         g = q.shape[1] // h
+        resident = (pos >= 0).unsqueeze(2)                                          # [B, H, 1, N]
         if not self.policy.needs_attention:
             # nothing scores with the probabilities: let the fused kernel skip materialising them
             out = torch.nn.functional.scaled_dot_product_attention(
-                q.view(b, h, g, d), k, v, attn_mask=(pos >= 0).unsqueeze(2), scale=scaling)   # [B, H, G, D]
+                q.view(b, h, g, d), k, v, attn_mask=resident, scale=scaling)           # [B, H, G, D]
             return out.reshape(b, h * g, 1, d).transpose(1, 2)
-        out, probs = grouped_attention(q.view(b, h, g, 1, d), k, v, (pos >= 0).unsqueeze(2), scaling)
-        if self.policy.needs_attention:
-            probs = self.policy.aggregate_groups(probs)
-            if n < self.capacity:
-                probs = torch.nn.functional.pad(probs, (0, self.capacity - n))
-            self.policy.observe(self.state, probs, ctx)
+        out, probs = grouped_attention(q.view(b, h, g, 1, d), k, v, resident, scaling)
+        probs = self.policy.aggregate_groups(probs)
+        if n < self.capacity:
+            probs = torch.nn.functional.pad(probs, (0, self.capacity - n))
+        self.policy.observe(self.state, probs, ctx)
         return out.reshape(b, h * g, 1, d).transpose(1, 2)
 
     # ---- prefill ----
