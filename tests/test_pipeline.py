@@ -419,7 +419,8 @@ def test_folder_naming_of_swept_keys_leaves_other_command_lines_alone():
     from kvexp.launch import name_swept_axes
 
     for args in (["policy.window=16"], ["-m", "policy=h2o,snapkv"],
-                 ["-m", "policy.window=16,32", "hydra.sweep.subdir=mine/${policy.window}"]):
+                 ["-m", "policy.window=16,32", "hydra.sweep.subdir=mine/${policy.window}"],
+                 ["-m", "experiment=nope", "seed=0,1"]):  # Hydra reports the unknown experiment itself
         assert name_swept_axes(args) == args
     [added] = name_swept_axes(["-m", "policy.window=16,32"])[2:]
     assert added.startswith("hydra.sweep.subdir='${model.name}/${dataset.name}/${kvexp.cell:")

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
+
+from kvexp.launch.shards import is_multirun
 
 #: What the folder name already shows: config groups and keys kvexp.pipeline.cell names, and the launch.
 NAMED_KEYS = frozenset({"model", "dataset", "policy", "budget", "budget.tokens", "budget.slack",
                         "dataset.shard.index", "dataset.shard.count", "experiment"})
-_MULTIRUN = ("-m", "--multirun", "hydra.mode=MULTIRUN")
 
 
 def _parse(args: Sequence[str]) -> list:
@@ -44,26 +45,22 @@ def _is_group(key: str) -> bool:
     return (CONFIG_DIR / key).is_dir()
 
 
-def _experiment_axes(experiment: str) -> list[str]:
-    """Keys that the experiment file sweeps (hydra.sweeper.params with more than one value)."""
+def _base_config(overrides: list) -> DictConfig:
+    """The config (Hydra's part included) of the command line's experiment, or of the defaults."""
     from kvexp.pipeline.config import compose_config
 
-    params = compose_config([f"experiment={experiment}"], return_hydra_config=True).hydra.sweeper.params or {}
-    out = []
-    for key, values in params.items():
-        [override] = _parse([f"{key}={values}"])
-        if override.is_sweep_override():
-            out.append(key)
-    return out
+    experiments = [o.value() for o in overrides if o.key_or_group == "experiment" and not o.is_sweep_override()]
+    chosen = [f"experiment={experiments[-1]}"] if experiments and experiments[-1] is not None else []
+    return compose_config(chosen, return_hydra_config=True)
 
 
-def swept_axes(args: Sequence[str]) -> list[str]:
-    """Keys swept on this command line (or by its experiment) that the folder name does not show."""
+def swept_axes(args: Sequence[str], base: DictConfig | None = None) -> list[str]:
+    """Keys swept on this command line (or by its experiment's sweeper params) that the folder name does
+    not show. `base`: the composed `_base_config`, when the caller has it already."""
     overrides = _parse(args)
     keys = [o.key_or_group for o in overrides if o.is_sweep_override()]
-    experiments = [o.value() for o in overrides if o.key_or_group == "experiment" and not o.is_sweep_override()]
-    if experiments and experiments[-1] is not None:
-        keys += _experiment_axes(str(experiments[-1]))
+    params = (base if base is not None else _base_config(overrides)).hydra.sweeper.params or {}
+    keys += [o.key_or_group for o in _parse([f"{k}={v}" for k, v in params.items()]) if o.is_sweep_override()]
     out: list[str] = []
     for key in keys:
         if key not in NAMED_KEYS and not key.startswith("hydra") and key not in out:
@@ -75,14 +72,18 @@ def name_swept_axes(args: Sequence[str]) -> list[str]:
     """Append `hydra.sweep.subdir=<the default>${kvexp.axis:key,value}...` to a multirun command line
     that sweeps keys the folder name does not show; other command lines come back unchanged."""
     args = list(args)
-    if not any(a in _MULTIRUN for a in args) or any(a.lstrip("+").startswith("hydra.sweep.subdir=") for a in args):
+    if not is_multirun(args) or any(a.lstrip("+").startswith("hydra.sweep.subdir=") for a in args):
         return args
-    axes = swept_axes(args)
+    from hydra.errors import HydraException
+
+    try:
+        config = _base_config(_parse(args))
+    except HydraException:  # e.g. an unknown experiment: Hydra itself says so, listing the options
+        return args
+    axes = swept_axes(args, config)
     if not axes:
         return args
-    from kvexp.pipeline.config import compose_config
-
-    base = OmegaConf.to_container(compose_config(return_hydra_config=True).hydra.sweep, resolve=False)["subdir"]
+    base = OmegaConf.to_container(config.hydra.sweep, resolve=False)["subdir"]
     # a config group's value is the option chosen for the job (hydra.runtime.choices)
     value = {key: f"${{hydra:runtime.choices.{key}}}" if _is_group(key) else f"${{{key}}}" for key in axes}
     subdir = base + "".join(f"${{kvexp.axis:{k},{value[k]}}}" for k in axes)

@@ -18,6 +18,10 @@ _INDEX_OR_NODE = re.compile(r"^[+~]{0,2}dataset\.shard(\.index)?(=|$)")
 _MULTIRUN = ("-m", "--multirun", "hydra.mode=MULTIRUN")
 
 
+def is_multirun(args: Sequence[str]) -> bool:
+    return any(a in _MULTIRUN for a in args)
+
+
 def expand_shards(args: Sequence[str]) -> list[str]:
     """Add `dataset.shard.index=range(0,N)` to a multirun command line that sets `dataset.shard.count=N`
     (N > 1, a single number) without choosing the shard index. Other command lines come back unchanged."""
@@ -26,7 +30,7 @@ def expand_shards(args: Sequence[str]) -> list[str]:
     if not counts or counts[-1] < 2 or any(_INDEX_OR_NODE.match(a) for a in args):
         return args
     n = counts[-1]
-    if not any(a in _MULTIRUN for a in args):
+    if not is_multirun(args):
         print(f"kvexp: dataset.shard.count={n} without -m runs shard 0 only; add -m to run all {n} shards "
               f"(or choose one with dataset.shard.index=I)", file=sys.stderr)
         return args
