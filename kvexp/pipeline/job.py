@@ -128,11 +128,9 @@ class StatusFile:
 def _check_resumable(folder: JobFolder, resolved: dict[str, Any]) -> None:
     """Refuse to mix rows of two configurations in one folder (a folder without rows is free to reuse,
     e.g. after a run that failed validation)."""
-    path = folder.file(CONFIG)
-    if not path.exists() or not read_jsonl(folder.file(SAMPLES)):
+    if not folder.file(CONFIG).exists() or not read_jsonl(folder.file(SAMPLES)):
         return
-    old = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-    diff = differences(run_identity(old), run_identity(resolved))
+    diff = _differences_from(folder, resolved)
     if diff:
         raise IncompatibleJobFolder(
             f"{folder.path} holds results of a different configuration ({'; '.join(diff[:5])}"
@@ -214,8 +212,14 @@ def _runs_the_same(folder: JobFolder, resolved: dict[str, Any], wait_s: float = 
         if time.monotonic() > deadline:
             return False
         time.sleep(0.5)
-    held = OmegaConf.to_container(OmegaConf.load(folder.file(CONFIG)), resolve=False)
-    return not differences(run_identity(held), run_identity(resolved))
+    return not _differences_from(folder, resolved)
+
+
+def _differences_from(folder: JobFolder, resolved: dict[str, Any]) -> list[str]:
+    """Where `resolved` differs from the config in the folder's config.yaml, beyond what resuming may
+    change (kvexp.pipeline.cell.run_identity)."""
+    old = OmegaConf.to_container(OmegaConf.load(folder.file(CONFIG)), resolve=False)
+    return differences(run_identity(old), run_identity(resolved))
 
 
 def _split_done(cfg: DictConfig, plan: Plan, folder: JobFolder) -> tuple[list[dict[str, Any]], list[tuple[Any, int]]]:
