@@ -21,19 +21,33 @@ from kvexp.organism import CHECKPOINT_DIR, grade_chain, load_chain_problems
 ALL_POLICIES = ("full", "streaming_llm", "h2o", "tova", "snapkv", "knorm", "rkv", "random")
 
 
-def load_organism(path: Path | str = CHECKPOINT_DIR, dtype: torch.dtype = torch.float32):
-    """(model, tokenizer) from the committed checkpoint, eval mode, on the CPU."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def organism_preset(path: Path | str | None = None):
+    """The `model=organism` preset (conf/model/organism.yaml), at another checkpoint folder if given:
+    the evaluator loads and prompts the model exactly as the pipeline does."""
+    from omegaconf import OmegaConf
 
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation="sdpa").eval()
-    return model, tokenizer
+    from kvexp.models import ModelPreset
+    from kvexp.pipeline.config import CONFIG_DIR
+
+    cfg = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "model" / "organism.yaml"))
+    if path is not None and Path(path).resolve() != CHECKPOINT_DIR.resolve():
+        cfg["path"] = str(path)
+    return ModelPreset.from_cfg(cfg)
 
 
-def prompt_ids(tokenizer, question: str) -> list[int]:
-    text = tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
-                                         add_generation_prompt=True)
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+def load_organism(path: Path | str | None = None):
+    """(model, tokenizer) of the committed checkpoint (or `path`), through kvexp.models."""
+    from kvexp.models import ModelSource
+
+    loaded = ModelSource(organism_preset(path)).load()
+    return loaded.model, loaded.tokenizer
+
+
+def prompt_ids(tokenizer, question: str, preset=None) -> list[int]:
+    """The prompt the pipeline gives the organism for `question` (`preset`: organism_preset())."""
+    from kvexp.models import encode_prompt, format_prompt
+
+    return encode_prompt(tokenizer, format_prompt(tokenizer, preset or organism_preset(), question))
 
 
 def policy_params(name: str, budget: int | None) -> dict:
@@ -56,7 +70,9 @@ def run_cell(model, tokenizer, problems, policy: str, budget: int | None, *, sla
     settings = GenerationSettings(max_new_tokens=max_new_tokens or 15 * steps + 16, batch_size=batch_size,
                                   eos_token_ids=(tokenizer.eos_token_id,))
     engine = Engine(model, pol, Budget(budget, slack if budget is not None else 1), settings)
-    requests = [Request(p.id, prompt_ids(tokenizer, p.question), seed=seed + i) for i, p in enumerate(problems)]
+    preset = organism_preset()
+    requests = [Request(p.id, prompt_ids(tokenizer, p.question, preset), seed=seed + i)
+                for i, p in enumerate(problems)]
     gold = {p.id: p.gold for p in problems}
     t0 = time.perf_counter()
     correct = errors = evicted = out_tokens = 0
