@@ -265,14 +265,14 @@ class Cell:
 
 def _identity(job: Job) -> tuple:
     cfg = job.config
-    policy = show(cfg.get("policy.name"))
+    is_full = _is_full(job)
     items = []
     for key in sorted(cfg):
         if key_kind(key) != "identity" or key in ("model.name", "dataset.name"):
             continue
         # The full cache has no budget: budgets (and slacks) it was launched with are all the same
         # run, so they must not split it into several reference cells.
-        if policy == FULL and key.startswith("budget."):
+        if is_full and key.startswith("budget."):
             continue
         items.append((key, canon(cfg[key])))
     return (show(cfg.get("model.name")), show(cfg.get("dataset.name")), tuple(items))
