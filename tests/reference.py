@@ -50,13 +50,14 @@ class ReferencePolicy:
         assert self.name == "rkv"
         importance = [max(mean[j] for j in range(i - half, i + half + 1) if 0 <= j < n) for i in range(n)]
         unit = [k / k.norm().clamp(min=1e-12) for k in keys.float()]
-        redundancy_raw = []
+        # R-KV's cal_similarity: row i names its most recent near-duplicate d(i) and the entry
+        # S[i][d(i)] is zeroed; token j's redundancy is the mean of column j
+        sim = [[0.0 if i == j else float(unit[i] @ unit[j]) for j in range(n)] for i in range(n)]
         for i in range(n):
-            sim = [0.0 if i == j else float(unit[i] @ unit[j]) for j in range(n)]
-            dups = [j for j in range(n) if sim[j] > self.threshold]
+            dups = [j for j in range(n) if sim[i][j] > self.threshold]
             if dups:
-                sim[max(dups, key=lambda j: positions[j])] = 0.0
-            redundancy_raw.append(sum(sim) / n)
+                sim[i][max(dups, key=lambda j: positions[j])] = 0.0
+        redundancy_raw = [sum(sim[i][j] for i in range(n)) / n for j in range(n)]
         top = max(redundancy_raw)
         exp = [math.exp(r - top) for r in redundancy_raw]
         redundancy = [e / sum(exp) for e in exp]

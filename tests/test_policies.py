@@ -112,11 +112,72 @@ def test_rkv_subtracts_redundancy_and_keeps_the_most_recent_duplicate():
     policy.on_write(state, v, torch.arange(n).view(1, 1, -1))
     policy.observe(state, torch.full((1, 1, 1, n), 1.0 / n), ctx(n))
     score = policy.score(state, v, ctx(n))[0, 0]
-    assert score[0] < score[3] and score[2] < score[4]       # redundant keys score lower: it is subtracted
+    assert score[0] < score[1] < score[3]                    # redundant keys score lower: it is subtracted
+    assert torch.isclose(score[2], score[4])                 # the newest copy loses its pairs: it looks unique
     assert first_evicted(policy, state, v, ctx(n), count=2) == [0, 1]  # the newest duplicate stays
     # with lam = 1 redundancy is ignored and uniform attention leaves only the age tie-break
     importance_only = build_policy("rkv", obs_window=1, kernel=1, window=0, lam=1.0)
     assert torch.allclose(importance_only.score(state, v, ctx(n)), torch.full((1, 1, n), 1.0 / n))
+
+
+def _rkv_redundancy_as_published(keys: torch.Tensor, threshold: float) -> torch.Tensor:
+    """R-KV's `cal_similarity` (rkv/utils.py), transcribed for keys [N, D] in position order, with
+    kvexp's one stated difference: a row without a near-duplicate drops nothing (the authors' code
+    zeroes its entry for token 0 there)."""
+    unit = keys / (keys.norm(dim=-1, keepdim=True) + 1e-8)
+    sim = unit @ unit.T
+    sim.fill_diagonal_(0.0)
+    n = len(keys)
+    is_dup = sim > threshold
+    latest = torch.where(is_dup, torch.arange(n), 0).max(dim=-1).values
+    for i in range(n):
+        if is_dup[i].any():
+            sim[i, latest[i]] = 0.0
+    return sim.mean(dim=-2).softmax(dim=-1)
+
+
+def _rkv_redundancy(keys: torch.Tensor, positions: list[int], threshold: float = 0.5) -> torch.Tensor:
+    """kvexp's R-KV redundancy for keys [N, D] stored in slots holding `positions`."""
+    policy = build_policy("rkv", obs_window=1, kernel=1, window=0, lam=0.0, threshold=threshold)
+    n = len(positions)
+    v = view(positions, keys)
+    state = policy.init_state(1, 1, n, "cpu")
+    policy.on_write(state, v, torch.arange(n).view(1, 1, -1))
+    policy.observe(state, torch.full((1, 1, 1, n), 1.0 / n), ctx(max(positions) + 1))
+    return -policy.score(state, v, ctx(max(positions) + 1))[0, 0]
+
+
+def _unit_keys_with_cosines(gram: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.cholesky(gram.double()).float()  # rows: unit vectors whose dot products are `gram`
+
+
+def test_rkv_redundancy_keeps_the_newest_of_three_near_duplicates():
+    # a, b, c mutually similar (cos(a,b)=0.55, cos(a,c)=cos(b,c)=0.85), d orthogonal to all
+    gram = torch.tensor([[1, 0.55, 0.85, 0], [0.55, 1, 0.85, 0], [0.85, 0.85, 1, 0], [0, 0, 0, 1.0]])
+    keys = _unit_keys_with_cosines(gram)
+    red = _rkv_redundancy(keys, [0, 1, 2, 3])
+    assert torch.allclose(red, torch.tensor([0.311, 0.251, 0.219, 0.219]), atol=1e-3)
+    assert torch.allclose(red, _rkv_redundancy_as_published(keys, 0.5), atol=1e-6)
+    policy = build_policy("rkv", obs_window=1, kernel=1, window=0)
+    v = view([0, 1, 2, 3], keys)
+    state = policy.init_state(1, 1, 4, "cpu")
+    policy.on_write(state, v, torch.arange(4).view(1, 1, -1))
+    policy.observe(state, torch.full((1, 1, 1, 4), 0.25), ctx(4))
+    assert first_evicted(policy, state, v, ctx(4)) == [0]  # a goes, c (the newest duplicate) stays
+
+
+def test_rkv_redundancy_matches_the_published_rule_on_random_keys_in_any_slot_order():
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(4, 8, generator=g)
+    # clusters of near-duplicates plus loners, so several rows have 2+ duplicates and some none
+    keys = torch.cat([base[i % 4] + 0.35 * torch.randn(1, 8, generator=g) for i in range(14)]
+                     + [torch.randn(3, 8, generator=g)])
+    expected = _rkv_redundancy_as_published(keys, 0.5)
+    perm = torch.randperm(len(keys), generator=g)
+    red = _rkv_redundancy(keys[perm], perm.tolist())    # slot s holds position perm[s]
+    assert torch.allclose(red, expected[perm], atol=1e-6)
+    counts = ((keys / keys.norm(dim=-1, keepdim=True)) @ (keys / keys.norm(dim=-1, keepdim=True)).T > 0.5).sum(-1) - 1
+    assert (counts >= 2).any() and (counts == 0).any()  # the case the row rule got wrong, and the stated difference
 
 
 def test_streaming_llm_sinks_are_positions_not_slots():

@@ -8,8 +8,9 @@ class RKV(Policy):
 
     importance: attention of the last `obs_window` real queries, averaged and max-pooled (kernel 7)
     along positions. redundancy: per token, the mean cosine similarity of its key with the other
-    resident keys, where the similarity to its most recent near-duplicate (cosine > `threshold`) is
-    dropped, then softmax-normalised over resident tokens. score = lam * importance
+    resident keys, after every token's pair with its most recent near-duplicate (cosine >
+    `threshold`) is dropped from the duplicate's total (R-KV's `cal_similarity`: the newest copy of a
+    repeated key is kept), then softmax-normalised over resident tokens. score = lam * importance
     - (1 - lam) * redundancy: redundant tokens score *lower* (the reference study's code added it).
     Pairwise similarities are kept per layer and brought up to date at each scoring for the keys
     written since, in one product (with slack S, one per S steps instead of S small ones), so an
@@ -75,13 +76,21 @@ class RKV(Policy):
                      sims.transpose(-1, -2))
 
     def redundancy(self, cos: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """[B, H, N] softmax-normalised redundancy of each resident token (0 on empty slots)."""
+        """[B, H, N] softmax-normalised redundancy of each resident token (0 on empty slots).
+
+        As R-KV's code computes it: each token i names its most recent near-duplicate d(i) (largest
+        position with cosine > `threshold`), the pair (i, d(i)) is dropped from the similarity
+        matrix, and token j's redundancy is the mean of column j. So a repeated key's *newest* copy
+        loses the pair and looks least redundant. One deliberate difference: a token with no
+        near-duplicate drops nothing (R-KV's code drops its similarity to token 0 there).
+        """
         valid = pos >= 0
-        # cos is 0 off the resident pairs and on the diagonal (update_similarities)
-        # leave out each token's similarity to its most recent near-duplicate (largest position)
+        # cos is symmetric, 0 off the resident pairs and on the diagonal (update_similarities), so
+        # the column sums are the row sums
         dup_pos = torch.where(cos > self.threshold, pos.to(torch.int32).unsqueeze(-2), -1)
-        latest, latest_slot = dup_pos.max(dim=-1, keepdim=True)
-        dropped = torch.where(latest >= 0, cos.gather(-1, latest_slot), 0.0).squeeze(-1)
+        latest, latest_slot = dup_pos.max(dim=-1)                                # d(i): [B, H, N]
+        pair = torch.where(latest >= 0, cos.gather(-1, latest_slot.unsqueeze(-1)).squeeze(-1), 0.0)
+        dropped = torch.zeros_like(pair).scatter_add_(-1, latest_slot, pair)      # column d(i) loses S[i, d(i)]
         mean = (cos.sum(dim=-1) - dropped) / valid.sum(dim=-1, keepdim=True).clamp(min=1)
         return torch.softmax(mean.masked_fill(~valid, float("-inf")), dim=-1).nan_to_num(0.0)
 
