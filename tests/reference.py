@@ -36,8 +36,8 @@ class ReferencePolicy:
             return [received[p] / (t - p if self.normalize == "mean" else 1) for p in positions]
         if self.name == "tova":
             return [rows[-1].get(p, 0.0) for p in positions]
-        if self.name == "knorm":
-            return [-float(k.norm()) for k in keys]
+        if self.name == "knorm":  # norms rounded to 16 significant bits, so equal norms tie exactly
+            return [-math.ldexp(round(m * 2**16) / 2**16, e) for m, e in (math.frexp(float(k.norm())) for k in keys)]
         if self.name == "random":
             return [float(hash_uniform(self.seed, layer, head, t, p)) for p in positions]
         window = rows[-self.obs_window:]

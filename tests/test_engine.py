@@ -132,7 +132,7 @@ def test_streaming_llm_keeps_its_sinks_after_hundreds_of_evictions(llama):
             assert held[4:] == list(range(12 + 399 - 12, 12 + 399))  # the last appended is position 410
 
 
-@pytest.mark.parametrize("name", ["h2o", "snapkv", "rkv", "tova", "knorm", "random", "streaming_llm"])
+@pytest.mark.parametrize("name", EVICTING)
 def test_permuting_storage_slots_changes_no_output(llama, name):
     ids = prompt(25, seed=7)
     policy = build_policy(name, **SMALL_WINDOWS.get(name, {}))
@@ -142,17 +142,9 @@ def test_permuting_storage_slots_changes_no_output(llama, name):
     def permute(cache, keys):
         for layer in cache.layers:
             perm = torch.randperm(layer.capacity, generator=gen)
-            moved_to = torch.empty_like(perm)
-            moved_to[perm] = torch.arange(layer.capacity)                     # old slot -> new slot
             layer.k, layer.v, layer.pos = layer.k[:, :, perm], layer.v[:, :, perm], layer.pos[:, :, perm]
-            for key, t in layer.state.tensors.items():
-                if key in layer.state.indices:  # slot numbers, not per-slot values: renumber them
-                    layer.state.tensors[key] = moved_to[t]
-                    continue
-                t = t[..., perm]
-                if key in layer.state.pairwise:
-                    t = t[..., perm, :]
-                layer.state.tensors[key] = t
+            for key, t in layer.state.tensors.items():  # every state tensor has the slot axis last
+                layer.state.tensors[key] = t[..., perm]
 
     permuted = run(llama, policy, Budget(16, 2), [Request(0, ids, seed=3)], observer=permute)[0]
     assert permuted.output_ids == base.output_ids
@@ -245,3 +237,88 @@ def test_model_kvexp_cannot_drive_is_refused_from_its_config():
     with pytest.raises(ConfigError, match="sliding_window=4096"):
         check_model_config(MistralConfig(sliding_window=4096))
     check_model_config(MistralConfig(sliding_window=None))
+
+
+# ---- continuous batching: rows refilled mid-decode ----
+
+ADMISSION_BUDGETS = {"full": None, "h2o": 16, "snapkv": 16, "rkv": 12, "random": 16, "tova": 16, "knorm": 16,
+                     "streaming_llm": 16}
+
+
+def _staggered_requests(n=7):
+    """Prompts of different lengths (some over the budget) and lengths imposed per request, so rows
+    finish at different steps and later requests enter rows that earlier ones filled."""
+    lengths, caps = (5, 19, 11, 27, 8, 23, 14), (9, 30, 4, 17, 25, 1, 12)
+    return [Request(i, prompt(lengths[i], seed=40 + i), seed=500 + i, max_new_tokens=caps[i]) for i in range(n)]
+
+
+@pytest.mark.parametrize("name", POLICY_NAMES)
+def test_admissions_mid_decode_change_no_output(llama, name):
+    policy = build_policy(name, **SMALL_WINDOWS.get(name, {}))
+    budget = Budget(ADMISSION_BUDGETS[name], 2 if name == "knorm" else 1)
+    requests = _staggered_requests()
+    events = []
+
+    def watch(cache, keys):
+        live = sum(k is not None for k in keys)
+        events.append((cache.ctx.prefill, live, len(cache.ctx.incoming)))
+
+    batched = run(llama, policy, budget, requests, batch_size=3, observer=watch)
+    # newcomers were prefilled while other rows were mid-decode
+    assert any(prefill and live > newcomers for prefill, live, newcomers in events)
+    for req in requests:
+        alone = run(llama, policy, budget, [req])[req.key]
+        assert batched[req.key].output_ids == alone.output_ids, req.key
+        assert len(alone.output_ids) == req.max_new_tokens and alone.stop_reason == "max_new_tokens"
+        for field in ("n_evicted_tokens", "peak_resident_tokens", "kv_bytes_peak", "n_prompt_tokens"):
+            assert getattr(batched[req.key], field) == getattr(alone, field), (req.key, field)
+
+
+def test_continuous_and_static_batching_agree_and_sampling_follows_the_request(llama):
+    policy = build_policy("snapkv", obs_window=4)
+    requests = _staggered_requests()
+    sampling = dict(temperature=0.9, top_p=0.95, top_k=50)
+    continuous = run(llama, policy, Budget(16), requests, batch_size=3, **sampling)
+    static = run(llama, policy, Budget(16), requests[::-1], batch_size=2, continuous=False, **sampling)
+    one_row = run(llama, policy, Budget(16), requests[2:5], batch_size=1, **sampling)
+    for req in requests:
+        assert continuous[req.key].output_ids == static[req.key].output_ids
+    for key, out in one_row.items():
+        assert out.output_ids == continuous[key].output_ids
+
+
+def test_static_batches_wait_for_their_longest_row_and_continuous_ones_do_not(llama):
+    requests = _staggered_requests()
+    forwards = {}
+    for continuous in (True, False):
+        count = []
+        run(llama, build_policy("h2o", window=4), Budget(16), requests, batch_size=3, continuous=continuous,
+            observer=lambda cache, keys: count.append(cache.ctx.prefill))
+        forwards[continuous] = count.count(False)
+    # static: batches {9,30,4}, {17,25,1}, {12} cost 29 + 24 + 11 decode steps; continuous fewer
+    assert forwards[False] == 29 + 24 + 11
+    assert forwards[True] < forwards[False]
+
+
+def test_a_failing_row_becomes_an_error_and_its_neighbours_finish(llama):
+    requests = _staggered_requests(5)
+
+    def fail_on_key_3(cache, keys):
+        if 3 in keys and not cache.ctx.prefill:
+            raise RuntimeError("boom")
+
+    outs = run(llama, build_policy("h2o", window=4), Budget(16), requests, batch_size=2, observer=fail_on_key_3)
+    assert set(outs) == {r.key for r in requests}
+    assert "boom" in outs[3].error and outs[3].stop_reason is None
+    clean = run(llama, build_policy("h2o", window=4), Budget(16), requests, batch_size=2)
+    for key in (0, 1, 2, 4):
+        assert outs[key].error is None and outs[key].output_ids == clean[key].output_ids
+
+
+def test_prefill_groups_respect_the_token_limit(llama):
+    requests = _staggered_requests()
+    groups = []
+    run(llama, build_policy("full"), Budget(None), requests, batch_size=4, max_prefill_tokens=40,
+        observer=lambda cache, keys: groups.append(cache.ctx.incoming.tolist()) if cache.ctx.prefill else None)
+    assert all(sum(g) <= 40 or len(g) == 1 for g in groups) and any(len(g) > 1 for g in groups)
+    assert sorted(n for g in groups for n in g) == sorted(len(r.prompt_ids) for r in requests)

@@ -11,7 +11,7 @@ from engine_models import prompt
 
 def ctx(incoming, prompt_len=None, seed=0):
     incoming = torch.tensor([incoming])
-    return StepContext(prefill=False, incoming=incoming,
+    return StepContext(prefill=False, incoming=incoming, query_pos=incoming.view(1, 1),
                        prompt_len=torch.tensor([prompt_len or 1]), row_seed=torch.tensor([seed]))
 
 
@@ -76,6 +76,17 @@ def test_knorm_evicts_high_norm_keys_first():
     keys = torch.tensor([[3.0, 0], [1, 0], [2, 0], [5, 0]])
     v = view([0, 1, 2, 3], keys)
     assert first_evicted(policy, policy.init_state(1, 1, 4, "cpu"), v, ctx(4), count=4) == [3, 0, 2, 1]
+
+
+def test_knorm_equal_norms_tie_whatever_their_last_bits():
+    policy = build_policy("knorm")
+    # one token's key at three positions: equal norms in exact arithmetic, noise in the last bits
+    norm = torch.tensor(5.909689426422119)
+    noisy = [norm, norm * (1 + 2**-23), norm * (1 - 2**-22)]
+    keys = torch.stack([torch.stack([n, torch.tensor(0.0)]) for n in noisy] + [torch.tensor([1.0, 0.0])])
+    for order in ([0, 1, 2, 3], [2, 0, 3, 1]):
+        v = view(order, keys[order])
+        assert first_evicted(policy, policy.init_state(1, 1, 4, "cpu"), v, ctx(4), count=3) == [0, 1, 2]
 
 
 def test_snapkv_protects_its_window_and_rescores_with_recent_queries():

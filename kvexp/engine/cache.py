@@ -6,13 +6,15 @@ Shapes: B rows, H KV heads, G query heads per KV head, N slots (capacity), D hea
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import Tensor
 
 from kvexp.policies.base import LayerView, Policy, StepContext, eviction_order, lowest_slots
 
 # prefill attention is computed in query chunks so its probability matrix stays under this size
-_PREFILL_CHUNK_BYTES = 64 * 2**20
+PREFILL_CHUNK_BYTES = 64 * 2**20
 
 
 def grouped_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, scaling: float) -> tuple[Tensor, Tensor]:
@@ -99,38 +101,45 @@ class LayerCache:
         return out.reshape(b, h * g, 1, d).transpose(1, 2)
 
     # ---- prefill ----
-    def prefill(self, q: Tensor, k: Tensor, v: Tensor, scaling: float, ctx: StepContext,
-                prompt_pos: Tensor) -> Tensor:
-        """Attention over the whole (left-padded) prompt, then keep at most `capacity` tokens per row
-        by the policy's rule. q [B, H*G, L, D], k/v [B, H, L, D], prompt_pos [B, L] (-1 on padding)."""
-        b, h, length, d = k.shape
+    def prefill(self, q: Tensor, k: Tensor, v: Tensor, scaling: float, ctx: StepContext) -> Tensor:
+        """Prompts laid end to end (packed, no padding): q [1, H*G, T, D], k/v [1, H, T, D], prompt p
+        being the next ctx.prompt_len[p] tokens. Each prompt attends to itself alone, exactly as if
+        it were prefilled on its own, keeps at most `capacity` tokens by the policy's rule and is
+        written to cache row ctx.rows[p] with fresh policy state. Returns [1, T, H*G, D]."""
+        rows = ctx.rows.tolist() if ctx.rows is not None else range(len(ctx.prompt_len))
+        outs, start = [], 0
+        for p, (row, length) in enumerate(zip(rows, ctx.prompt_len.tolist())):
+            end = start + length
+            outs.append(self._prefill_one(q[:, :, start:end], k[:, :, start:end], v[:, :, start:end], scaling,
+                                          ctx.one(p), row))
+            start = end
+        return torch.cat(outs, dim=2).transpose(1, 2)
+
+    def _prefill_one(self, q: Tensor, k: Tensor, v: Tensor, scaling: float, ctx: StepContext, row: int) -> Tensor:
+        """One prompt: q [1, H*G, L, D], k/v [1, H, L, D] -> attention output [1, H*G, L, D]."""
+        _, h, length, d = k.shape
         g = q.shape[1] // h
-        qg = q.view(b, h, g, length, d)
-        pos = prompt_pos.view(b, 1, length).expand(b, h, length)
-        state = self.policy.init_state(b, h, length, k.device)
-        real_key = (prompt_pos >= 0).view(b, 1, 1, length)
+        qg = q.view(1, h, g, length, d)
         idx = torch.arange(length, device=k.device)
-        chunk = max(1, _PREFILL_CHUNK_BYTES // max(1, b * h * g * length * 4))
+        view = LayerView(k, idx.view(1, 1, -1).expand(1, h, length))
+        state = self.policy.init_state(1, h, length, k.device)
+        chunk = max(1, PREFILL_CHUNK_BYTES // max(1, h * g * length * 4))
         outs = []
         for start in range(0, length, chunk):
-            rows = idx[start:start + chunk]
-            causal = idx.view(1, -1) <= rows.view(-1, 1)                                  # [c, L]
-            # padding queries may see only themselves, which keeps their softmax finite
-            allowed = (causal & real_key) | (idx.view(1, -1) == rows.view(-1, 1))
-            out, probs = grouped_attention(qg[..., start:start + chunk, :], k, v, allowed, scaling)
+            queries = idx[start:start + chunk]
+            causal = (idx.view(1, -1) <= queries.view(-1, 1)).view(1, 1, -1, length)     # [1, 1, c, L]
+            out, probs = grouped_attention(qg[..., start:start + chunk, :], k, v, causal, scaling)
             outs.append(out)
             if self.policy.needs_attention:
-                real_query = (prompt_pos[:, start:start + chunk] >= 0).view(b, 1, -1, 1)
-                self.policy.observe(state, self.policy.aggregate_groups(probs) * real_query, ctx)
-        self.policy.on_write(state, LayerView(k, pos), idx.view(1, 1, -1).expand(b, h, length))
-        keep = self._prefill_keep(state, LayerView(k, pos), ctx)                      # [B, H, K]
+                self.policy.observe(state, self.policy.aggregate_groups(probs), replace(ctx, query_pos=queries.view(1, -1)))
+        self.policy.on_write(state, view, view.pos)
+        keep = self._prefill_keep(state, view, ctx)                                     # [1, H, K]
         kept = keep.shape[-1]
-        gather = keep.unsqueeze(-1).expand(b, h, kept, d)
-        self.k[:, :, :kept] = k.gather(2, gather)
-        self.v[:, :, :kept] = v.gather(2, gather)
-        self.pos[:, :, :kept] = pos.gather(2, keep)
-        self.state = state.gather_slots(keep, self.capacity)
-        return torch.cat(outs, dim=3).reshape(b, h * g, length, d).transpose(1, 2)
+        self.k[row, :, :kept] = k[0].gather(1, keep[0].unsqueeze(-1).expand(h, kept, d))
+        self.v[row, :, :kept] = v[0].gather(1, keep[0].unsqueeze(-1).expand(h, kept, d))
+        self.pos[row] = torch.nn.functional.pad(keep[0], (0, self.capacity - kept), value=-1)  # index = position
+        self.state.load_rows(torch.tensor([row], device=k.device), state.gather_slots(keep, self.capacity))
+        return torch.cat(outs, dim=3).reshape(1, h * g, length, d)
 
     def _prefill_keep(self, state, view: LayerView, ctx: StepContext) -> Tensor:
         """Prompt indices [B, H, K] to keep (K = min(L, capacity)), in position order."""
@@ -155,7 +164,6 @@ class KVCache:
         self.layers = [LayerCache(batch, heads, capacity, head_dim, dtype, device, policy, budget, slack, i)
                        for i in range(model_config.num_hidden_layers)]
         self.ctx: StepContext | None = None
-        self.prompt_pos: Tensor | None = None
 
     def update(self, key_states, value_states, layer_idx, cache_kwargs=None):
         return key_states, value_states
@@ -164,7 +172,7 @@ class KVCache:
         layer = self.layers[layer_idx]
         self.ctx.layer_idx = layer_idx
         if self.ctx.prefill:
-            return layer.prefill(q, k, v, scaling, self.ctx, self.prompt_pos)
+            return layer.prefill(q, k, v, scaling, self.ctx)
         return layer.decode(q, k, v, scaling, self.ctx)
 
     def select_rows(self, rows: Tensor) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from torch import Tensor
 from kvexp.engine.attention import ATTN_IMPLEMENTATION, SUPPORTED_MODEL_TYPES
 from kvexp.engine.budget import Budget, ConfigError, PromptDoesNotFit
 from kvexp.engine.cache import KVCache
+from kvexp.engine.memory import row_capacity
 from kvexp.engine.sampling import Sampler
 from kvexp.engine.stopping import RepetitionStop
 from kvexp.policies.base import Policy, StepContext
@@ -36,6 +38,12 @@ def check_model_config(config) -> None:
 
 @dataclass(frozen=True)
 class GenerationSettings:
+    """batch_size: rows decoding at once (`kvexp.engine.memory.plan_rows` sizes it from memory).
+    continuous: a finished row takes the next request at once; False runs static batches (each
+    batch until its longest request ends), kept to measure what continuous batching gains.
+    max_prefill_tokens: prompt tokens one prefill forward may hold (newcomers arriving together are
+    prefilled together, packed end to end, up to this), which bounds the prefill's activation memory."""
+
     max_new_tokens: int = 256
     batch_size: int = 8
     temperature: float = 0.0
@@ -43,11 +51,14 @@ class GenerationSettings:
     top_k: int = 0
     eos_token_ids: tuple[int, ...] = ()
     repetition: RepetitionStop | None = None
+    continuous: bool = True
+    max_prefill_tokens: int = 8192
 
     def __post_init__(self):
-        if self.max_new_tokens < 1 or self.batch_size < 1:
-            raise ConfigError(f"generation.max_new_tokens and generation.batch_size must be >= 1, got "
-                              f"{self.max_new_tokens} and {self.batch_size}")
+        for name in ("max_new_tokens", "batch_size", "max_prefill_tokens"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"generation.{name} must be an integer >= 1, got {value!r}")
         object.__setattr__(self, "eos_token_ids", tuple(int(t) for t in self.eos_token_ids))
         if isinstance(self.repetition, dict):
             object.__setattr__(self, "repetition", RepetitionStop(**self.repetition))
@@ -55,9 +66,12 @@ class GenerationSettings:
 
 @dataclass(frozen=True)
 class Request:
+    """max_new_tokens: this request's own cap (at most the settings'), e.g. to impose a length."""
+
     key: Hashable
     prompt_ids: list[int]
     seed: int = 0
+    max_new_tokens: int | None = None
 
 
 @dataclass
@@ -78,25 +92,35 @@ class Output:
 
 @dataclass
 class _Row:
-    """Host-side bookkeeping of one active row; the device tensors live in the cache."""
+    """Host-side bookkeeping of one request in a cache row; the device tensors live in the cache."""
 
     request: Request
-    next_pos: int
+    next_pos: int                  # position of the next token appended (its K/V and its query)
     resident: int
     peak: int
     evicted: int
+    extent: int                    # slots [0, extent) may hold entries (free slots are taken lowest first)
+    prefill_s: float = 0.0
+    started: float = 0.0           # when its decode began (after its prefill)
     tokens: list[int] = field(default_factory=list)
+    pending: int | None = None     # the token sampled last, appended by the next decode step
     trace: list[dict] | None = None
     generator: torch.Generator | None = None
 
 
 class Engine:
-    """Runs a transformers causal LM (Llama, Mistral, Qwen2, Qwen3) with kvexp's cache and a policy."""
+    """Runs a transformers causal LM (Llama, Mistral, Qwen2, Qwen3) with kvexp's cache and a policy.
+
+    Up to `settings.batch_size` requests decode together, one cache row each. When a request ends,
+    the next one takes its row: it is prefilled (with any others arriving at the same step) into
+    that row with fresh policy state, and decoding goes on; rows leave the batch only once no
+    request waits. A request's tokens never depend on its row, its entry step or its neighbours:
+    every rule (sampling, eviction, query windows) is per row and per position."""
 
     def __init__(self, model, policy: Policy, budget: Budget, settings: GenerationSettings,
                  observer: Callable[[KVCache, list], None] | None = None):
-        """observer(cache, keys): called after every forward pass with the cache and the keys of its
-        rows, for tests and debugging tools that inspect or perturb the cache."""
+        """observer(cache, keys): called after every forward pass (a decode step or a prefill of
+        newcomers) with the cache and the request key of each of its rows (None: a free row)."""
         check_model_config(model.config)
         budget.check(policy)
         self.model, self.policy, self.budget, self.settings = model, policy, budget, settings
@@ -107,19 +131,29 @@ class Engine:
 
     # ---- public ----
     def generate(self, requests: Iterable[Request], trace_keys: set | frozenset = frozenset()) -> Iterator[Output]:
-        """Yields one Output per request as rows finish. A batch that fails is retried row by row, so
-        one bad sample becomes one error Output and the rest go on."""
-        requests = list(requests)
-        for start in range(0, len(requests), self.settings.batch_size):
-            batch = requests[start:start + self.settings.batch_size]
-            runnable = []
-            for req in batch:
-                problem = self._prompt_problem(req)
-                if problem:
-                    yield Output(req.key, n_prompt_tokens=len(req.prompt_ids), error=problem)
-                else:
-                    runnable.append(req)
-            yield from self._run_safely(runnable, trace_keys)
+        """Yields one Output per request as rows finish. When a forward pass fails, the requests it
+        held are rerun one by one, so one bad sample becomes one error Output and the rest go on."""
+        queue: deque[Request] = deque()
+        for req in requests:
+            problem = self._prompt_problem(req)
+            if problem:
+                yield Output(req.key, n_prompt_tokens=len(req.prompt_ids), error=problem)
+            else:
+                queue.append(req)
+        while queue:
+            held: dict[Hashable, Request] = {}
+            try:
+                yield from self._decode(queue, held, trace_keys, self.settings.batch_size)
+            except Exception:
+                if self.settings.batch_size == 1:
+                    for req in held.values():
+                        yield Output(req.key, n_prompt_tokens=len(req.prompt_ids), error=traceback.format_exc())
+                    continue
+                for req in held.values():  # same seeds, so a row run alone gives the batch's result
+                    try:
+                        yield from self._decode(deque([req]), {}, trace_keys, 1)
+                    except Exception:
+                        yield Output(req.key, n_prompt_tokens=len(req.prompt_ids), error=traceback.format_exc())
 
     # ---- internals ----
     def _prompt_problem(self, req: Request) -> str | None:
@@ -134,22 +168,10 @@ class Engine:
                         f"{s} leaves {b - s}; raise budget.tokens or set policy.protect_prompt=false")
         return None
 
-    def _run_safely(self, batch: list[Request], trace_keys) -> Iterator[Output]:
-        if not batch:
-            return
-        done: list[Output] = []
-        try:
-            for out in self._run_batch(batch, trace_keys):
-                done.append(out)
-                yield out
-        except Exception:
-            finished = {o.key for o in done}
-            rest = [r for r in batch if r.key not in finished]
-            if len(batch) == 1:
-                yield Output(batch[0].key, n_prompt_tokens=len(batch[0].prompt_ids), error=traceback.format_exc())
-                return
-            for req in rest:  # same seeds, so a single-row rerun gives the batch's result
-                yield from self._run_safely([req], trace_keys)
+    def capacity(self, requests: Iterable[Request]) -> int:
+        """KV slots per row for these requests (`kvexp.engine.memory.row_capacity`)."""
+        return row_capacity(self.policy, self.budget.tokens, max(len(r.prompt_ids) for r in requests),
+                            self.settings.max_new_tokens)
 
     @contextmanager
     def _kvexp_attention(self):
@@ -161,14 +183,17 @@ class Engine:
         finally:
             config._attn_implementation = previous
 
-    def _forward(self, ids: Tensor, position_ids: Tensor, cache: KVCache) -> Tensor:
-        """ids, position_ids [B, Q] -> next-token logits [B, V] fp32 (last position only)."""
+    def _forward(self, ids: Tensor, position_ids: Tensor, cache: KVCache, last: Tensor | None = None) -> Tensor:
+        """ids, position_ids [B, Q] -> next-token logits [B, V] fp32 at the last position; a packed
+        prefill (B = 1) takes them at the prompts' last tokens `last` [P] instead -> [P, V]."""
         body = self.model.model
         hidden = body.embed_tokens(ids)
         rope = body.rotary_emb(hidden, position_ids=position_ids)
         for layer in body.layers[: self.model.config.num_hidden_layers]:
             hidden = layer(hidden, attention_mask=None, position_ids=position_ids, past_key_values=cache,
                            use_cache=True, position_embeddings=rope, kv_cache=cache)
+        if last is not None:
+            return self.model.lm_head(body.norm(hidden[0, last])).float()
         return self.model.lm_head(body.norm(hidden[:, -1:]))[:, -1].float()
 
     def _sync(self) -> float:
@@ -176,102 +201,127 @@ class Engine:
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
 
+    def _observe(self, cache: KVCache, rows: list[_Row | None]) -> None:
+        if self.observer:
+            self.observer(cache, [row.request.key if row else None for row in rows])
+
     @torch.inference_mode()
-    def _run_batch(self, batch: list[Request], trace_keys) -> Iterator[Output]:
-        s = self.settings
-        lengths = [len(r.prompt_ids) for r in batch]
-        longest = max(lengths)
-        evicting = self.policy.evicts
-        capacity = longest + s.max_new_tokens
-        if evicting:
-            capacity = min(capacity, self.budget.tokens)
-        cache = KVCache(self.model.config, len(batch), capacity, self.dtype, self.device, self.policy,
-                        self.budget.tokens, self.budget.slack)
-        bytes_per_token = cache.bytes_per_token()
-
-        # left padding: every row's last prompt token sits in the last column
-        ids = torch.zeros(len(batch), longest, dtype=torch.long)
-        prompt_pos = torch.full((len(batch), longest), -1, dtype=torch.long)
-        for i, r in enumerate(batch):
-            ids[i, longest - lengths[i]:] = torch.tensor(r.prompt_ids)
-            prompt_pos[i, longest - lengths[i]:] = torch.arange(lengths[i])
-        ids, prompt_pos = ids.to(self.device), prompt_pos.to(self.device)
-        prompt_len = torch.tensor(lengths, device=self.device)
-        row_seed = torch.tensor([r.seed % 2**62 for r in batch], device=self.device)
-        cache.prompt_pos = prompt_pos
-        cache.ctx = StepContext(prefill=True, incoming=prompt_len.clone(), prompt_len=prompt_len, row_seed=row_seed)
-
-        rows = []
-        for r, n in zip(batch, lengths):
-            resident = min(n, capacity)
-            rows.append(_Row(r, n, resident, resident, n - resident,
-                             trace=[] if r.key in trace_keys else None))
-        generators = self.sampler.generators([r.seed for r in batch], self.device)
-        if generators:
-            for row, g in zip(rows, generators):
-                row.generator = g
-
-        t0 = self._sync()
+    def _decode(self, queue: deque[Request], held: dict, trace_keys, max_rows: int) -> Iterator[Output]:
+        """Decode until `queue` is empty, taking requests from it as rows free up. `held` holds the
+        requests admitted and not yet finished, for the caller to rerun if a forward pass fails."""
+        capacity = self.capacity(queue)
+        cache, rows, logits = None, [], None
         with self._kvexp_attention():
-            logits = self._forward(ids, prompt_pos.clamp(min=0), cache)
-            if self.observer:
-                self.observer(cache, [row.request.key for row in rows])
-            t_prefill = self._sync()
-            prefill_s = t_prefill - t0
-            incoming = prompt_len.clone()
-            slots_in_use = min(longest, capacity)  # each step needs at most one slot beyond the last
             while True:
-                gens = [row.generator for row in rows] if generators else None
-                tokens = self.sampler(logits, gens).tolist()
-                finished = []
-                for i, (row, tok) in enumerate(zip(rows, tokens)):
-                    row.tokens.append(tok)
-                    reason = self._stop_reason(row.tokens)
+                if queue and (cache is None or not held):  # the first batch, or a static batch's next
+                    n = min(max_rows, len(queue))
+                    cache = KVCache(self.model.config, n, capacity, self.dtype, self.device, self.policy,
+                                    self.budget.tokens, self.budget.slack)
+                    rows, logits = [None] * n, None
+                free = [i for i, row in enumerate(rows) if row is None]
+                if free and queue and (self.settings.continuous or not held):
+                    logits = self._admit(cache, rows, free, queue, held, logits, trace_keys)
+                    continue  # more free rows may wait for the next prefill group
+                need = [i for i, row in enumerate(rows) if row is not None and row.pending is None]
+                gens = [rows[i].generator for i in need] if not self.sampler.greedy else None
+                for i, token in zip(need, self.sampler(logits[need], gens).tolist()):
+                    row = rows[i]
+                    row.pending = token
+                    row.tokens.append(token)
+                    reason = self._stop_reason(row)
                     if reason:
-                        finished.append(i)
-                        yield self._output(row, reason, prefill_s, self._sync() - t_prefill, bytes_per_token)
-                if finished:
-                    keep = [i for i in range(len(rows)) if i not in set(finished)]
+                        rows[i] = None
+                        del held[row.request.key]
+                        yield self._output(row, reason, self._sync(), cache.bytes_per_token())
+                if any(row is None for row in rows):
+                    if queue and (self.settings.continuous or not held):
+                        continue                                  # newcomers take the free rows
+                    keep = [i for i, row in enumerate(rows) if row is not None]
                     if not keep:
-                        break
-                    rows = [rows[i] for i in keep]
+                        if queue:
+                            continue
+                        return
                     index = torch.tensor(keep, device=self.device)
-                    cache.select_rows(index)
-                    incoming, prompt_len, row_seed = (t.index_select(0, index) for t in (incoming, prompt_len, row_seed))
-                    tokens = [tokens[i] for i in keep]
-                # the sampled tokens go in at positions `incoming`; full rows evict first
-                needs = [evicting and row.resident + 1 > capacity for row in rows]
-                for row, evict in zip(rows, needs):
-                    if evict:
-                        row.resident -= self.budget.slack
-                        row.evicted += self.budget.slack
-                    row.resident += 1
-                    row.peak = max(row.peak, row.resident)
-                    row.next_pos += 1
-                cache.ctx = StepContext(
-                    prefill=False, incoming=incoming, prompt_len=prompt_len, row_seed=row_seed,
-                    evict_rows=torch.tensor(needs, device=self.device) if any(needs) else None,
-                    evict_all=all(needs), slots_in_use=min(slots_in_use + 1, capacity))
-                slots_in_use = cache.ctx.slots_in_use
-                step_ids = torch.tensor(tokens, device=self.device).view(-1, 1)
-                logits = self._forward(step_ids, incoming.view(-1, 1), cache)
-                incoming = incoming + 1
-                if self.observer:
-                    self.observer(cache, [row.request.key for row in rows])
+                    cache.select_rows(index)                      # finished rows stop costing compute
+                    rows, logits = [rows[i] for i in keep], logits.index_select(0, index)
+                logits = self._step(cache, rows, capacity)
+                self._observe(cache, rows)
                 if any(row.trace is not None for row in rows):
-                    self._record_trace(rows, cache, prompt_len)
+                    self._record_trace(rows, cache)
 
-    def _stop_reason(self, tokens: list[int]) -> str | None:
+    def _admit(self, cache: KVCache, rows: list, free: list[int], queue: deque, held: dict, logits, trace_keys):
+        """Prefill the next requests from `queue` into free rows (as many as fit one prefill of
+        `max_prefill_tokens` tokens, at least one); returns the logits of every row."""
+        batch: list[Request] = []
+        tokens = 0
+        while queue and len(batch) < len(free):
+            if batch and tokens + len(queue[0].prompt_ids) > self.settings.max_prefill_tokens:
+                break
+            batch.append(queue.popleft())
+            held[batch[-1].key] = batch[-1]
+            tokens += len(batch[-1].prompt_ids)
+        lengths = [len(r.prompt_ids) for r in batch]
+        capacity = cache.layers[0].capacity
+        # packed: the prompts end to end in one row, each attending to itself (no padding to depend on)
+        ids = torch.tensor([[t for r in batch for t in r.prompt_ids]], device=self.device)
+        positions = torch.cat([torch.arange(n) for n in lengths]).view(1, -1).to(self.device)
+        last = torch.tensor(lengths).cumsum(0).sub(1).to(self.device)
+        prompt_len = torch.tensor(lengths, device=self.device)
+        targets = free[:len(batch)]
+        cache.ctx = StepContext(prefill=True, incoming=prompt_len.clone(), prompt_len=prompt_len,
+                                row_seed=torch.tensor([r.seed % 2**62 for r in batch], device=self.device),
+                                rows=torch.tensor(targets, device=self.device))
+        t0 = self._sync()
+        new_logits = self._forward(ids, positions, cache, last)
+        t1 = self._sync()
+        generators = self.sampler.generators([r.seed for r in batch], self.device) or [None] * len(batch)
+        for i, r, n, g in zip(targets, batch, lengths, generators):
+            kept = min(n, capacity)
+            rows[i] = _Row(r, n, kept, kept, n - kept, extent=kept, prefill_s=t1 - t0, started=t1,
+                           trace=[] if r.key in trace_keys else None, generator=g)
+        if logits is None:
+            logits = new_logits.new_zeros(len(rows), new_logits.shape[-1])
+        logits[targets] = new_logits
+        self._observe(cache, rows)
+        return logits
+
+    def _step(self, cache: KVCache, rows: list[_Row], capacity: int) -> Tensor:
+        """One decode forward: every row appends its pending token (full rows evict first)."""
+        evicting = self.policy.evicts
+        needs = [evicting and row.resident + 1 > capacity for row in rows]
+        slots_in_use = max(min(row.extent + 1, capacity) for row in rows)
+        incoming = torch.tensor([row.next_pos for row in rows], device=self.device)
+        cache.ctx = StepContext(
+            prefill=False, incoming=incoming, query_pos=incoming.view(-1, 1),
+            prompt_len=torch.tensor([len(row.request.prompt_ids) for row in rows], device=self.device),
+            row_seed=torch.tensor([row.request.seed % 2**62 for row in rows], device=self.device),
+            evict_rows=torch.tensor(needs, device=self.device) if any(needs) else None,
+            evict_all=all(needs), slots_in_use=slots_in_use)
+        step_ids = torch.tensor([row.pending for row in rows], device=self.device).view(-1, 1)
+        for row, evict in zip(rows, needs):
+            if evict:
+                row.resident -= self.budget.slack
+                row.evicted += self.budget.slack
+            row.resident += 1
+            row.peak = max(row.peak, row.resident)
+            row.extent = max(row.extent, row.resident)
+            row.next_pos += 1
+            row.pending = None
+        return self._forward(step_ids, incoming.view(-1, 1), cache)
+
+    def _stop_reason(self, row: _Row) -> str | None:
+        tokens, cap = row.tokens, row.request.max_new_tokens or self.settings.max_new_tokens
         if tokens[-1] in self.settings.eos_token_ids:
             return "eos"
-        if len(tokens) >= self.settings.max_new_tokens:
+        if len(tokens) >= min(cap, self.settings.max_new_tokens):
             return "max_new_tokens"
         if self.settings.repetition is not None and self.settings.repetition.triggered(tokens):
             return "repetition"
         return None
 
     @staticmethod
-    def _record_trace(rows: list[_Row], cache: KVCache, prompt_len: Tensor) -> None:
+    def _record_trace(rows: list[_Row], cache: KVCache) -> None:
+        prompt_len = torch.tensor([len(row.request.prompt_ids) for row in rows], device=cache.layers[0].pos.device)
         share = cache.resident_prompt_share(prompt_len).tolist()
         for row, sh in zip(rows, share):
             if row.trace is not None:
@@ -279,9 +329,9 @@ class Engine:
                                   "evicted_tokens": row.evicted, "prompt_resident_share": round(sh, 6)})
 
     @staticmethod
-    def _output(row: _Row, reason: str, prefill_s: float, decode_s: float, bytes_per_token: int) -> Output:
+    def _output(row: _Row, reason: str, now: float, bytes_per_token: int) -> Output:
         return Output(key=row.request.key, output_ids=list(row.tokens), stop_reason=reason,
                       n_prompt_tokens=len(row.request.prompt_ids), n_output_tokens=len(row.tokens),
                       peak_resident_tokens=row.peak, n_evicted_tokens=row.evicted,
-                      kv_bytes_peak=row.peak * bytes_per_token, prefill_s=prefill_s, decode_s=decode_s,
-                      trace=row.trace)
+                      kv_bytes_peak=row.peak * bytes_per_token, prefill_s=row.prefill_s,
+                      decode_s=now - row.started, trace=row.trace)

@@ -17,6 +17,7 @@ FULL = "full"
 # means: where output goes, logging, batching, how many problems/samples to cover, local paths.
 RESUMABLE_CHANGES = (
     "logger", "output_root", "trace", "resume", "dataset.limit", "dataset.source", "generation.batch_size",
+    "generation.max_batch_size", "generation.memory_gb", "generation.max_prefill_tokens",
     "generation.num_samples", "model.path", "model.cache_dir", "model.device",
 )
 

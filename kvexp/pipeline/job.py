@@ -51,6 +51,7 @@ class Plan:
     policy: Any
     budget: Any
     settings: Any                 # GenerationSettings without eos ids (they come with the tokenizer)
+    auto_rows: bool               # generation.batch_size=auto: rows sized from memory once the model loads
     num_samples: int
     preset: Any
     source: Any
@@ -67,7 +68,7 @@ def sample_seed(root: int, problem_id: str, sample_idx: int) -> int:
 def plan_job(cfg: DictConfig) -> Plan:
     """Validate the config and load the problems, cheapest checks first. Raises before any model loads."""
     from kvexp.data import load_problems
-    from kvexp.engine import Budget, GenerationSettings, check_model_config
+    from kvexp.engine import Budget, ConfigError, GenerationSettings, check_model_config
     from kvexp.models import ModelPreset, ModelSource
     from kvexp.policies import build_policy
 
@@ -83,7 +84,16 @@ def plan_job(cfg: DictConfig) -> Plan:
     repetition = None
     if gen.repetition.enabled:
         repetition = {k: v for k, v in OmegaConf.to_container(gen.repetition, resolve=True).items() if k != "enabled"}
-    settings = GenerationSettings(max_new_tokens=gen.max_new_tokens, batch_size=gen.batch_size,
+    auto_rows = gen.batch_size == "auto"
+    if isinstance(gen.batch_size, str) and not auto_rows:
+        raise ConfigError(f"generation.batch_size must be 'auto' (rows sized from memory) or an integer >= 1, "
+                          f"got {gen.batch_size!r}")
+    if gen.memory_gb is not None and (isinstance(gen.memory_gb, bool) or not isinstance(gen.memory_gb, (int, float))
+                                      or gen.memory_gb <= 0):
+        raise ConfigError(f"generation.memory_gb must be a positive number of GB or null, got {gen.memory_gb!r}")
+    settings = GenerationSettings(max_new_tokens=gen.max_new_tokens,
+                                  batch_size=gen.max_batch_size if auto_rows else gen.batch_size,
+                                  max_prefill_tokens=gen.max_prefill_tokens,
                                   temperature=float(gen.temperature), top_p=float(gen.top_p), top_k=int(gen.top_k),
                                   repetition=repetition)
 
@@ -105,7 +115,7 @@ def plan_job(cfg: DictConfig) -> Plan:
         "temperature": settings.temperature, "shard": {"index": ds.shard.index, "count": ds.shard.count},
         "limit": ds.limit,
     }
-    return Plan(policy, budget, settings, gen.num_samples, preset, source, problems, identity)
+    return Plan(policy, budget, settings, auto_rows, gen.num_samples, preset, source, problems, identity)
 
 
 class StatusFile:
@@ -271,17 +281,18 @@ def _generate(cfg, plan: Plan, folder: JobFolder, status: StatusFile, tracker, p
     t0 = time.perf_counter()
     loaded = plan.source.load()
     log.info("loaded %s from %s on %s in %.1f s", plan.preset.name, loaded.origin, loaded.device, time.perf_counter() - t0)
-    write_json(folder.file(RUN_META), run_meta(device=loaded.device, model_origin=loaded.origin, overrides=overrides,
-                                               started_at=status.data["started_at"]))
     tok = loaded.tokenizer
-    settings = dataclasses.replace(plan.settings, eos_token_ids=tuple(loaded.eos_token_ids))
-    engine = Engine(loaded.model, plan.policy, plan.budget, settings)
-
     problems = {p.id: p for p, _ in pending}
     prompts = {pid: format_prompt(tok, plan.preset, p.question) for pid, p in problems.items()}
     prompt_ids = {pid: encode_prompt(tok, text) for pid, text in prompts.items()}
     requests = [Request(key=(p.id, j), prompt_ids=prompt_ids[p.id], seed=sample_seed(cfg.seed, p.id, j))
                 for p, j in pending]
+    settings = dataclasses.replace(plan.settings, eos_token_ids=tuple(loaded.eos_token_ids))
+    rows = _plan_rows(cfg, plan, loaded.model, settings, requests)
+    settings = dataclasses.replace(settings, batch_size=rows["rows"])
+    write_json(folder.file(RUN_META), run_meta(device=loaded.device, model_origin=loaded.origin, overrides=overrides,
+                                               started_at=status.data["started_at"], batch=rows))
+    engine = Engine(loaded.model, plan.policy, plan.budget, settings)
     traced = {(p.id, 0) for p in plan.problems[: cfg.trace.n_problems]}
 
     done_per_problem: dict[str, int] = {}
@@ -309,6 +320,23 @@ def _generate(cfg, plan: Plan, folder: JobFolder, status: StatusFile, tracker, p
     finally:
         progress.close()
     return progress.tokens, time.perf_counter() - t_gen
+
+
+def _plan_rows(cfg, plan: Plan, model, settings, requests) -> dict[str, Any]:
+    """How many rows decode at once: generation.batch_size, or with `auto` what fits in memory
+    (kvexp.engine.memory); logged, and recorded in run_meta.json."""
+    from kvexp.engine.memory import plan_for_model
+
+    gen = cfg.generation
+    rows = plan_for_model(model, plan.policy, plan.budget.tokens, [len(r.prompt_ids) for r in requests],
+                          max_new_tokens=settings.max_new_tokens, max_rows=settings.batch_size,
+                          memory_gb=gen.memory_gb, max_prefill_tokens=settings.max_prefill_tokens,
+                          fixed_rows=None if plan.auto_rows else settings.batch_size).as_dict()
+    log.info("decoding %d rows at once (%s; generation.batch_size=%s): %.1f MiB per row (KV %.1f, policy state "
+             "%.1f, workspace %.1f), %d KV slots per row", rows["rows"], rows["limited_by"], gen.batch_size,
+             rows["bytes_per_row"] / 2**20, rows["per_row"]["kv"] / 2**20, rows["per_row"]["policy_state"] / 2**20,
+             rows["per_row"]["workspace"] / 2**20, rows["capacity"])
+    return rows
 
 
 def _sample_row(problem, sample_idx: int, seed: int, prompt: str, out, tokenizer, dataset: str) -> dict[str, Any]:

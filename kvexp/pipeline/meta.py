@@ -112,7 +112,7 @@ def scheduler_info() -> dict[str, Any]:
 
 
 def run_meta(*, device: Any = None, model_origin: str | None = None, overrides: list[str] | None = None,
-             started_at: str | None = None) -> dict[str, Any]:
+             started_at: str | None = None, batch: dict[str, Any] | None = None) -> dict[str, Any]:
     meta = {
         "started_at": started_at or now(),
         "git": git_info(),
@@ -126,5 +126,6 @@ def run_meta(*, device: Any = None, model_origin: str | None = None, overrides: 
         "scheduler": scheduler_info(),
         "command": [sys.executable, *sys.argv],
         "overrides": overrides,
+        "batch": batch,  # rows decoding at once and the bytes each costs (kvexp.engine.memory)
     }
     return scrub(meta)

@@ -3,7 +3,7 @@ per-layer state handling. A policy only says how it scores resident tokens (and,
 accumulators, how it updates them); the engine owns storage, selection and gathering.
 
 Shapes: B rows (sequences), H KV heads, N slots, Q queries, G query heads per KV head.
-Every tensor of a policy's state carries the slot axis (or two, for pairwise state) last.
+Every tensor of a policy's state carries the batch axis first and the slot axis last.
 """
 from __future__ import annotations
 
@@ -27,6 +27,10 @@ class StepContext:
     evict_rows: [B] bool, rows whose cache is full and must evict before this append; None if none.
     slots_in_use: slots [0, slots_in_use) can hold entries this step (free slots are taken lowest
         first, so no entry lies beyond); attention reads only those. None means all.
+    query_pos: [B, Q] positions of the queries of this pass (prefill: of the current chunk), for
+        rules that index queries by position.
+    rows: prefill only, [B] the cache row each prompt is written to (newcomers replace finished
+        requests in place); None means rows 0..B-1.
     """
 
     prefill: bool
@@ -36,7 +40,17 @@ class StepContext:
     evict_rows: Tensor | None = None
     evict_all: bool = False
     slots_in_use: int | None = None
+    query_pos: Tensor | None = None
+    rows: Tensor | None = None
     layer_idx: int = 0
+
+    def one(self, row: int) -> "StepContext":
+        """The context of batch row `row` alone (a prefill handles its packed prompts one by one)."""
+        def pick(t):
+            return None if t is None else t[row:row + 1]
+        return StepContext(self.prefill, pick(self.incoming), pick(self.prompt_len), pick(self.row_seed),
+                           pick(self.evict_rows), self.evict_all, self.slots_in_use, pick(self.query_pos),
+                           None, self.layer_idx)
 
 
 @dataclass
@@ -50,14 +64,12 @@ class LayerView:
 
 @dataclass
 class PolicyState:
-    """Per-layer, per-run accumulators. `pairwise` names tensors with two trailing slot axes."""
+    """Per-layer, per-run accumulators: tensors [B, ..., N] with the batch axis first and the slot
+    axis last (e.g. H2O's [B, H, N], a query window's [B, H, W, N]). One value per slot per row keeps
+    the state O(N) per (layer, KV head); work that needs more (R-KV's pairwise similarities) is
+    transient, done at eviction."""
 
     tensors: dict[str, Tensor] = field(default_factory=dict)
-    pairwise: frozenset[str] = frozenset()
-    # tensors of slot *indices* [B, H, Q], not one value per slot: rows are selected, but nothing is
-    # cleared or gathered, so they may only hold slots written since the last scoring (see RKV)
-    indices: frozenset[str] = frozenset()
-    ring: int = 0  # next row of a ring buffer of recent queries (all rows step together)
 
     def __getitem__(self, name: str) -> Tensor:
         return self.tensors[name]
@@ -65,50 +77,43 @@ class PolicyState:
     def __setitem__(self, name: str, value: Tensor) -> None:
         self.tensors[name] = value
 
-    def _slot_axes(self, name: str) -> tuple[int, ...]:
-        return (-2, -1) if name in self.pairwise else (-1,)
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors.values())
+
+    @staticmethod
+    def _per_slot(idx: Tensor, t: Tensor) -> Tensor:
+        """Slot indices [B, H, K] broadcast over any middle axes of t [B, H, ..., N]."""
+        while idx.dim() < t.dim():
+            idx = idx.unsqueeze(-2)
+        return idx.expand(*t.shape[:-1], idx.shape[-1])
 
     def clear_slots(self, slots: Tensor, rows: Tensor | None) -> None:
         """Zero the state of evicted slots [B, H, S] (only in `rows` [B] bool when given)."""
         for name, t in self.tensors.items():
-            if name in self.indices:
-                continue
-            new = t
-            for axis in self._slot_axes(name):
-                idx = slots
-                while idx.dim() < new.dim():  # broadcast over any middle axes (e.g. a query ring)
-                    idx = idx.unsqueeze(-2)
-                idx = idx.movedim(-1, axis) if axis != -1 else idx
-                shape = list(new.shape)
-                shape[axis] = slots.shape[-1]
-                new = new.scatter_(axis, idx.expand(shape), 0.0) if rows is None else \
-                    new.scatter(axis, idx.expand(shape), 0.0)
-            if rows is not None:
-                self.tensors[name] = torch.where(rows.view(-1, *([1] * (t.dim() - 1))), new, t)
+            idx = self._per_slot(slots, t)
+            if rows is None:
+                t.scatter_(-1, idx, 0.0)
+            else:
+                self.tensors[name] = torch.where(rows.view(-1, *([1] * (t.dim() - 1))), t.scatter(-1, idx, 0.0), t)
 
     def gather_slots(self, keep: Tensor, n_slots: int) -> "PolicyState":
         """Move state from prompt index space to slot space: slot i takes index keep[..., i]
         (keep: [B, H, K]); slots K..n_slots-1 start empty."""
         out = {}
         for name, t in self.tensors.items():
-            new = t
-            for axis in () if name in self.indices else self._slot_axes(name):
-                idx = keep
-                while idx.dim() < new.dim():
-                    idx = idx.unsqueeze(-2)
-                idx = idx.movedim(-1, axis) if axis != -1 else idx
-                shape = list(new.shape)
-                shape[axis] = keep.shape[-1]
-                new = new.gather(axis, idx.expand(shape))
-                pad = [0, 0] * (-axis - 1) + [0, n_slots - keep.shape[-1]]
-                new = torch.nn.functional.pad(new, pad)
-            out[name] = new
-        return PolicyState(out, self.pairwise, self.indices, self.ring)
+            kept = t.gather(-1, self._per_slot(keep, t))
+            out[name] = torch.nn.functional.pad(kept, (0, n_slots - keep.shape[-1]))
+        return PolicyState(out)
 
     def select_rows(self, rows: Tensor) -> None:
         """Keep only the batch rows `rows` (finished rows leave the batch)."""
         for name, t in self.tensors.items():
             self.tensors[name] = t.index_select(0, rows)
+
+    def load_rows(self, rows: Tensor, other: "PolicyState") -> None:
+        """Rows `rows` [K] take `other`'s state (K rows): a newcomer replaces a finished request."""
+        for name, t in self.tensors.items():
+            t.index_copy_(0, rows, other[name])
 
 
 class Policy:
@@ -177,6 +182,17 @@ class Policy:
         """[B, H, N] fp32, higher means keep. Values on empty or protected slots are ignored."""
         raise NotImplementedError
 
+    # ---- memory (for batch sizing and `make bench`) ----
+    def state_bytes(self, heads: int, n_slots: int) -> int:
+        """Persistent state of one row in one layer, measured from `init_state` without allocating."""
+        return self.init_state(1, heads, n_slots, torch.device("meta")).nbytes()
+
+    def eviction_workspace_bytes(self, heads: int, n_slots: int, head_dim: int) -> tuple[int, int]:
+        """Peak transient memory of one layer's eviction as (bytes per row, bytes shared by the
+        batch): the score, the eviction order (two sorts) and the masks, [H, N] each per row.
+        Policies that need more say so."""
+        return heads * n_slots * (4 + 3 * 8 + 2), 0
+
     # ---- helpers shared by policies ----
     def aggregate_groups(self, probs: Tensor) -> Tensor:
         """[B, H, G, Q, N] -> [B, H, Q, N] with `group_agg`."""
@@ -241,7 +257,11 @@ def pool_along_positions(values: Tensor, pos: Tensor, kernel: int, mode: str) ->
 class QueryWindow:
     """Ring buffer of the attention rows of the last `size` queries ([B, H, size, N] in the state
     as 'recent'), the observation window of SnapKV-D and R-KV: real queries of the last steps,
-    so the window is re-scored at every eviction rather than fixed at prefill."""
+    so the window is re-scored at every eviction rather than fixed at prefill.
+
+    The query at position p sits in row (p - max(prompt_len - size, 0)) mod size of its own batch
+    row, so each sequence's window depends only on its own positions: rows enter the batch at
+    different steps (continuous batching)."""
 
     def __init__(self, size: int):
         if size < 1:
@@ -251,15 +271,14 @@ class QueryWindow:
     def init(self, state: PolicyState, batch: int, heads: int, n_slots: int, device) -> None:
         state["recent"] = torch.zeros(batch, heads, self.size, n_slots, device=device)
 
-    def push(self, state: PolicyState, probs: Tensor) -> None:
-        q = probs.shape[-2]
-        if q >= self.size:
-            state["recent"] = probs[..., -self.size:, :].clone()
-            state.ring = 0
-            return
-        rows = (torch.arange(q, device=probs.device) + state.ring) % self.size
-        state["recent"].index_copy_(-2, rows, probs)
-        state.ring = (state.ring + q) % self.size
+    def push(self, state: PolicyState, probs: Tensor, ctx: "StepContext") -> None:
+        """probs [B, H, Q, N] of the queries at ctx.query_pos [B, Q] (consecutive per row)."""
+        take = min(probs.shape[-2], self.size)  # older queries would be overwritten anyway
+        probs, qpos = probs[..., -take:, :], ctx.query_pos[:, -take:]
+        offset = (ctx.prompt_len - self.size).clamp(min=0).view(-1, 1)
+        ring_row = torch.remainder(qpos - offset, self.size)                       # [B, take], distinct per row
+        b, h, _, n = probs.shape
+        state["recent"].scatter_(-2, ring_row.view(b, 1, take, 1).expand(b, h, take, n), probs)
 
     def mean(self, state: PolicyState, ctx: StepContext) -> Tensor:
         """[B, H, N]: mean attention over the window's queries (those that exist yet)."""

@@ -1,4 +1,11 @@
+import torch
+
 from kvexp.policies.base import Policy
+
+# significant bits kept of a key norm: the keys of one token at several positions have equal norms
+# (RoPE rotates, never scales), yet differ in their last bits with the shape of the batch's matrix
+# products; rounded, such ties stay ties and go to the older token whatever shared the batch
+_NORM_BITS = 16
 
 
 class KNorm(Policy):
@@ -7,4 +14,5 @@ class KNorm(Policy):
     name = "knorm"
 
     def score(self, state, view, ctx):
-        return -view.keys.float().norm(dim=-1)
+        mantissa, exponent = torch.frexp(view.keys.float().norm(dim=-1))
+        return -torch.ldexp(torch.round(mantissa * 2**_NORM_BITS) / 2**_NORM_BITS, exponent)

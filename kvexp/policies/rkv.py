@@ -2,6 +2,9 @@ import torch
 
 from kvexp.policies.base import Policy, PolicyState, QueryWindow, pool_along_positions
 
+# the pairwise similarities of one eviction are computed in blocks of rows no larger than this
+SIMILARITY_BLOCK_BYTES = 32 * 2**20
+
 
 class RKV(Policy):
     """R-KV (Cai et al., 2025): importance minus redundancy.
@@ -12,9 +15,10 @@ class RKV(Policy):
     `threshold`) is dropped from the duplicate's total (R-KV's `cal_similarity`: the newest copy of a
     repeated key is kept), then softmax-normalised over resident tokens. score = lam * importance
     - (1 - lam) * redundancy: redundant tokens score *lower* (the reference study's code added it).
-    Pairwise similarities are kept per layer and brought up to date at each scoring for the keys
-    written since, in one product (with slack S, one per S steps instead of S small ones), so an
-    eviction costs O(N^2) elementwise work plus O(S * N * head_dim), not O(N^2 * head_dim).
+
+    The similarities are not kept between evictions (an [N, N] matrix per layer and head would
+    outweigh the cache it manages): each eviction computes them from the resident keys in blocks of
+    rows, so its extra memory stays under SIMILARITY_BLOCK_BYTES (`eviction_workspace_bytes`).
     """
 
     name = "rkv"
@@ -34,67 +38,53 @@ class RKV(Policy):
         return self.obs_window
 
     def init_state(self, batch, heads, n_slots, device):
-        state = PolicyState(pairwise=frozenset({"cos"}), indices=frozenset({"unscored"}))
+        state = PolicyState()
         self.queries.init(state, batch, heads, n_slots, device)
-        state["cos"] = torch.zeros(batch, heads, n_slots, n_slots, device=device)
-        state["key_norm"] = torch.zeros(batch, heads, n_slots, device=device)
-        # slots written since the last scoring, whose similarities are not computed yet [B, H, Q]
-        state["unscored"] = torch.zeros(batch, heads, 0, dtype=torch.int64, device=device)
         return state
 
     def observe(self, state, probs, ctx):
-        self.queries.push(state, probs)
+        self.queries.push(state, probs, ctx)
 
-    def on_write(self, state, view, new_slots):
-        # similarities wait for the next scoring: a slot is rewritten only after an eviction, and
-        # every eviction scores first, so the keys of these slots are still the ones written now
-        state["unscored"] = torch.cat([state["unscored"], new_slots], dim=-1)
+    @staticmethod
+    def _block_rows(batch: int, heads: int, n_slots: int) -> int:
+        per_row = batch * heads * n_slots * (4 + 4 + 1)  # similarities, duplicate positions, mask
+        return max(1, min(n_slots, SIMILARITY_BLOCK_BYTES // per_row))
 
-    def update_similarities(self, state, view):
-        """Cosine of every key written since the last scoring with every key, in `cos` [B, H, N, N]."""
-        new_slots = state["unscored"]                                         # [B, H, Q]
-        if new_slots.shape[-1] == 0:
-            return
-        state["unscored"] = new_slots[..., :0]
-        # new keys against all, divided by the stored key norms
-        keys = view.keys.float()                                              # [B, H, N, D]
-        idx = new_slots.unsqueeze(-1)
-        new = keys.gather(-2, idx.expand(-1, -1, -1, keys.shape[-1]))         # [B, H, Q, D]
-        norm = state["key_norm"]
-        norm.scatter_(-1, new_slots, new.norm(dim=-1))
-        sims = (new / norm.gather(-1, new_slots).clamp(min=1e-12).unsqueeze(-1)) @ keys.transpose(-1, -2)
-        sims = sims / norm.clamp(min=1e-12).unsqueeze(-2)                     # [B, H, Q, N]
-        # cos stays 0 on empty slots (evicted ones are cleared) and on the diagonal, so scoring needs
-        # no N x N mask: zero pairs with an empty slot (stale keys, prompt padding) and each key
-        # against itself
-        valid = view.pos >= 0                                                 # [B, H, N]
-        sims = sims * (valid.gather(-1, new_slots).unsqueeze(-1) & valid.unsqueeze(-2))
-        sims.scatter_(-1, idx, 0.0)
-        cos = state["cos"]
-        cos.scatter_(-2, idx.expand_as(sims), sims)
-        cos.scatter_(-1, idx.transpose(-1, -2).expand(sims.shape[:-2] + sims.shape[-1:] + sims.shape[-2:-1]),
-                     sims.transpose(-1, -2))
+    def eviction_workspace_bytes(self, heads, n_slots, head_dim):
+        # per row: fp32 unit keys, row and dropped totals, the base score and order, and at least one
+        # row of similarities (a block holds one when the batch is large); shared: one block
+        per_row, _ = super().eviction_workspace_bytes(heads, n_slots, head_dim)
+        return per_row + heads * n_slots * ((head_dim + 2) * 4 + 9), SIMILARITY_BLOCK_BYTES
 
-    def redundancy(self, cos: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """[B, H, N] softmax-normalised redundancy of each resident token (0 on empty slots).
+    def redundancy(self, keys: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """keys [B, H, N, D], pos [B, H, N] -> [B, H, N] softmax-normalised redundancy (0 on empty
+        slots).
 
         As R-KV's code computes it: each token i names its most recent near-duplicate d(i) (largest
         position with cosine > `threshold`), the pair (i, d(i)) is dropped from the similarity
-        matrix, and token j's redundancy is the mean of column j. So a repeated key's *newest* copy
+        matrix S, and token j's redundancy is the mean of column j. So a repeated key's *newest* copy
         loses the pair and looks least redundant. One deliberate difference: a token with no
         near-duplicate drops nothing (R-KV's code drops its similarity to token 0 there).
         """
         valid = pos >= 0
-        # cos is symmetric, 0 off the resident pairs and on the diagonal (update_similarities), so
-        # the column sums are the row sums
-        dup_pos = torch.where(cos > self.threshold, pos.to(torch.int32).unsqueeze(-2), -1)
-        latest, latest_slot = dup_pos.max(dim=-1)                                # d(i): [B, H, N]
-        pair = torch.where(latest >= 0, cos.gather(-1, latest_slot.unsqueeze(-1)).squeeze(-1), 0.0)
-        dropped = torch.zeros_like(pair).scatter_add_(-1, latest_slot, pair)      # column d(i) loses S[i, d(i)]
-        mean = (cos.sum(dim=-1) - dropped) / valid.sum(dim=-1, keepdim=True).clamp(min=1)
+        unit = keys.float() / keys.float().norm(dim=-1, keepdim=True).clamp(min=1e-12)
+        unit = unit * valid.unsqueeze(-1)                  # empty slots (stale keys, padding): zero rows
+        b, h, n, _ = unit.shape
+        key_pos = torch.where(valid, pos, -1).to(torch.int32).unsqueeze(-2)       # [B, H, 1, N]
+        total = torch.empty(b, h, n, device=keys.device)
+        dropped = torch.zeros(b, h, n, device=keys.device)
+        step = self._block_rows(b, h, n)
+        for start in range(0, n, step):
+            rows = torch.arange(start, min(start + step, n), device=keys.device)
+            sim = unit[:, :, start:start + len(rows)] @ unit.transpose(-1, -2)     # S[i, :] for i in rows
+            sim[:, :, torch.arange(len(rows), device=keys.device), rows] = 0.0     # no self-similarity
+            total[..., start:start + len(rows)] = sim.sum(dim=-1)   # S is symmetric: row sums are column sums
+            latest, latest_slot = torch.where(sim > self.threshold, key_pos, -1).max(dim=-1)   # d(i)
+            pair = torch.where(latest >= 0, sim.gather(-1, latest_slot.unsqueeze(-1)).squeeze(-1), 0.0)
+            dropped.scatter_add_(-1, latest_slot, pair)                            # column d(i) loses S[i, d(i)]
+        mean = (total - dropped) / valid.sum(dim=-1, keepdim=True).clamp(min=1)
         return torch.softmax(mean.masked_fill(~valid, float("-inf")), dim=-1).nan_to_num(0.0)
 
     def score(self, state, view, ctx):
-        self.update_similarities(state, view)
         importance = pool_along_positions(self.queries.mean(state, ctx), view.pos, self.kernel, "max")
-        return self.lam * importance - (1.0 - self.lam) * self.redundancy(state["cos"], view.pos)
+        return self.lam * importance - (1.0 - self.lam) * self.redundancy(view.keys, view.pos)

@@ -25,7 +25,7 @@ class SnapKV(Policy):
         return state
 
     def observe(self, state, probs, ctx):
-        self.queries.push(state, probs)
+        self.queries.push(state, probs, ctx)
 
     def score(self, state, view, ctx):
         return pool_along_positions(self.queries.mean(state, ctx), view.pos, self.kernel, self.pool)
