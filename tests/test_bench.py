@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from kvexp.policies import POLICY_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,14 +59,35 @@ def _check_rows(result: dict, policies: list[str]) -> None:
 
 
 def test_quick_bench_every_policy(tmp_path):
-    result, stdout = _bench(tmp_path)
+    result, stdout = _bench(tmp_path, "--no-workload")
     _check_rows(result, [p for p in POLICY_NAMES if p != "full"])
     assert {t["target"] for t in result["targets"]} >= {"policy_vs_streaming_llm", "slack_lo_vs_hi"}
     assert "targets" in stdout and ("PASS" in stdout or "FAIL" in stdout)
 
 
+def test_quick_bench_workload_section(tmp_path):
+    result, stdout = _bench(tmp_path, "--only-workload")
+    section = result["workload"]
+    static, continuous, equal = section["batching"]
+    assert (static["continuous"], continuous["continuous"]) == (False, True)
+    assert static["tokens"] == continuous["tokens"] and equal["requests"] == continuous["requests"]
+    # static batches of heavy-tailed lengths idle most rows; the measured share is the arithmetic one
+    assert static["utilization"] == pytest.approx(static["utilization_expected"], abs=1e-9)
+    assert continuous["utilization"] > static["utilization"] and continuous["decode_steps"] < static["decode_steps"]
+    full, evicting = section["auto"]
+    assert full["plan"]["limited_by"] == "memory" and 2 <= full["rows"] <= 4
+    assert evicting["rows"] >= 4 * full["rows"]
+    assert {r["policy"] for r in section["state"]} == set(POLICY_NAMES) - {"full"}
+    assert all(r["state_over_kv"] <= 0.3 for r in section["state"])
+    assert {(r["policy"], r["slack"]) for r in section["ops"]} >= {("full", None), ("rkv", 1), ("rkv", 8)}
+    assert {t["target"] for t in result["targets"]} == {"continuous_vs_static", "continuous_vs_equal_lengths",
+                                                       "auto_rows_vs_full", "auto_tokens_vs_full", "state_vs_kv",
+                                                       "ops_vs_full"}
+    assert "aten ops per decode step" in stdout and "utilization" in stdout
+
+
 def test_quick_bench_filters(tmp_path):
-    result, _ = _bench(tmp_path, "--policies", "h2o,snapkv", "--models", "tiny_shaped")
+    result, _ = _bench(tmp_path, "--policies", "h2o,snapkv", "--models", "tiny_shaped", "--no-workload")
     assert {r["model"] for r in result["rows"]} == {"tiny_shaped"}
     assert {r["policy"] for r in result["rows"] if r["engine"] == "kvexp"} == {"full", "h2o", "snapkv"}
     assert all(r["error"] is None for r in result["rows"])

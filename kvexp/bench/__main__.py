@@ -24,9 +24,10 @@ import torch
 
 from kvexp.bench.models import MODEL_NAMES, load_model, random_prompts
 from kvexp.bench.plan import EVICTING, Group, Plan, build_plan
-from kvexp.bench.report import format_rows, format_targets
+from kvexp.bench.report import format_rows, format_targets, format_workload
 from kvexp.bench.runner import RunSpec, run, summarize
 from kvexp.bench.targets import evaluate
+from kvexp.bench.workload import auto_runs, batching_runs, ops_table, smollm2_runs, state_table, workload_plan
 
 SCHEMA_VERSION = 1
 
@@ -53,6 +54,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(default: 2 for the random models, 1 for SmolLM2 and in --quick/--full)")
     p.add_argument("--new-tokens", type=int, default=None, help="override the short length (default 512)")
     p.add_argument("--long-tokens", type=int, default=None, help="override the long length (default 4096)")
+    p.add_argument("--no-workload", dest="workload", action="store_false",
+                   help="skip the workload section (continuous vs static batching, auto rows, policy state "
+                        "sizes, aten ops per step)")
+    p.add_argument("--only-workload", action="store_true", help="run the workload section alone")
     args = p.parse_args(argv)
     if args.policies is not None:
         args.policies = [name for name in args.policies if name != "full"]  # full always runs
@@ -195,9 +200,13 @@ def main(argv=None) -> int:
                                             f"{plan.block} steps of the block's mean step time"},
               "rows": [], "targets": []}
     t_start = time.perf_counter()
-    for group in plan.groups:
+    for group in [] if args.only_workload else plan.groups:
         result["rows"] += run_group(group, plan, device, dtype, log)
         result["targets"] = evaluate(result["rows"], plan)
+        _write(out, result)
+    if args.workload or args.only_workload:
+        result["workload"], targets = run_workload_section(workload_plan(mode, device.type), device, dtype, log)
+        result["targets"] += targets
         _write(out, result)
     result["machine"]["load_average_end"] = _loadavg()
     result["elapsed_s"] = round(time.perf_counter() - t_start, 1)
@@ -216,6 +225,28 @@ def main(argv=None) -> int:
         + f". Elapsed {result['elapsed_s']:.0f}s; load average {result['machine']['load_average_end']} "
         f"(other processes on a shared machine slow runs down). Results: {out}")
     return 0
+
+
+def run_workload_section(wplan, device, dtype, log) -> tuple[dict, list[dict]]:
+    """Continuous vs static batching, SmolLM2 on GSM8K, auto rows, policy state sizes, ops per step."""
+    section, targets = {"plan": wplan.__dict__}, []
+    log(f"\n== workload: {wplan.requests} requests on {wplan.model}, heavy-tailed lengths (cap {wplan.cap}), "
+        f"{wplan.rows} rows, {wplan.policy} B{wplan.budget}/S{wplan.slack}")
+    section["batching"], t = batching_runs(wplan, device, dtype, log)
+    targets += t
+    if wplan.smollm2_problems:
+        log(f"== workload: SmolLM2-135M on {wplan.smollm2_problems} GSM8K prompts, lengths from its EOS")
+        section["smollm2"] = smollm2_runs(wplan, device, dtype, log)
+    log(f"== workload: auto rows, full cache (cap {wplan.auto_cap}) vs {wplan.policy} B{wplan.auto_budget} "
+        f"on {wplan.heavy_model}")
+    section["auto"], t = auto_runs(wplan, device, dtype, log)
+    targets += t
+    section["state"], t = state_table(wplan)
+    targets += t
+    section["ops"], t = ops_table(wplan, device, dtype)
+    targets += t
+    log("\n" + format_workload(section))
+    return section, targets
 
 
 def _write(path: Path, result: dict) -> None:

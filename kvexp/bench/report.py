@@ -35,7 +35,27 @@ def format_targets(targets: list[dict]) -> str:
              "ratio in tokens per CPU-second, a cross-check that other processes on the machine barely move:"]
     for t in targets:
         ratio = "-" if t["ratio"] is None else f"{t['ratio']:.3f}"
-        need = "reference, not a target" if t.get("reference") else f"need >= {t['threshold']}"
+        need = "reference, not a target" if t.get("reference") else \
+            f"need {'<=' if t.get('at_most') else '>='} {t['threshold']}"
         cpu = "" if t.get("cpu_ratio") is None else f"  cpu {t['cpu_ratio']:.3f} {t['cpu_status']}"
         lines.append(f"  {t['status']:<4} {t['detail']:<{width}}  {ratio:>7} ({need}){cpu}")
+    return "\n".join(lines)
+
+
+def format_workload(section: dict) -> str:
+    lines = [f"{'workload run':<30} {'model':<16} {'rows':>5} {'tokens':>8} {'wall s':>8} {'tok/s':>9} {'util':>5}"]
+    for run in section.get("batching", []) + section.get("smollm2", []) + section.get("auto", []):
+        lines.append(f"{run['run']:<30} {run['model']:<16} {run['rows']:>5} {run['tokens']:>8} {run['wall_s']:>8.2f} "
+                     f"{run['tokens_per_s']:>9.1f} {run['utilization']:>5.2f}")
+    lines.append(f"\n{'policy state at B':<18} {'KV MiB/row':>10} {'state MiB/row':>13} {'state/KV':>8} "
+                 f"{'evict MiB/row':>13} {'evict MiB shared':>16}")
+    for r in section.get("state", []):
+        lines.append(f"{r['policy'] + ' B' + str(r['budget']):<18} {r['kv_bytes_per_row'] / 2**20:>10.1f} "
+                     f"{r['state_bytes_per_row'] / 2**20:>13.2f} {r['state_over_kv']:>8.3f} "
+                     f"{r['eviction_transient_bytes_per_row'] / 2**20:>13.2f} "
+                     f"{r['eviction_transient_bytes_shared'] / 2**20:>16.1f}")
+    lines.append(f"\n{'aten ops per decode step':<26} {'ops':>7} {'/ full':>7}")
+    for r in section.get("ops", []):
+        cfg = r["policy"] if r["budget"] is None else f"{r['policy']} B{r['budget']}/S{r['slack']}"
+        lines.append(f"{cfg:<26} {r['ops_per_step']:>7.1f} {r.get('ops_vs_full', 1.0):>7.2f}")
     return "\n".join(lines)

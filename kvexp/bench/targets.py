@@ -27,7 +27,7 @@ def cpu_speed(row: dict) -> float | None:
     return row["batch"] * 1000 / ms if ms else None
 
 
-def _check(name, detail, num, den, threshold, num_label, den_label, reference=False, cpu=None) -> dict:
+def check(name, detail, num, den, threshold, num_label, den_label, reference=False, cpu=None) -> dict:
     """reference=True: shown for context, not one of the issue's targets (status INFO, never FAIL).
     cpu: (numerator row, denominator row) for the same ratio in CPU-time terms, a cross-check."""
     ratio = num / den if num and den else None
@@ -43,6 +43,14 @@ def _check(name, detail, num, den, threshold, num_label, den_label, reference=Fa
             "cpu_status": None if cpu_ratio is None or reference else "PASS" if cpu_ratio >= threshold else "FAIL"}
 
 
+def check_at_most(name, detail, value, limit, reference=False) -> dict:
+    """A target on a figure that must stay at or below `limit` (a size or count ratio, not a speed)."""
+    status = "n/a" if value is None else "INFO" if reference else "PASS" if value <= limit else "FAIL"
+    return {"target": name, "detail": detail, "ratio": None if value is None else round(value, 4),
+            "threshold": limit, "at_most": True, "status": status, "reference": reference,
+            "cpu_ratio": None, "cpu_status": None}
+
+
 def evaluate(rows: list[dict], plan: Plan) -> list[dict]:
     idx = _index(rows)
     out = []
@@ -53,7 +61,7 @@ def evaluate(rows: list[dict], plan: Plan) -> list[dict]:
     for model, n in keys:
         full, hf = idx.get((model, KVEXP, "full", None, None, n, 1)), idx.get((model, HF, "full", None, None, n, 1))
         if full and hf:
-            out.append(_check("full_vs_generate", f"{model} n={n} bs=1: kvexp full / generate", speed(full),
+            out.append(check("full_vs_generate", f"{model} n={n} bs=1: kvexp full / generate", speed(full),
                               speed(hf), 1.0, "kvexp full", "hf generate", cpu=(full, hf)))
 
     # 2a. every policy at (budget, slack hi) within 10% of streaming_llm; 2b. slack lo within 15% of slack hi
@@ -63,12 +71,12 @@ def evaluate(rows: list[dict], plan: Plan) -> list[dict]:
             if (r["model"], r["new_tokens"], r["batch"], r["engine"], r["budget"]) != (model, n, 1, KVEXP, b):
                 continue
             if r["slack"] == hi and r["policy"] != "streaming_llm" and ref:
-                out.append(_check("policy_vs_streaming_llm", f"{model} n={n} B{b}/S{hi}: {r['policy']} / streaming_llm",
+                out.append(check("policy_vs_streaming_llm", f"{model} n={n} B{b}/S{hi}: {r['policy']} / streaming_llm",
                                   speed(r), speed(ref), 0.90, r["policy"], "streaming_llm", cpu=(r, ref)))
             if r["slack"] == lo:
                 other = idx.get((model, KVEXP, r["policy"], b, hi, n, 1))
                 if other:
-                    out.append(_check("slack_lo_vs_hi", f"{model} n={n} B{b}: {r['policy']} S{lo} / S{hi}",
+                    out.append(check("slack_lo_vs_hi", f"{model} n={n} B{b}: {r['policy']} S{lo} / S{hi}",
                                       speed(r), speed(other), 0.85, f"S{lo}", f"S{hi}", cpu=(r, other)))
 
     # 3. at the long length, the budget beats the full cache by 1.3x, and is within 10% of the full
@@ -82,13 +90,13 @@ def evaluate(rows: list[dict], plan: Plan) -> list[dict]:
             if (r["model"], r["new_tokens"], r["batch"], r["engine"], r["budget"]) != (model, n, 1, KVEXP, b) or not full:
                 continue
             what = f"{model} n={n}: {r['policy']} B{b}/S{r['slack']}"
-            out.append(_check("budget_vs_full_long", f"{what} / full", speed(r), speed(full), 1.3,
+            out.append(check("budget_vs_full_long", f"{what} / full", speed(r), speed(full), 1.3,
                               r["policy"], "kvexp full", cpu=(r, full)))
-            out.append(_check("budget_vs_full_early", f"{what} / full while <= {b} tokens "
+            out.append(check("budget_vs_full_early", f"{what} / full while <= {b} tokens "
                               f"(first {full.get('early_steps')} steps)", speed(r),
                               full.get("early_decode_tokens_per_s"), 0.90, r["policy"], "kvexp full (early)"))
             if hf:  # generate's cache really holds <= budget tokens then: the limit an evicting cache can reach
-                out.append(_check("budget_vs_generate_early", f"{what} / generate while <= {b} tokens "
+                out.append(check("budget_vs_generate_early", f"{what} / generate while <= {b} tokens "
                                   f"(first {hf.get('early_steps')} steps)", speed(r), hf.get("early_decode_tokens_per_s"),
                                   0.90, r["policy"], "hf generate (early)", reference=True))
 
@@ -99,7 +107,7 @@ def evaluate(rows: list[dict], plan: Plan) -> list[dict]:
         one = idx.get((r["model"], r["engine"], r["policy"], r["budget"], r["slack"], r["new_tokens"], 1))
         if one:
             cfg = r["policy"] if r["budget"] is None else f"{r['policy']} B{r['budget']}/S{r['slack']}"
-            out.append(_check("batch_hi_vs_1", f"{r['model']} n={r['new_tokens']} {r['engine']} {cfg}: "
+            out.append(check("batch_hi_vs_1", f"{r['model']} n={r['new_tokens']} {r['engine']} {cfg}: "
                               f"bs={plan.batch_hi} / bs=1", speed(r), speed(one), 3.0,
                               f"bs={plan.batch_hi}", "bs=1", cpu=(r, one)))
     return out
