@@ -22,9 +22,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from kvexp.launch import expand_shards, name_swept_axes, register_launchers
-from kvexp.pipeline import JobInterrupted, register_resolvers, run_job
-from kvexp.pipeline.config import quote_numeric_choices
+from kvexp.openmp import prefer_passive_waiting
+
+prefer_passive_waiting()  # before kvexp's packages load torch
+
+from kvexp.launch import expand_shards, name_swept_axes, register_launchers  # noqa: E402
+from kvexp.pipeline import JobInterrupted, register_resolvers, run_job  # noqa: E402
+from kvexp.pipeline.config import quote_numeric_choices  # noqa: E402
 
 # Hydra resolves the run/sweep folder names (${kvexp.cell:...}) before calling main, so the resolver
 # must exist at import time. Submitit workers import this module too, so they get it as well.

@@ -332,8 +332,9 @@ def _plan_rows(cfg, plan: Plan, model, settings, requests) -> dict[str, Any]:
                           max_new_tokens=settings.max_new_tokens, max_rows=settings.batch_size,
                           memory_gb=gen.memory_gb, max_prefill_tokens=settings.max_prefill_tokens,
                           fixed_rows=None if plan.auto_rows else settings.batch_size).as_dict()
-    log.info("decoding %d rows at once (%s; generation.batch_size=%s): %.1f MiB per row (KV %.1f, policy state "
-             "%.1f, workspace %.1f), %d KV slots per row", rows["rows"], rows["limited_by"], gen.batch_size,
+    why = f"auto, limited by {rows['limited_by']}" if plan.auto_rows else f"generation.batch_size={gen.batch_size}"
+    log.info("decoding %d rows at once (%s): %.1f MiB per row (KV %.1f, policy state %.1f, workspace %.1f), "
+             "%d KV slots per row", rows["rows"], why,
              rows["bytes_per_row"] / 2**20, rows["per_row"]["kv"] / 2**20, rows["per_row"]["policy_state"] / 2**20,
              rows["per_row"]["workspace"] / 2**20, rows["capacity"])
     return rows
