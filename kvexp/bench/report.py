@@ -43,10 +43,14 @@ def format_targets(targets: list[dict]) -> str:
 
 
 def format_workload(section: dict) -> str:
-    lines = [f"{'workload run':<30} {'model':<16} {'rows':>5} {'tokens':>8} {'wall s':>8} {'tok/s':>9} {'util':>5}"]
+    lines = [f"{'workload run':<30} {'model':<16} {'rows':>5} {'tokens':>8} {'wall s':>8} {'tok/s':>9} "
+             f"{'steady':>9} {'util':>5}"]
     for run in section.get("batching", []) + section.get("smollm2", []) + section.get("auto", []):
         lines.append(f"{run['run']:<30} {run['model']:<16} {run['rows']:>5} {run['tokens']:>8} {run['wall_s']:>8.2f} "
-                     f"{run['tokens_per_s']:>9.1f} {run['utilization']:>5.2f}")
+                     f"{run['tokens_per_s']:>9.1f} {_f(run.get('steady_tokens_per_s'), '.1f'):>9} "
+                     f"{run['utilization']:>5.2f}")
+    lines.append("tok/s: the whole workload (prefills and the final drain included); steady: from the first decode "
+                 "step to the last admission, while requests wait; util: live / allocated rows per decode step")
     lines.append(f"\n{'policy state at B':<18} {'KV MiB/row':>10} {'state MiB/row':>13} {'state/KV':>8} "
                  f"{'evict MiB/row':>13} {'evict MiB shared':>16}")
     for r in section.get("state", []):
