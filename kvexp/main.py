@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 from kvexp.launch import expand_shards, name_swept_axes, register_launchers
 from kvexp.pipeline import JobInterrupted, register_resolvers, run_job
 from kvexp.pipeline.config import quote_numeric_choices
+from kvexp.pipeline.preflight import PreflightError, check_budget_choices
 
 # Hydra resolves the run/sweep folder names (${kvexp.cell:...}) before calling main, so the resolver
 # must exist at import time. Submitit workers import this module too, so they get it as well.
@@ -45,6 +46,10 @@ def cli() -> None:
     # `budget=128,512` as typed (see kvexp.pipeline.config.quote_numeric_choices); on a multirun,
     # `dataset.shard.count=N` runs every shard (kvexp.launch.shards), and a swept key the folder name does
     # not show (policy.window=16,32) gets a folder per value (kvexp.launch.axes)
+    try:
+        check_budget_choices(sys.argv[1:])
+    except PreflightError as e:
+        sys.exit(f"kvexp: {e}")
     sys.argv[1:] = name_swept_axes(quote_numeric_choices(expand_shards(sys.argv[1:])))
     try:
         main()

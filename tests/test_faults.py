@@ -53,3 +53,44 @@ def test_a_tracker_without_a_run_logs_nothing_and_raises_nothing(tmp_path, monke
     assert tracker.run is None
     tracker.log_sample({"correct": True, "error": None, "n_output_tokens": 3}, {"samples_done": 1})
     tracker.finish(state="done", metrics={"accuracy": 1.0}, rows=[{"id": "a"}], traces=[])
+
+
+# ---- 6, 7. settings checked before any model loads, with messages that name the fix ----
+
+@pytest.mark.parametrize("overrides, message", [
+    (["generation.temperature=-1"], r"generation.temperature must be a number >= 0.*generation.temperature=0"),
+    (["generation.top_p=1.5"], r"generation.top_p must be a number in \(0, 1\]"),
+    (["generation.top_k=-3"], r"generation.top_k must be an integer >= 0"),
+    (["seed=abc"], r"seed must be an integer.*seed=0"),
+    (["policy=snapkv", "policy.pool=bogus"], r"policy.pool must be avg or max, got 'bogus'"),
+    (["policy=snapkv", "policy.kernel=4"], r"policy.kernel must be a positive odd integer"),
+    (["policy=snapkv", "policy.kernel=0"], r"policy.kernel must be a positive odd integer"),
+    (["policy=rkv", "policy.kernel=-3"], r"policy.kernel must be a positive odd integer"),
+    (["policy=rkv", "policy.threshold=7"], r"policy.threshold must be a cosine similarity: a number in \[-1, 1\]"),
+    (["policy=rkv", "policy.obs_window=0"], r"policy.obs_window must be an integer >= 1"),
+    (["policy=h2o", "policy.window=1.5"], r"policy.window must be an integer >= 0"),
+    (["model.device=cuda"], r"model.device=cuda but this machine has .*model.device=cpu"),
+    (["dataset=chain", "dataset.shard.count=0"], r"shard count must be an integer >= 1.*dataset.shard.count=1"),
+])
+def test_bad_settings_fail_before_the_model_loads_naming_the_fix(tmp_path, monkeypatch, overrides, message):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same answer on a GPU machine
+    monkeypatch.setattr(ModelSource, "load", lambda self: pytest.fail("the model loaded before validation"))
+    with pytest.raises(Exception, match=message):
+        run(tmp_path / "job", *overrides)
+    assert load(tmp_path / "job", "status.json")["state"] == "failed"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["budget=-5"], "budget=-5: a budget is a positive number of KV entries"),
+    (["budget=100"], "budget.tokens=100 sets any budget"),
+    (["-m", "budget=128,100"], "budget.tokens=100 sets any budget"),
+    (["hydra.run.dir=/sys/kernel"], "cannot write the job folder /sys/kernel"),
+])
+def test_command_line_mistakes_are_one_line_naming_the_fix(tmp_path, args, message):
+    run_dir = [] if any(a.startswith("hydra.run.dir") for a in args) else [f"hydra.run.dir={tmp_path}/job"]
+    proc = cli(*FAST, *run_dir, f"hydra.sweep.dir={tmp_path}/sweep", *args, env_remove=("HYDRA_FULL_ERROR",))
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode != 0 and message in out, out
+    assert "Traceback" not in out and "Unable to configure handler" not in out, out

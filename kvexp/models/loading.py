@@ -47,6 +47,18 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def check_device(name: str) -> None:
+    """Refuse a device this machine's torch cannot use, before any weights are read."""
+    try:
+        device = resolve_device(str(name))
+    except (RuntimeError, ValueError) as e:
+        raise ModelConfigError(f"model.device={name} is not a device ({e}); use model.device=auto, cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        build = "a CPU-only build of torch" if torch.version.cuda is None else "no visible GPU"
+        raise ModelConfigError(f"model.device={name} but this machine has {build}; use model.device=auto "
+                               f"(a GPU when there is one) or model.device=cpu")
+
+
 def resolve_dtype(name: str) -> torch.dtype | str:
     return "auto" if name == "auto" else getattr(torch, name)
 
@@ -74,8 +86,10 @@ class ModelSource:
         return None
 
     def check(self) -> None:
-        """Fail fast, with the fix, on a local path or package that is not there."""
+        """Fail fast, with the fix, on a device this torch cannot use or a local path or package that is
+        not there."""
         p = self.preset
+        check_device(p.device)
         if self._folder():
             folder = self._folder()
             if not (folder / "config.json").is_file():

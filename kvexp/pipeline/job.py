@@ -34,6 +34,7 @@ from kvexp.pipeline.metrics import compute_metrics
 from kvexp.pipeline.progress import Progress
 from kvexp.pipeline.signals import JobInterrupted, interruption_name, signals_as_exceptions
 from kvexp.pipeline.summary import format_table
+from kvexp.pipeline.validation import check_generation, check_policy_params
 
 log = logging.getLogger("kvexp")
 
@@ -71,13 +72,14 @@ def plan_job(cfg: DictConfig) -> Plan:
     from kvexp.models import ModelPreset, ModelSource
     from kvexp.policies import build_policy
 
-    policy = build_policy(OmegaConf.to_container(cfg.policy, resolve=True))
+    policy_params = OmegaConf.to_container(cfg.policy, resolve=True)
+    check_policy_params(policy_params)
+    policy = build_policy(policy_params)
     budget = Budget(tokens=cfg.budget.tokens, slack=cfg.budget.slack)
     budget.check(policy)
 
     gen = cfg.generation
-    if not isinstance(gen.num_samples, int) or gen.num_samples < 1:
-        raise ValueError(f"generation.num_samples must be an integer >= 1, got {gen.num_samples!r}")
+    check_generation(OmegaConf.to_container(gen, resolve=True), cfg.seed)
     if cfg.trace.n_problems < 0:
         raise ValueError(f"trace.n_problems must be >= 0, got {cfg.trace.n_problems}")
     repetition = None
