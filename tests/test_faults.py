@@ -94,3 +94,38 @@ def test_command_line_mistakes_are_one_line_naming_the_fix(tmp_path, args, messa
     out = proc.communicate(timeout=120)[0]
     assert proc.returncode != 0 and message in out, out
     assert "Traceback" not in out and "Unable to configure handler" not in out, out
+
+
+# ---- 2. the weights are part of a cell's identity ----
+
+ORGANISM = ["model=organism", "dataset=chain", "dataset.steps=2", "generation.max_new_tokens=40"]
+
+
+def _copy_checkpoint(dest: Path, *, retrain: bool = False) -> Path:
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from kvexp.organism import CHECKPOINT_DIR
+
+    shutil.copytree(CHECKPOINT_DIR, dest)
+    if retrain:  # other weights of the same architecture, as a retraining would leave
+        weights = load_file(dest / "model.safetensors")
+        name = sorted(k for k in weights if "layers.1." in k)[0]
+        weights[name] = weights[name] + 0.01 * torch.ones_like(weights[name])
+        save_file(weights, dest / "model.safetensors", metadata={"format": "pt"})
+    return dest
+
+
+def test_a_resume_with_other_weights_is_refused_and_a_moved_copy_resumes(tmp_path):
+    job = tmp_path / "job"
+    run(job, *ORGANISM)
+    rows = samples(job)
+    moved = _copy_checkpoint(tmp_path / "moved")
+    run(job, *ORGANISM, f"model.path={moved}")  # the same weights elsewhere: nothing to redo
+    assert samples(job) == rows
+    retrained = _copy_checkpoint(tmp_path / "retrained", retrain=True)
+    with pytest.raises(IncompatibleJobFolder, match="model.fingerprint"):
+        run(job, *ORGANISM, f"model.path={retrained}", "dataset.limit=3")
+    assert samples(job) == rows

@@ -12,6 +12,7 @@ Where the weights come from, by priority: `model.path` (a local folder), else `m
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -45,6 +46,23 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
+
+
+def _sampled_bytes(path: Path, whole_below: int = 8 << 20, chunks: int = 64, chunk: int = 16 << 10) -> bytes:
+    """A small file whole; a large one as `chunks` slices spread evenly over it, so that weights changed
+    anywhere (not only in the first or last tensors) change the sample."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        if size <= whole_below:
+            return f.read()
+        parts = []
+        for i in range(chunks):
+            f.seek((size - chunk) * i // (chunks - 1))
+            parts.append(f.read(chunk))
+        return b"".join(parts)
 
 
 def check_device(name: str) -> None:
@@ -100,6 +118,27 @@ class ModelSource:
                                        f"model.source={p.source}")
         elif p.source == "gguf":
             gguf.locate_gguf(p.gguf["package"], p.gguf["file"])
+
+    def fingerprint(self) -> str | None:
+        """A short digest of the weights and model config this preset would load (None for weights built
+        in process or fetched from the hub by name): retrained weights under another path differ, a
+        moved copy does not. Reads at most about 1 MiB per weight file."""
+        p = self.preset
+        folder = self._folder()
+        if folder is not None:
+            files = sorted(f for f in folder.iterdir() if f.is_file() and (f.name == "config.json" or
+                                                                           f.suffix in WEIGHT_SUFFIXES))
+        elif p.source == "gguf":
+            files = [gguf.locate_gguf(p.gguf["package"], p.gguf["file"])]
+        else:
+            return None
+        if not any(f.suffix in WEIGHT_SUFFIXES for f in files):
+            return None
+        digest = hashlib.sha256()
+        for f in files:
+            digest.update(f"{f.name}:{f.stat().st_size}:".encode())
+            digest.update(_sampled_bytes(f))
+        return digest.hexdigest()[:16]
 
     @property
     def origin(self) -> str:

@@ -149,6 +149,7 @@ def run_job(cfg: DictConfig, job_dir: Path | str, *, sweep: str | None = None,
     a launch that finds it busy returns at once ({}), since the job holding it runs the same thing."""
     folder = JobFolder(job_dir)
     resolved = scrub(OmegaConf.to_container(cfg, resolve=True))
+    resolved["model"]["fingerprint"] = _weights_fingerprint(cfg)
     with ExitStack() as held:
         try:
             held.enter_context(folder.locked())
@@ -221,7 +222,22 @@ def _differences_from(folder: JobFolder, resolved: dict[str, Any]) -> list[str]:
     """Where `resolved` differs from the config in the folder's config.yaml, beyond what resuming may
     change (kvexp.pipeline.cell.run_identity)."""
     old = OmegaConf.to_container(OmegaConf.load(folder.file(CONFIG)), resolve=False)
-    return differences(run_identity(old), run_identity(resolved))
+    new = run_identity(resolved)
+    if "fingerprint" not in (old.get("model") or {}):  # a folder written before weights were fingerprinted
+        new.get("model", {}).pop("fingerprint", None)
+    return differences(run_identity(old), new)
+
+
+def _weights_fingerprint(cfg: DictConfig) -> str | None:
+    """The fingerprint of the weights the job would load (kvexp.models.ModelSource.fingerprint), part
+    of what a folder's rows mean: a resume with other weights (e.g. retrained, under another model.path)
+    is refused. None when it cannot be taken; plan_job then says what is wrong with the model."""
+    from kvexp.models import ModelPreset, ModelSource
+
+    try:
+        return ModelSource(ModelPreset.from_cfg(OmegaConf.to_container(cfg.model, resolve=True))).fingerprint()
+    except Exception:  # noqa: BLE001 - a bad model config is reported by plan_job, with its fix
+        return None
 
 
 def _split_done(cfg: DictConfig, plan: Plan, folder: JobFolder) -> tuple[list[dict[str, Any]], list[tuple[Any, int]]]:
