@@ -129,3 +129,36 @@ def test_a_resume_with_other_weights_is_refused_and_a_moved_copy_resumes(tmp_pat
     with pytest.raises(IncompatibleJobFolder, match="model.fingerprint"):
         run(job, *ORGANISM, f"model.path={retrained}", "dataset.limit=3")
     assert samples(job) == rows
+
+
+# ---- 3. one rule for which rows belong to a cell ----
+
+def _report(folder: Path, tmp_path: Path):
+    from kvexp.report import build_report
+
+    return build_report([folder], tmp_path / "report")
+
+
+def test_metrics_and_report_count_the_same_rows_after_a_lower_limit(tmp_path):
+    job = tmp_path / "sweep" / "job"
+    run(job, "dataset.limit=4")
+    metrics = run(job, "dataset.limit=2")
+    assert metrics["n"] == 2 and len(samples(job)) == 4  # nothing computed is lost
+    result = _report(tmp_path / "sweep", tmp_path)
+    (cell,) = result.results.values()
+    assert len(cell.cell.rows) == metrics["n"] == load(job, "metrics.json")["n"]
+    assert result.table("accuracy", "gsm8k").value("h2o", "B=128", "n") == 2
+    assert any(i.kind == "extra rows" and "2 rows" in i.detail for i in result.issues), result.issues
+
+
+# ---- smaller: a done cell with missing rows is marked in the table ----
+
+def test_a_done_cell_with_missing_rows_is_marked_in_the_table(tmp_path):
+    job = tmp_path / "sweep" / "job"
+    run(job, "dataset.limit=3")
+    lines = (job / "samples.jsonl").read_text().splitlines(keepends=True)
+    (job / "samples.jsonl").write_text(lines[0] + "{not json\n" + lines[2])  # a corrupted middle line
+    result = _report(tmp_path / "sweep", tmp_path)
+    table = result.table("accuracy", "gsm8k")
+    assert "†" in table.markdown().split("h2o", 1)[1].splitlines()[0], table.markdown()
+    assert not next(iter(result.results.values())).cell.complete

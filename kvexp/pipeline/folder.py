@@ -40,6 +40,14 @@ def row_key(row: dict[str, Any]) -> RowKey:
     return (str(row["id"]), int(row["sample_idx"]))
 
 
+def target_keys(problem_ids: Iterable[str], num_samples: int) -> dict[RowKey, int]:
+    """The (id, sample_idx) rows a job's config asks for, each with its place in problem order. The one
+    rule for which rows of a folder belong to its cell, used by the job's metrics and by the report (a
+    folder may hold more rows, e.g. from an earlier run with a larger dataset.limit). status.json
+    records the ids and num_samples under `targets`."""
+    return {(str(pid), j): i * num_samples + j for i, pid in enumerate(problem_ids) for j in range(num_samples)}
+
+
 def write_json(path: Path, obj: Any) -> None:
     """Replace `path` atomically with `obj` as JSON."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)

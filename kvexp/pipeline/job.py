@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from kvexp.pipeline.cell import FULL, cell_name, differences, run_identity
 from kvexp.pipeline.folder import (CONFIG, METRICS, RUN_META, SAMPLES, STATUS, TRACES, JobFolder, JobFolderBusy,
-                                  read_jsonl, row_key, write_json)
+                                  read_jsonl, row_key, target_keys, write_json)
 from kvexp.pipeline.meta import now, run_meta, scrub
 from kvexp.pipeline.metrics import compute_metrics
 from kvexp.pipeline.progress import Progress
@@ -202,7 +202,7 @@ def _start_tracker(cfg: DictConfig, plan: Plan, folder: JobFolder, sweep: str | 
 def _target_rows(folder: JobFolder, plan: Plan) -> list[dict[str, Any]]:
     """The rows of samples.jsonl this job's config asks for, in problem order (a folder may hold more
     rows, e.g. from an earlier run with a larger dataset.limit)."""
-    order = {(p.id, j): i for i, p in enumerate(plan.problems) for j in range(plan.num_samples)}
+    order = target_keys([p.id for p in plan.problems], plan.num_samples)
     rows = {row_key(r): r for r in read_jsonl(folder.file(SAMPLES))}
     return [rows[k] for k in sorted(order, key=order.get) if k in rows]
 
@@ -256,7 +256,8 @@ def _execute(cfg: DictConfig, plan: Plan, folder: JobFolder, status: StatusFile,
              finished: list[dict[str, Any]], pending: list[tuple[Any, int]]) -> dict[str, Any]:
     done = {row_key(r) for r in finished}
     n_target = len(plan.problems) * plan.num_samples
-    status.update(n_target=n_target, n_done=n_target - len(pending), n_pending=len(pending))
+    status.update(n_target=n_target, n_done=n_target - len(pending), n_pending=len(pending),
+                  targets={"ids": [p.id for p in plan.problems], "num_samples": plan.num_samples})
     if done:
         log.info("%s: resuming, %d of %d samples already done", folder.path, n_target - len(pending), n_target)
 
@@ -265,6 +266,10 @@ def _execute(cfg: DictConfig, plan: Plan, folder: JobFolder, status: StatusFile,
         generated_tokens, generation_s = _generate(cfg, plan, folder, status, tracker, pending, done, overrides)
 
     rows = _target_rows(folder, plan)
+    n_outside = len({row_key(r) for r in read_jsonl(folder.file(SAMPLES))}) - len(rows)
+    if n_outside > 0:
+        log.warning("%s: %d rows in samples.jsonl are for problems this config does not ask for (an earlier run "
+                    "with a larger dataset.limit?); they are kept but not counted", folder.path, n_outside)
     metrics = compute_metrics(rows, **plan.identity)
     metrics.update(wall_s=round(time.perf_counter() - t_start, 3),
                    throughput_tokens_per_s=generated_tokens / generation_s if generation_s > 0 else None)
