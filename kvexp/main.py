@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 from kvexp.launch import expand_shards, name_swept_axes, register_launchers
 from kvexp.pipeline import JobInterrupted, register_resolvers, run_job
 from kvexp.pipeline.config import quote_numeric_choices
+from kvexp.pipeline.signals import signals_as_exceptions
 from kvexp.pipeline.preflight import PreflightError, check_budget_choices
 
 # Hydra resolves the run/sweep folder names (${kvexp.cell:...}) before calling main, so the resolver
@@ -52,7 +53,10 @@ def cli() -> None:
         sys.exit(f"kvexp: {e}")
     sys.argv[1:] = name_swept_axes(quote_numeric_choices(expand_shards(sys.argv[1:])))
     try:
-        main()
+        # from here on a SIGTERM is an exception, so one that comes while Hydra sets the job up still
+        # leaves the job folder in a final state (kvexp.pipeline.job.run_job)
+        with signals_as_exceptions():
+            main()
     except JobInterrupted as e:
         sys.exit(e.exit_code)
     except KeyboardInterrupt:

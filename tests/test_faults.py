@@ -162,3 +162,41 @@ def test_a_done_cell_with_missing_rows_is_marked_in_the_table(tmp_path):
     table = result.table("accuracy", "gsm8k")
     assert "†" in table.markdown().split("h2o", 1)[1].splitlines()[0], table.markdown()
     assert not next(iter(result.results.values())).cell.complete
+
+
+# ---- 4. early signals and jobs that die without a word ----
+
+def test_a_sigterm_while_the_job_starts_marks_it_preempted(tmp_path, monkeypatch):
+    from kvexp.pipeline import JobInterrupted
+    import kvexp.pipeline.job as job_module
+
+    def interrupted(**kwargs):  # SIGTERM while run_meta.json is being gathered (git, package versions)
+        raise JobInterrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(job_module, "run_meta", interrupted)
+    with pytest.raises(JobInterrupted):
+        run(tmp_path / "job")
+    status = load(tmp_path / "job", "status.json")
+    assert status["state"] == "preempted" and "SIGTERM" in status["error"]
+
+
+def test_a_killed_job_reads_preempted_not_running_and_resumes(tmp_path, caplog):
+    from kvexp.report.loading import load_job
+
+    job = tmp_path / "job"
+    args = [*FAST, "dataset.limit=3", "generation.batch_size=1", "generation.max_new_tokens=16", f"hydra.run.dir={job}"]
+    proc = cli(*args)
+    deadline = time.monotonic() + 120
+    while not (job / "samples.jsonl").exists() or not (job / "samples.jsonl").read_text().count("\n"):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.05)
+    proc.kill()  # kill -9: no handler runs, status.json stays `running`
+    proc.communicate(timeout=60)
+    assert load(job, "status.json")["state"] == "running"
+    loaded = load_job(job)
+    assert loaded.state == "preempted" and "died" in loaded.error_message
+
+    with caplog.at_level("WARNING", logger="kvexp"):
+        run_job(compose_config(args[:-1]), job)
+    assert "died without finishing" in caplog.text
+    assert_complete(job, 3)

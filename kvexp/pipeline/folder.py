@@ -120,6 +120,26 @@ class JobFolder:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
+    def holder_alive(self) -> bool | None:
+        """Whether a live process holds the folder's lock (None: no lock file, e.g. a folder from before
+        locks). A status.json that says `running` while nobody holds the lock was left by a process that
+        died without a word (kill -9, the OOM killer, a node crash)."""
+        try:
+            f = open(self.file(LOCK), "rb")
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return None
+        with f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            except OSError:
+                return None
+            fcntl.flock(f, fcntl.LOCK_UN)
+            return False
+
     # ---- resume ----
     def finished_rows(self, *, drop_errors: bool = False) -> list[dict[str, Any]]:
         """Rows already in samples.jsonl (first copy of each (id, sample_idx)), after cutting a torn last

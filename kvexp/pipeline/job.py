@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import time
 import traceback
@@ -161,12 +162,13 @@ def run_job(cfg: DictConfig, job_dir: Path | str, *, sweep: str | None = None,
             return {}
         held.enter_context(signals_as_exceptions())
         _check_resumable(folder, resolved)
+        _note_a_dead_holder(folder)
         OmegaConf.save(OmegaConf.create(resolved), folder.file(CONFIG))
         status = StatusFile(folder)
-        status.update()
-        write_json(folder.file(RUN_META), run_meta(overrides=overrides, started_at=status.data["started_at"]))
-        tracker, state, metrics = None, "failed", None
-        try:
+        tracker, state, metrics, plan = None, "failed", None, None
+        try:  # from the first write of status.json on, every way out leaves a final state in it
+            status.update()
+            write_json(folder.file(RUN_META), run_meta(overrides=overrides, started_at=status.data["started_at"]))
             plan = plan_job(cfg)
             finished, pending = _split_done(cfg, plan, folder)
             if pending or not _tracked_before(folder):  # a finished, already logged job: no second W&B run
@@ -187,6 +189,18 @@ def run_job(cfg: DictConfig, job_dir: Path | str, *, sweep: str | None = None,
             if tracker is not None:
                 tracker.finish(state=state, metrics=metrics, rows=_target_rows(folder, plan),
                                traces=read_jsonl(folder.file(TRACES)))
+
+
+def _note_a_dead_holder(folder: JobFolder) -> None:
+    """A status.json still `running` in a folder this process has just locked was left by a run that died
+    without a word (kill -9, the OOM killer, a node crash): say so, since its rows are resumed."""
+    try:
+        state = json.loads(folder.file(STATUS).read_text()).get("state")
+    except (OSError, ValueError, AttributeError):
+        return
+    if state == "running":
+        log.warning("%s: the run before this one died without finishing (status.json still said running: killed, "
+                    "out of memory or a node crash); resuming from its rows", folder.path)
 
 
 def _start_tracker(cfg: DictConfig, plan: Plan, folder: JobFolder, sweep: str | None, resolved: dict[str, Any]):

@@ -222,6 +222,10 @@ def load_job(path: Path) -> Job:
                 dup += 1  # the pipeline's resume keeps the first copy too
                 continue
             rows[row.key] = row
+    if status.get("state") == RUNNING and _holder_died(path):
+        status = {**status, "state": PREEMPTED,
+                  "error": "the process running it died without a word (kill -9, out of memory, a node crash); "
+                           "rerun to resume"}
     kept, outside = _rows_of_cell(list(rows.values()), status)
     return Job(
         path=path,
@@ -235,6 +239,13 @@ def load_job(path: Path) -> Job:
         outside_rows=outside,
         mtime=mtime,
     )
+
+
+def _holder_died(path: Path) -> bool:
+    """A job folder whose status says running but whose lock no live process holds."""
+    from kvexp.pipeline.folder import JobFolder
+
+    return JobFolder(path).holder_alive() is False
 
 
 def _rows_of_cell(rows: list[Row], status: dict[str, Any]) -> tuple[list[Row], int]:
