@@ -200,3 +200,36 @@ def test_a_killed_job_reads_preempted_not_running_and_resumes(tmp_path, caplog):
         run_job(compose_config(args[:-1]), job)
     assert "died without finishing" in caplog.text
     assert_complete(job, 3)
+
+
+# ---- 5. results others can read ----
+
+def test_result_files_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        job = tmp_path / "job"
+        run(job)
+        (job / "samples.jsonl").write_text((job / "samples.jsonl").read_text() * 2)  # duplicates: rewritten
+        run(job)
+    finally:
+        os.umask(old)
+    for name in ("status.json", "metrics.json", "run_meta.json", "samples.jsonl"):
+        assert stat.S_IMODE((job / name).stat().st_mode) == 0o644, name
+
+
+def test_the_report_lists_an_unreadable_folder_and_goes_on(tmp_path, monkeypatch):
+    run(tmp_path / "sweep" / "a")
+    run(tmp_path / "sweep" / "b", "policy=knorm")
+    private = tmp_path / "sweep" / "b" / "status.json"
+    real = Path.read_text
+
+    def read_text(self, *args, **kwargs):
+        if self == private:  # what another user's 0600 file gives (the tests may run as root)
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    result = _report(tmp_path / "sweep", tmp_path)
+    assert len(result.results) == 1
+    (issue,) = [i for i in result.issues if i.kind == "unreadable"]
+    assert "PermissionError" in issue.detail and issue.paths == [tmp_path / "sweep" / "b"]

@@ -48,17 +48,32 @@ def target_keys(problem_ids: Iterable[str], num_samples: int) -> dict[RowKey, in
     return {(str(pid), j): i * num_samples + j for i, pid in enumerate(problem_ids) for j in range(num_samples)}
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Replace `path` atomically with `obj` as JSON."""
+@contextmanager
+def replaced_atomically(path: Path) -> Iterator[Any]:
+    """A text file to write that replaces `path` in one step when the block ends (a reader never sees half
+    of it). Its mode follows the umask like any new file (tempfile's own 0600 would lock teammates out)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, default=str)
-            f.write("\n")
+            yield f
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Replace `path` atomically with `obj` as JSON."""
+    with replaced_atomically(path) as f:
+        json.dump(obj, f, indent=2, default=str)
+        f.write("\n")
 
 
 def read_jsonl(path: Path, *, repair: bool = False) -> list[dict[str, Any]]:
@@ -160,12 +175,9 @@ class JobFolder:
         return kept
 
     def _rewrite(self, name: str, rows: Iterable[dict[str, Any]]) -> None:
-        path = self.file(name)
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=self.path)
-        with os.fdopen(fd, "w") as f:
+        with replaced_atomically(self.file(name)) as f:
             for row in rows:
                 f.write(json.dumps(row, default=str) + "\n")
-        os.replace(tmp, path)
 
     # ---- appending ----
     @contextmanager

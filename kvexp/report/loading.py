@@ -281,9 +281,13 @@ def find_job_folders(dirs: list[Path], exclude: Path | None = None) -> list[Path
         top = Path(top)
         if not top.is_dir():
             raise ReportError(f"{top}: not a folder")
-        for root, subdirs, _ in os.walk(top.resolve(), followlinks=False):
+        for root, subdirs, files in os.walk(top.resolve(), followlinks=False):
             here = Path(root)
-            if is_job_folder(here):
+            try:
+                job_here = is_job_folder(here)
+            except OSError:  # a folder we may list but not enter: loading it reports why
+                job_here = "config.yaml" in files
+            if job_here:
                 found.add(here)
                 subdirs[:] = []
                 continue
@@ -313,6 +317,9 @@ def load_jobs(dirs: list[Path], exclude: Path | None = None) -> tuple[list[Job],
             jobs.append(load_job(p))
         except ReportError as exc:
             issues.append(Issue("unreadable", p.name, str(exc), [p]))
+        except OSError as exc:  # e.g. another user's folder with files only its owner may read
+            issues.append(Issue("unreadable", p.name, f"{type(exc).__name__}: {exc}; left out (its owner can "
+                                                      f"share it with chmod -R a+rX)", [p]))
     if not jobs:
         reasons = "; ".join(f"{i.paths[0]}: {i.detail}" for i in issues)
         raise ReportError(f"no readable job folder: {reasons}")
