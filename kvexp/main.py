@@ -23,6 +23,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from kvexp.launch import expand_shards, name_swept_axes, register_launchers
+from kvexp.launch.launcher import FailedCellsCallback
 from kvexp.pipeline import JobInterrupted, register_resolvers, run_job
 from kvexp.pipeline.config import quote_numeric_choices
 from kvexp.pipeline.signals import signals_as_exceptions
@@ -57,6 +58,12 @@ def cli() -> None:
         # leaves the job folder in a final state (kvexp.pipeline.job.run_job)
         with signals_as_exceptions():
             main()
+    except (SystemExit, Exception):
+        # Hydra's basic launcher ran every cell and reported the first failure: list them all
+        failed = FailedCellsCallback.report()
+        if failed is None:
+            raise
+        sys.exit(f"\n{failed}")
     except JobInterrupted as e:
         sys.exit(e.exit_code)
     except KeyboardInterrupt:

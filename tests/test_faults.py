@@ -233,3 +233,18 @@ def test_the_report_lists_an_unreadable_folder_and_goes_on(tmp_path, monkeypatch
     assert len(result.results) == 1
     (issue,) = [i for i in result.issues if i.kind == "unreadable"]
     assert "PermissionError" in issue.detail and issue.paths == [tmp_path / "sweep" / "b"]
+
+
+# ---- 8. every failed cell of a basic-launcher sweep is listed ----
+
+def test_a_basic_sweep_lists_every_failed_cell_and_the_finished_ones(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = cli("-m", *FAST, "budget.tokens=128", "budget.slack=1,200,300", f"hydra.sweep.dir={sweep}",
+               env_remove=("HYDRA_FULL_ERROR",))
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 1, out
+    assert "2 of 3 cells failed (1 finished)" in out, out
+    for slack in (200, 300):
+        assert f"h2o-b128-s{slack}  (job #" in out and f"got slack={slack}" in out, out
+    table = out.split("(1 cells)", 1)[1]
+    assert "tiny_random  gsm8k    h2o" in table, out

@@ -41,6 +41,8 @@ from typing import Any, Sequence
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from hydra.errors import CompactHydraException
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import OmegaConf, open_dict
@@ -83,7 +85,8 @@ class CellFailure:
 
     @property
     def where(self) -> str:
-        job = f"SLURM job {self.job_id}" if self.executor == "slurm" else f"local job {self.job_id}"
+        job = {"slurm": f"SLURM job {self.job_id}", "basic": f"job #{self.job_id}"}.get(self.executor,
+                                                                                      f"local job {self.job_id}")
         return f"{job}, {self.state}" if self.state else job
 
     def one_line(self) -> str:
@@ -150,6 +153,61 @@ def _status_line(folder: Path, reason: str) -> str | None:
     if status.get("n_target") is not None:
         line += f"; {status.get('n_done', 0)} of {status['n_target']} samples done"
     return line
+
+
+def sweep_failure_report(config, failures: list[CellFailure], n: int) -> str:
+    """The table of the finished cells (printed), then the message naming every failed cell."""
+    from kvexp.pipeline.summary import SweepSummaryCallback
+
+    try:  # Hydra skips its end-of-sweep callbacks when a job failed: show the finished cells here
+        SweepSummaryCallback().on_multirun_end(config)
+    except Exception:  # noqa: BLE001
+        pass
+    failures = sorted(failures, key=lambda f: f.index)
+    cwd = Path.cwd()
+    for f in failures:
+        try:
+            f.folder = str(Path(f.folder).relative_to(cwd))
+        except ValueError:
+            pass
+    head = (f"kvexp sweep {config.hydra.sweep.dir}: {len(failures)} of {n} cells failed "
+            f"({n - len(failures)} finished). Failed cells:")
+    tail = ("Fix the cause and run the same command again with hydra.sweep.dir="
+            f"{config.hydra.sweep.dir}: finished cells are kept, interrupted ones resume.")
+    return "\n".join([head, *(f.describe() for f in failures), tail])
+
+
+class FailedCellsCallback(Callback):
+    """Hydra's basic launcher runs every cell of a sweep, then raises the first failure only. This callback
+    notes every cell's outcome in the launching process; `kvexp.main` then lists every failed cell, as
+    the submitit launchers do (under those, jobs run elsewhere and this notes nothing)."""
+
+    outcomes: list[tuple[Any, JobReturn]] = []
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        FailedCellsCallback.outcomes = []
+
+    def on_job_end(self, config, job_return: JobReturn, **kwargs) -> None:
+        if config.hydra.mode == RunMode.MULTIRUN:
+            FailedCellsCallback.outcomes.append((config, job_return))
+
+    @classmethod
+    def report(cls) -> str | None:
+        """The failure report of the sweep that just ran in this process, or None if no cell failed."""
+        failures = []
+        for i, (config, ret) in enumerate(cls.outcomes):
+            if ret.status != JobStatus.FAILED:
+                continue
+            folder = Path(str(config.hydra.runtime.output_dir))
+            err = ret._return_value
+            reason = f"{type(err).__name__}: {_first_line(str(err))}"
+            log_file = folder / f"{config.hydra.job.name}.log"
+            failures.append(CellFailure(i, str(config.hydra.job.num), str(folder), reason, None,
+                                        _status_line(folder, reason), str(log_file) if log_file.exists() else None,
+                                        "basic"))
+        if not failures:
+            return None
+        return sweep_failure_report(cls.outcomes[0][0], failures, len(cls.outcomes))
 
 
 class _KvexpSubmititLauncher(BaseSubmititLauncher):
@@ -348,24 +406,7 @@ class _KvexpSubmititLauncher(BaseSubmititLauncher):
             return Path(str(self.config.hydra.sweep.dir)) / " ".join(filter_overrides(overrides))
 
     def _fail(self, failures: list[CellFailure], n: int) -> None:
-        from kvexp.pipeline.summary import SweepSummaryCallback
-
-        try:  # Hydra skips its end-of-sweep callbacks when a job failed: show the finished cells here
-            SweepSummaryCallback().on_multirun_end(self.config)
-        except Exception:  # noqa: BLE001
-            pass
-        failures.sort(key=lambda f: f.index)
-        cwd = Path.cwd()
-        for f in failures:
-            try:
-                f.folder = str(Path(f.folder).relative_to(cwd))
-            except ValueError:
-                pass
-        head = (f"kvexp sweep {self.config.hydra.sweep.dir}: {len(failures)} of {n} cells failed "
-                f"({n - len(failures)} finished). Failed cells:")
-        tail = ("Fix the cause and run the same command again with hydra.sweep.dir="
-                f"{self.config.hydra.sweep.dir}: finished cells are kept, interrupted ones resume.")
-        raise SweepFailed("\n".join([head, *(f.describe() for f in failures), tail]))
+        raise SweepFailed(sweep_failure_report(self.config, failures, n))
 
 
 class SlurmLauncher(_KvexpSubmititLauncher):
