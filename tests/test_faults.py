@@ -248,3 +248,30 @@ def test_a_basic_sweep_lists_every_failed_cell_and_the_finished_ones(tmp_path):
         assert f"h2o-b128-s{slack}  (job #" in out and f"got slack={slack}" in out, out
     table = out.split("(1 cells)", 1)[1]
     assert "tiny_random  gsm8k    h2o" in table, out
+
+
+# ---- 9. stopping a local-launcher sweep stops its jobs ----
+
+def test_sigterm_to_a_local_sweep_stops_its_jobs_and_a_rerun_resumes(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "hydra/launcher=local", *FAST, "policy=h2o,knorm", "dataset.limit=3", "generation.batch_size=1",
+            "generation.max_new_tokens=48", f"hydra.sweep.dir={sweep}"]
+    proc = cli(*args)
+    folders = [sweep / "tiny_random" / "gsm8k" / f"{p}-b128-s1" for p in ("h2o", "knorm")]
+    deadline = time.monotonic() + 180
+    while not all((f / "samples.jsonl").exists() and (f / "samples.jsonl").read_text() for f in folders):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 128 + signal.SIGTERM, out
+    assert "stopped 2 running cell(s)" in out and f"hydra.sweep.dir={sweep}" in out, out
+    for f in folders:  # each job was told, flushed and marked itself; none is left running
+        assert load(f, "status.json")["state"] == "preempted", (f, out)
+        assert 1 <= len(samples(f)) < 3
+
+    rerun = cli(*args)
+    out = rerun.communicate(timeout=300)[0]
+    assert rerun.returncode == 0, out
+    for f in folders:
+        assert_complete(f, 3)

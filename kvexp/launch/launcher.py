@@ -350,7 +350,12 @@ class _KvexpSubmititLauncher(BaseSubmititLauncher):
                 pending = still
                 if pending:  # each check of a job stats its folder: go easy on a shared filesystem
                     time.sleep(min(self.poll_s, 2.0 + len(pending) / 50))
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, JobInterrupted) as stop:
+            ignore_further_signals()
+            if self._EXECUTOR == "local":
+                self._stop_local_jobs([jobs[i] for i in pending], [job_overrides[i] for i in pending],
+                                      [initial_job_idx + i for i in pending], stop)
+                raise
             first = jobs[0].job_id.split("_")[0]
             log.warning("stopped waiting: %d job(s) still run under %s %s (scancel %s stops them). Running the same "
                         "command again with hydra.sweep.dir=%s resumes every cell.", len(pending), self._EXECUTOR,
@@ -359,6 +364,30 @@ class _KvexpSubmititLauncher(BaseSubmititLauncher):
         if failures:
             self._fail(failures, n)
         return [r for r in results if r is not None]
+
+    def _stop_local_jobs(self, jobs, overrides, indices, stop: BaseException, wait_s: float = 60.0) -> None:
+        """The launcher was told to stop: pass SIGTERM on to its local jobs (each flushes its rows and
+        marks itself preempted), wait for them, and say what stopped and how to resume."""
+        name = getattr(stop, "signal_name", "SIGINT")
+        for job in jobs:
+            process = getattr(job, "_process", None)
+            if process is not None and process.poll() is None:
+                try:
+                    process.send_signal(signal.SIGTERM)  # submitit's local controller forwards it to the job
+                except OSError:
+                    pass
+        deadline = time.monotonic() + wait_s
+        alive = [j for j in jobs if getattr(j, "_process", None) is not None and j._process.poll() is None]
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.2)
+            alive = [j for j in alive if j._process.poll() is None]
+        folders = [str(self._folder_of(None, o, idx, j)) for j, o, idx in zip(jobs, overrides, indices)]
+        lines = [f"{name}: stopped {len(jobs)} running cell(s); rows so far are kept:", *(f"  {f}" for f in folders)]
+        if alive:
+            lines.append("still running after %ds (stop them with kill): pids %s" % (
+                wait_s, " ".join(str(j._process.pid) for j in alive)))
+        lines.append(f"Run the same command again with hydra.sweep.dir={self.config.hydra.sweep.dir} to resume them.")
+        log.warning("\n".join(lines))
 
     def _outcome(self, i: int, job, overrides, idx: int) -> tuple[JobReturn | None, CellFailure | None]:
         slurm = self._EXECUTOR == "slurm"
