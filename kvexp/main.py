@@ -20,7 +20,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from kvexp.launch import expand_shards, name_swept_axes, register_launchers
 from kvexp.launch.launcher import FailedCellsCallback
@@ -40,7 +40,10 @@ register_launchers()
 def main(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     sweep = Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
-    metrics = run_job(cfg, Path(hc.runtime.output_dir), sweep=sweep, overrides=list(hc.overrides.task))
+    hydra_files = {"config.yaml": OmegaConf.to_container(cfg, resolve=False), "hydra.yaml": {"hydra": OmegaConf.to_container(hc, resolve=False)},
+                   "overrides.yaml": list(hc.overrides.task)}
+    metrics = run_job(cfg, Path(hc.runtime.output_dir), sweep=sweep, overrides=list(hc.overrides.task),
+                      hydra_files=hydra_files)
     return metrics.get("accuracy")  # the objective, for sweepers that optimise one
 
 

@@ -275,3 +275,62 @@ def test_sigterm_to_a_local_sweep_stops_its_jobs_and_a_rerun_resumes(tmp_path):
     assert rerun.returncode == 0, out
     for f in folders:
         assert_complete(f, 3)
+
+
+# ---- smaller: secrets typed on the command line, refused reruns, damaged files ----
+
+def test_a_secret_typed_on_the_command_line_lands_in_no_file(tmp_path):
+    secret = "cli_SECRET_value_0123456789"
+    job = tmp_path / "job"
+    proc = cli(*FAST, "logger=wandb", "logger.mode=offline", f"+model.hf_token={secret}", f"hydra.run.dir={job}")
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, out
+    assert (job / ".hydra" / "overrides.yaml").exists() and list((job / "wandb").glob("offline-run-*"))
+    for path in job.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+
+
+def test_a_refused_rerun_leaves_the_folders_records_alone(tmp_path):
+    job = tmp_path / "job"
+    proc = cli(*FAST, f"hydra.run.dir={job}")
+    assert proc.communicate(timeout=300)[0] is not None and proc.returncode == 0
+    before = {p.name: p.read_bytes() for p in (job / ".hydra").iterdir()}
+    proc = cli(*FAST, "seed=7", f"hydra.run.dir={job}", env_remove=("HYDRA_FULL_ERROR",))
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 1 and "different configuration" in out, out
+    assert {p.name: p.read_bytes() for p in (job / ".hydra").iterdir()} == before
+
+
+def test_a_damaged_trace_line_does_not_fail_a_finished_job(tmp_path):
+    job = tmp_path / "job"
+    run(job)
+    lines = (job / "traces.jsonl").read_text().splitlines(keepends=True)
+    (job / "traces.jsonl").write_text("".join([lines[0], "{damaged\n", *lines[1:]]))
+    run(job)
+    assert load(job, "status.json")["state"] == "done"
+    assert len(read_jsonl(job / "traces.jsonl")) == len(lines)  # the damaged line is gone, the rest kept
+
+
+def test_a_damaged_sample_line_fails_the_rerun_and_says_so_in_status(tmp_path):
+    from kvexp.pipeline.folder import CorruptedFile
+
+    job = tmp_path / "job"
+    run(job, "dataset.limit=3")
+    lines = (job / "samples.jsonl").read_text().splitlines(keepends=True)
+    (job / "samples.jsonl").write_text(lines[0] + "{damaged\n" + lines[2])
+    with pytest.raises(CorruptedFile, match="line 2 is not JSON"):
+        run(job, "dataset.limit=3")
+    status = load(job, "status.json")
+    assert status["state"] == "failed" and "line 2 is not JSON" in status["error"]
+
+
+def test_a_torn_last_line_is_reported_once(tmp_path, caplog):
+    job = tmp_path / "job"
+    run(job, "dataset.limit=3")
+    text = (job / "samples.jsonl").read_text()
+    (job / "samples.jsonl").write_text(text[: text.rindex("\n", 0, len(text) - 1) + 20])  # a torn last row
+    with caplog.at_level("WARNING"):
+        run(job, "dataset.limit=3")
+    assert caplog.text.count("dropping a torn last line") == 1, caplog.text
+    assert_complete(job, 3)

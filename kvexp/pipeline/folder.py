@@ -28,6 +28,10 @@ STATUS, RUN_META, METRICS, LOCK = "status.json", "run_meta.json", "metrics.json"
 RowKey = tuple[str, int]
 
 
+class CorruptedFile(ValueError):
+    """A results file with an unreadable line that is not a torn last line: edited or damaged."""
+
+
 class JobFolderBusy(RuntimeError):
     """Another live process holds this job folder; `holder` says which (pid and host)."""
 
@@ -76,10 +80,11 @@ def write_json(path: Path, obj: Any) -> None:
         f.write("\n")
 
 
-def read_jsonl(path: Path, *, repair: bool = False) -> list[dict[str, Any]]:
+def read_jsonl(path: Path, *, repair: bool = False, skip_bad: bool = False) -> list[dict[str, Any]]:
     """The rows of a JSON-lines file. A torn last line (not JSON, or no newline after it) is dropped,
-    and with `repair` cut off the file so that appends start on a clean line. A bad line anywhere else
-    means the file was edited or corrupted: refuse rather than guess."""
+    and with `repair` cut off the file so that appends start on a clean line (the one time it is
+    reported). A bad line anywhere else means the file was edited or corrupted: refuse rather than
+    guess (CorruptedFile), or with `skip_bad` (auxiliary files) leave it out with a warning."""
     if not path.exists():
         return []
     data = path.read_bytes()
@@ -95,16 +100,25 @@ def read_jsonl(path: Path, *, repair: bool = False) -> list[dict[str, Any]]:
                 rows.append(json.loads(line))
             except ValueError as e:
                 if i != last:
-                    raise ValueError(f"{path}: line {i + 1} is not JSON ({e}); the file was edited or "
-                                     f"corrupted") from None
-                log.warning("%s: dropping a torn last line (%d bytes) left by an interrupted run",
-                            path.name, len(line))
+                    if skip_bad:
+                        log.warning("%s: line %d is not JSON (%s); left out", path, i + 1, e)
+                        continue
+                    raise CorruptedFile(f"{path}: line {i + 1} is not JSON ({e}); the file was edited or corrupted: "
+                                        f"remove that line (its sample then runs again) or move the folder "
+                                        f"aside") from None
+                if repair:
+                    log.warning("%s: dropping a torn last line (%d bytes) left by an interrupted run",
+                                path.name, len(line))
                 break
         good_end += len(line) + 1
     if repair and good_end < len(data):
         with open(path, "r+b") as f:
             f.truncate(good_end)
     return rows
+
+
+def _count_lines(path: Path) -> int:
+    return sum(1 for line in path.read_bytes().split(b"\n") if line.strip()) if path.exists() else 0
 
 
 class JobFolder:
@@ -168,9 +182,10 @@ class JobFolder:
         if len(kept) != len(rows):
             self._rewrite(SAMPLES, kept)
         done = {row_key(r) for r in kept}
-        traces = read_jsonl(self.file(TRACES), repair=True)
+        # traces are auxiliary: a damaged line there costs that line, never the job
+        traces = read_jsonl(self.file(TRACES), repair=True, skip_bad=True)
         kept_traces = [t for t in traces if row_key(t) in done]
-        if len(kept_traces) != len(traces):
+        if len(kept_traces) != len(traces) or len(traces) != _count_lines(self.file(TRACES)):
             self._rewrite(TRACES, kept_traces)
         return kept
 

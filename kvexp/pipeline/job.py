@@ -28,7 +28,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from kvexp.pipeline.cell import FULL, cell_name, differences, run_identity
-from kvexp.pipeline.folder import (CONFIG, METRICS, RUN_META, SAMPLES, STATUS, TRACES, JobFolder, JobFolderBusy,
+from kvexp.pipeline.folder import (CONFIG, METRICS, RUN_META, SAMPLES, STATUS, TRACES, CorruptedFile, JobFolder,
+                                  JobFolderBusy,
                                   read_jsonl, row_key, target_keys, write_json)
 from kvexp.pipeline.meta import now, run_meta, scrub
 from kvexp.pipeline.metrics import compute_metrics
@@ -39,6 +40,7 @@ from kvexp.pipeline.validation import check_generation, check_policy_params
 
 log = logging.getLogger("kvexp")
 
+HYDRA_DIR = ".hydra"  # Hydra's own name for its records of a launch
 STATUS_INTERVAL_S = 5.0  # status.json is rewritten at most this often while rows stream in
 
 
@@ -142,12 +144,16 @@ def _check_resumable(folder: JobFolder, resolved: dict[str, Any]) -> None:
 
 
 def run_job(cfg: DictConfig, job_dir: Path | str, *, sweep: str | None = None,
-            overrides: list[str] | None = None) -> dict[str, Any]:
+            overrides: list[str] | None = None, hydra_files: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run (or resume) one job in `job_dir`; returns its metrics. Raises on failure after recording it in
     status.json; JobInterrupted / KeyboardInterrupt propagate after the folder is marked preempted.
 
     The full cache launched at several budgets of one sweep shares one folder (kvexp.pipeline.cell):
-    a launch that finds it busy returns at once ({}), since the job holding it runs the same thing."""
+    a launch that finds it busy returns at once ({}), since the job holding it runs the same thing.
+
+    `hydra_files` (file name -> content) are Hydra's records of the launch (config, hydra config,
+    overrides), written scrubbed to `.hydra/` once the folder is known to accept this config, so that a
+    refused rerun leaves the folder's records alone (conf/config.yaml turns Hydra's own writing off)."""
     folder = JobFolder(job_dir)
     resolved = scrub(OmegaConf.to_container(cfg, resolve=True))
     resolved["model"]["fingerprint"] = _weights_fingerprint(cfg)
@@ -161,9 +167,17 @@ def run_job(cfg: DictConfig, job_dir: Path | str, *, sweep: str | None = None,
                      "nothing to do here", folder.path, busy.holder)
             return {}
         held.enter_context(signals_as_exceptions())
-        _check_resumable(folder, resolved)
+        try:
+            _check_resumable(folder, resolved)
+        except CorruptedFile as e:  # the folder's own rows are damaged: say so where users look
+            if folder.file(STATUS).exists():
+                StatusFile(folder).update(state="failed", finished_at=now(), error=str(e), traceback=None)
+            raise
         _note_a_dead_holder(folder)
         OmegaConf.save(OmegaConf.create(resolved), folder.file(CONFIG))
+        for name, content in (hydra_files or {}).items():
+            (folder.path / HYDRA_DIR).mkdir(exist_ok=True)
+            OmegaConf.save(OmegaConf.create(scrub(content)), folder.path / HYDRA_DIR / name)
         status = StatusFile(folder)
         tracker, state, metrics, plan = None, "failed", None, None
         try:  # from the first write of status.json on, every way out leaves a final state in it
