@@ -334,3 +334,12 @@ def test_a_torn_last_line_is_reported_once(tmp_path, caplog):
         run(job, "dataset.limit=3")
     assert caplog.text.count("dropping a torn last line") == 1, caplog.text
     assert_complete(job, 3)
+
+
+def test_a_local_sweep_leaves_no_empty_template_folder(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = cli("-m", "hydra/launcher=local", *FAST, "dataset.limit=1", "policy=h2o,knorm", f"hydra.sweep.dir={sweep}")
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, out
+    logs = sorted(p.name for p in (sweep / ".submitit").iterdir())
+    assert len(logs) == 2 and not any("%" in name for name in logs), logs

@@ -313,7 +313,20 @@ class _KvexpSubmititLauncher(BaseSubmititLauncher):
         log.info("submitted %d job%s (%s %s); job logs in %s", len(jobs), "s" if len(jobs) > 1 else "",
                  "SLURM array" if self._EXECUTOR == "slurm" else "local job", first,
                  Path(str(self.params["submitit_folder"]).replace("%j", first)).parent)
-        return self._wait_all(jobs, job_overrides, initial_job_idx)
+        try:
+            return self._wait_all(jobs, job_overrides, initial_job_idx)
+        finally:
+            self._remove_template_folder()
+
+    def _remove_template_folder(self) -> None:
+        """submitit's local controller creates the folder template itself (`.submitit/%j`, literally) and
+        leaves it empty; the logs are in the folders named after the job ids."""
+        template = Path(str(self.params["submitit_folder"]))
+        if "%" in template.name:
+            try:
+                template.rmdir()  # only when empty
+            except OSError:
+                pass
 
     def _refresh(self, jobs) -> None:
         """Refresh the job states (SLURM: one sacct call for all jobs)."""
