@@ -167,6 +167,38 @@ def test_every_cell_is_a_slurm_job(cluster, workdir):
 
 
 @pytest.mark.slurm
+def test_a_request_no_node_can_meet_fails_the_launch_at_once_naming_the_fix(cluster, workdir):
+    cpus = int(subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True, timeout=30)
+               .stdout.split()[0].rstrip("+"))
+    rc, out = launch(cluster, workdir / "sweep", "policy=h2o,knorm", "dataset.limit=1",
+                     f"hydra.launcher.cpus_per_task={cpus * 8}")
+    assert rc == 1, out
+    assert "SLURM will never start 2 cell(s)" in out and "pending reason PartitionConfig" in out, out
+    assert f"asks for {cpus * 8} CPUs" in out and f"{cpus} CPUs" in out, out
+    assert "hydra.launcher.cpus_per_task=" in out and "KVEXP_SLURM_CPUS" in out, out
+    array = out.split("job array ")[1].split(")")[0]
+    assert queue_state(array) == "", "the array was not cancelled"
+
+
+@pytest.mark.slurm
+def test_queued_cells_say_why_they_wait(cluster, workdir):
+    proc = launch(cluster, workdir / "sweep", "dataset.limit=1", "+hydra.launcher.additional_parameters.hold=true",
+                  wait=False)
+    lines: list[str] = []
+
+    def said_why() -> bool:  # the launcher logs the reason while the jobs wait (held: JobHeldUser)
+        line = proc.stdout.readline()
+        lines.append(line)
+        return "wait in the SLURM queue (1 JobHeldUser)" in line
+
+    wait_for(said_why, "the launcher to say why its cell waits", proc, timeout=120)
+    array = next(line for line in lines if "squeue -r -j" in line).split("squeue -r -j ")[1].split("`")[0]
+    subprocess.run(["scontrol", "release", array], check=True, timeout=30)
+    rc, out = finish(proc)
+    assert rc == 0, "".join(lines) + out
+
+
+@pytest.mark.slurm
 def test_shards_split_a_cell_into_disjoint_jobs(cluster, workdir):
     from kvexp.data import load_problems
     from kvexp.report.cells import build_cells

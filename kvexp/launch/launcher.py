@@ -55,6 +55,9 @@ log = logging.getLogger(__name__)
 #: Options of kvexp's launchers that are not submitit parameters, with their defaults.
 OWN_OPTIONS: dict[str, Any] = {"python": None, "poll_s": 30.0}
 
+#: How often (seconds) the launcher repeats why queued cells still wait, when nothing changed.
+PENDING_LOG_S = 600.0
+
 #: Names under which Hydra finds kvexp's launchers (Hydra instantiates only `hydra_plugins.*` classes).
 ALIAS_PREFIX = "hydra_plugins.kvexp_launcher."
 
@@ -220,6 +223,8 @@ class _KvexpSubmititLauncher(BaseSubmititLauncher):
         self.params = {k: (None if v == "" else v) for k, v in self.params.items()}
         self.python = own["python"] or None
         self.poll_s = max(1.0, float(own["poll_s"] if own["poll_s"] not in (None, "") else OWN_OPTIONS["poll_s"]))
+        self._pending_seen: dict[str, int] = {}  # pending reason -> tasks, as last logged
+        self._pending_logged = float("-inf")
 
     # ------------------------------------------------------------------ in the job
     def __call__(self, sweep_overrides: list[str], job_dir_key: str, job_num: int, job_id: str,
@@ -329,10 +334,52 @@ class _KvexpSubmititLauncher(BaseSubmititLauncher):
                 pass
 
     def _refresh(self, jobs) -> None:
-        """Refresh the job states (SLURM: one sacct call for all jobs)."""
+        """Refresh the job states (SLURM: one sacct call for all jobs), and look at why queued ones wait."""
         watcher = getattr(jobs[0], "watcher", None)
         if self._EXECUTOR == "slurm" and watcher is not None:
             watcher.update()
+            self._watch_pending(jobs)
+
+    def _watch_pending(self, jobs) -> None:
+        """SLURM's pending reasons for the array's queued tasks (one squeue call). A reason that waiting
+        cannot resolve (the request exceeds the partition, a per-job limit, an unknown account) cancels the
+        array and fails the launch at once, naming the request, the offer and the settings to change; the
+        others (Priority, Resources, ...) are logged when they change and every PENDING_LOG_S seconds."""
+        from kvexp.launch.slurm import never_starts, partition_offer, pending_tasks
+
+        array = jobs[0].job_id.split("_")[0]
+        by_reason: dict[str, list[str]] = {}
+        partitions = set()
+        for task, (reason, partition) in pending_tasks(array).items():
+            by_reason.setdefault(reason, []).append(task)
+            partitions.add(partition)
+        for reason, tasks in by_reason.items():
+            meaning = never_starts(reason)
+            if meaning is None:
+                continue
+            import subprocess
+
+            subprocess.run(["scancel", array], capture_output=True, timeout=30)
+            p = self.params
+            request = (f"{p.get('cpus_per_task')} CPUs, {p.get('mem_gb')} GB memory, {p.get('gpus_per_node') or 0} "
+                       f"GPU(s), {p.get('timeout_min')} min" + "".join(
+                           f", {k} {p[k]}" for k in ("partition", "account", "qos", "constraint") if p.get(k)))
+            offers = "; ".join(f"partition {name}: {partition_offer(name)}" for name in sorted(partitions))
+            raise SweepFailed(
+                f"SLURM will never start {len(tasks)} cell(s) of this sweep (job array {array}): pending reason "
+                f"{reason}, {meaning}. Each job asks for {request}; {offers}. Lower the request with "
+                f"hydra.launcher.cpus_per_task=..., hydra.launcher.mem_gb=..., hydra.launcher.gpus_per_node=..., "
+                f"hydra.launcher.timeout_min=... (or KVEXP_SLURM_CPUS, KVEXP_SLURM_MEM_GB, KVEXP_SLURM_GPUS, "
+                f"KVEXP_SLURM_TIMEOUT_MIN in jobs/site.env), or pick another partition, account or QOS "
+                f"(hydra.launcher.partition / KVEXP_SLURM_PARTITION, ...). The array was cancelled (scancel "
+                f"{array}); nothing ran.")
+        waiting = {r: len(t) for r, t in by_reason.items() if r not in ("None", "")}  # None: not yet looked at
+        now = time.monotonic()
+        if waiting and (waiting != self._pending_seen or now - self._pending_logged >= PENDING_LOG_S):
+            log.info("%d cell(s) wait in the SLURM queue (%s); `squeue -r -j %s` shows them",
+                     sum(waiting.values()), ", ".join(f"{n} {r}" for r, n in sorted(waiting.items())), array)
+            self._pending_logged = now
+        self._pending_seen = waiting
 
     def _wait_all(self, jobs, job_overrides, initial_job_idx: int) -> list[JobReturn]:
         n = len(jobs)
