@@ -182,20 +182,23 @@ def test_a_request_no_node_can_meet_fails_the_launch_at_once_naming_the_fix(clus
 
 @pytest.mark.slurm
 def test_queued_cells_say_why_they_wait(cluster, workdir):
+    import threading
+
     proc = launch(cluster, workdir / "sweep", "dataset.limit=1", "+hydra.launcher.additional_parameters.hold=true",
                   wait=False)
     lines: list[str] = []
-
-    def said_why() -> bool:  # the launcher logs the reason while the jobs wait (held: JobHeldUser)
-        line = proc.stdout.readline()
-        lines.append(line)
-        return "wait in the SLURM queue (1 JobHeldUser)" in line
-
-    wait_for(said_why, "the launcher to say why its cell waits", proc, timeout=120)
-    array = next(line for line in lines if "squeue -r -j" in line).split("squeue -r -j ")[1].split("`")[0]
-    subprocess.run(["scontrol", "release", array], check=True, timeout=30)
-    rc, out = finish(proc)
-    assert rc == 0, "".join(lines) + out
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
+    said = "wait in the SLURM queue (1 JobHeldUser)"  # the launcher logs why its held cell waits
+    try:
+        wait_for(lambda: any(said in line for line in lines), "the launcher to say why its cell waits", timeout=120)
+    finally:
+        submitted = [line for line in lines if "submitted 1 job" in line]
+        array = submitted[0].split("SLURM array ")[1].split(")")[0] if submitted else None
+        if array:
+            subprocess.run(["scontrol", "release", array], timeout=30)  # lets it run (or end, on failure)
+    assert proc.wait(timeout=LAUNCH_TIMEOUT_S) == 0, "".join(lines)
+    reader.join(timeout=10)
 
 
 @pytest.mark.slurm

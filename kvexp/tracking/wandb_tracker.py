@@ -65,9 +65,9 @@ class WandbTracker:
             if mode == "offline":
                 log.warning("W&B did not start (%s: %s); the job goes on without it", type(e).__name__, e)
                 return
-            log.warning("W&B (mode %s) did not start within logger.init_timeout=%gs (%s: %s); logging offline under "
-                        "%s/wandb instead (upload later with `wandb sync`)", mode, timeout, type(e).__name__,
-                        _first_line(e), job_dir)
+            log.warning("W&B (mode %s) did not start (%s: %s; its server is waited for logger.init_timeout=%gs); "
+                        "logging offline under %s/wandb instead (upload later with `wandb sync`)", mode,
+                        type(e).__name__, _first_line(e), timeout, job_dir)
         try:
             self.run = wandb.init(mode="offline", settings=wandb.Settings(**settings), **init)
         except Exception as e:  # noqa: BLE001
