@@ -20,15 +20,18 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from kvexp.openmp import prefer_passive_waiting
 
 prefer_passive_waiting()  # before kvexp's packages load torch
 
 from kvexp.launch import expand_shards, name_swept_axes, register_launchers  # noqa: E402
+from kvexp.launch.launcher import FailedCellsCallback  # noqa: E402
 from kvexp.pipeline import JobInterrupted, register_resolvers, run_job  # noqa: E402
 from kvexp.pipeline.config import quote_numeric_choices  # noqa: E402
+from kvexp.pipeline.preflight import PreflightError, check_budget_choices  # noqa: E402
+from kvexp.pipeline.signals import signals_as_exceptions  # noqa: E402
 
 # Hydra resolves the run/sweep folder names (${kvexp.cell:...}) before calling main, so the resolver
 # must exist at import time. Submitit workers import this module too, so they get it as well.
@@ -41,7 +44,10 @@ register_launchers()
 def main(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     sweep = Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
-    metrics = run_job(cfg, Path(hc.runtime.output_dir), sweep=sweep, overrides=list(hc.overrides.task))
+    hydra_files = {"config.yaml": OmegaConf.to_container(cfg, resolve=False), "hydra.yaml": {"hydra": OmegaConf.to_container(hc, resolve=False)},
+                   "overrides.yaml": list(hc.overrides.task)}
+    metrics = run_job(cfg, Path(hc.runtime.output_dir), sweep=sweep, overrides=list(hc.overrides.task),
+                      hydra_files=hydra_files)
     return metrics.get("accuracy")  # the objective, for sweepers that optimise one
 
 
@@ -49,9 +55,22 @@ def cli() -> None:
     # `budget=128,512` as typed (see kvexp.pipeline.config.quote_numeric_choices); on a multirun,
     # `dataset.shard.count=N` runs every shard (kvexp.launch.shards), and a swept key the folder name does
     # not show (policy.window=16,32) gets a folder per value (kvexp.launch.axes)
+    try:
+        check_budget_choices(sys.argv[1:])
+    except PreflightError as e:
+        sys.exit(f"kvexp: {e}")
     sys.argv[1:] = name_swept_axes(quote_numeric_choices(expand_shards(sys.argv[1:])))
     try:
-        main()
+        # from here on a SIGTERM is an exception, so one that comes while Hydra sets the job up still
+        # leaves the job folder in a final state (kvexp.pipeline.job.run_job)
+        with signals_as_exceptions():
+            main()
+    except (SystemExit, Exception):
+        # Hydra's basic launcher ran every cell and reported the first failure: list them all
+        failed = FailedCellsCallback.report()
+        if failed is None:
+            raise
+        sys.exit(f"\n{failed}")
     except JobInterrupted as e:
         sys.exit(e.exit_code)
     except KeyboardInterrupt:

@@ -49,9 +49,11 @@ def keys(rows: list[dict]) -> list[tuple]:
     return [(r["id"], r["sample_idx"]) for r in rows]
 
 
-def cli(*args: str, cwd: Path = REPO, **popen) -> subprocess.Popen:
+def cli(*args: str, cwd: Path = REPO, env_overrides: dict | None = None, env_remove=(), **popen) -> subprocess.Popen:
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1",
-           "HF_DATASETS_OFFLINE": "1", "HYDRA_FULL_ERROR": "1"}
+           "HF_DATASETS_OFFLINE": "1", "HYDRA_FULL_ERROR": "1", **(env_overrides or {})}
+    for name in env_remove:
+        env.pop(name, None)
     return subprocess.Popen([sys.executable, "-m", "kvexp.main", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
 

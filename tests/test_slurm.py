@@ -167,6 +167,41 @@ def test_every_cell_is_a_slurm_job(cluster, workdir):
 
 
 @pytest.mark.slurm
+def test_a_request_no_node_can_meet_fails_the_launch_at_once_naming_the_fix(cluster, workdir):
+    cpus = int(subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True, timeout=30)
+               .stdout.split()[0].rstrip("+"))
+    rc, out = launch(cluster, workdir / "sweep", "policy=h2o,knorm", "dataset.limit=1",
+                     f"hydra.launcher.cpus_per_task={cpus * 8}")
+    assert rc == 1, out
+    assert "SLURM will never start 2 cell(s)" in out and "pending reason PartitionConfig" in out, out
+    assert f"asks for {cpus * 8} CPUs" in out and f"{cpus} CPUs" in out, out
+    assert "hydra.launcher.cpus_per_task=" in out and "KVEXP_SLURM_CPUS" in out, out
+    array = out.split("job array ")[1].split(")")[0]
+    assert queue_state(array) == "", "the array was not cancelled"
+
+
+@pytest.mark.slurm
+def test_queued_cells_say_why_they_wait(cluster, workdir):
+    import threading
+
+    proc = launch(cluster, workdir / "sweep", "dataset.limit=1", "+hydra.launcher.additional_parameters.hold=true",
+                  wait=False)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
+    said = "wait in the SLURM queue (1 JobHeldUser)"  # the launcher logs why its held cell waits
+    try:
+        wait_for(lambda: any(said in line for line in lines), "the launcher to say why its cell waits", timeout=120)
+    finally:
+        submitted = [line for line in lines if "submitted 1 job" in line]
+        array = submitted[0].split("SLURM array ")[1].split(")")[0] if submitted else None
+        if array:
+            subprocess.run(["scontrol", "release", array], timeout=30)  # lets it run (or end, on failure)
+    assert proc.wait(timeout=LAUNCH_TIMEOUT_S) == 0, "".join(lines)
+    reader.join(timeout=10)
+
+
+@pytest.mark.slurm
 def test_shards_split_a_cell_into_disjoint_jobs(cluster, workdir):
     from kvexp.data import load_problems
     from kvexp.report.cells import build_cells

@@ -28,6 +28,12 @@ def _validate(
     spec = get_spec(name)
     if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}; choose one of: {', '.join(SOURCES)}")
+    _check_selection(limit, shard_index, shard_count, seed)
+    return spec
+
+
+def _check_selection(limit: int | None, shard_index: int, shard_count: int, seed: int) -> None:
+    """limit, shard and seed: the same rules for hub, bundled and generated datasets."""
     if limit is not None and (not _is_int(limit) or limit < 1):
         raise ValueError(
             f"limit must be a positive integer or None (all problems), got {limit!r}; "
@@ -45,7 +51,6 @@ def _validate(
         )
     if not _is_int(seed):
         raise ValueError(f"seed must be an integer, got {seed!r}")
-    return spec
 
 
 def _what_to_do(spec: DatasetSpec) -> str:
@@ -165,8 +170,7 @@ def load_problems(
             where it looked and what to do.
     """
     if name == GENERATED_DATASET:  # the model organism's task: made from a seed, nothing to download
-        if not 0 <= shard_index < shard_count:
-            raise ValueError(f"dataset.shard.index must be in [0, {shard_count}), got {shard_index}")
+        _check_selection(limit, shard_index, shard_count, seed)
         from kvexp.organism import load_chain_problems
         return load_chain_problems(limit, seed=seed, **dict(generator_kwargs or {}))[shard_index::shard_count]
     spec = _validate(name, source, limit, shard_index, shard_count, seed)

@@ -41,6 +41,8 @@ from typing import Any, Sequence
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from hydra.errors import CompactHydraException
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import OmegaConf, open_dict
@@ -52,6 +54,9 @@ log = logging.getLogger(__name__)
 
 #: Options of kvexp's launchers that are not submitit parameters, with their defaults.
 OWN_OPTIONS: dict[str, Any] = {"python": None, "poll_s": 30.0}
+
+#: How often (seconds) the launcher repeats why queued cells still wait, when nothing changed.
+PENDING_LOG_S = 600.0
 
 #: Names under which Hydra finds kvexp's launchers (Hydra instantiates only `hydra_plugins.*` classes).
 ALIAS_PREFIX = "hydra_plugins.kvexp_launcher."
@@ -83,7 +88,8 @@ class CellFailure:
 
     @property
     def where(self) -> str:
-        job = f"SLURM job {self.job_id}" if self.executor == "slurm" else f"local job {self.job_id}"
+        job = {"slurm": f"SLURM job {self.job_id}", "basic": f"job #{self.job_id}"}.get(self.executor,
+                                                                                      f"local job {self.job_id}")
         return f"{job}, {self.state}" if self.state else job
 
     def one_line(self) -> str:
@@ -152,6 +158,61 @@ def _status_line(folder: Path, reason: str) -> str | None:
     return line
 
 
+def sweep_failure_report(config, failures: list[CellFailure], n: int) -> str:
+    """The table of the finished cells (printed), then the message naming every failed cell."""
+    from kvexp.pipeline.summary import SweepSummaryCallback
+
+    try:  # Hydra skips its end-of-sweep callbacks when a job failed: show the finished cells here
+        SweepSummaryCallback().on_multirun_end(config)
+    except Exception:  # noqa: BLE001
+        pass
+    failures = sorted(failures, key=lambda f: f.index)
+    cwd = Path.cwd()
+    for f in failures:
+        try:
+            f.folder = str(Path(f.folder).relative_to(cwd))
+        except ValueError:
+            pass
+    head = (f"kvexp sweep {config.hydra.sweep.dir}: {len(failures)} of {n} cells failed "
+            f"({n - len(failures)} finished). Failed cells:")
+    tail = ("Fix the cause and run the same command again with hydra.sweep.dir="
+            f"{config.hydra.sweep.dir}: finished cells are kept, interrupted ones resume.")
+    return "\n".join([head, *(f.describe() for f in failures), tail])
+
+
+class FailedCellsCallback(Callback):
+    """Hydra's basic launcher runs every cell of a sweep, then raises the first failure only. This callback
+    notes every cell's outcome in the launching process; `kvexp.main` then lists every failed cell, as
+    the submitit launchers do (under those, jobs run elsewhere and this notes nothing)."""
+
+    outcomes: list[tuple[Any, JobReturn]] = []
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        FailedCellsCallback.outcomes = []
+
+    def on_job_end(self, config, job_return: JobReturn, **kwargs) -> None:
+        if config.hydra.mode == RunMode.MULTIRUN:
+            FailedCellsCallback.outcomes.append((config, job_return))
+
+    @classmethod
+    def report(cls) -> str | None:
+        """The failure report of the sweep that just ran in this process, or None if no cell failed."""
+        failures = []
+        for i, (config, ret) in enumerate(cls.outcomes):
+            if ret.status != JobStatus.FAILED:
+                continue
+            folder = Path(str(config.hydra.runtime.output_dir))
+            err = ret._return_value
+            reason = f"{type(err).__name__}: {_first_line(str(err))}"
+            log_file = folder / f"{config.hydra.job.name}.log"
+            failures.append(CellFailure(i, str(config.hydra.job.num), str(folder), reason, None,
+                                        _status_line(folder, reason), str(log_file) if log_file.exists() else None,
+                                        "basic"))
+        if not failures:
+            return None
+        return sweep_failure_report(cls.outcomes[0][0], failures, len(cls.outcomes))
+
+
 class _KvexpSubmititLauncher(BaseSubmititLauncher):
     _EXECUTOR = "abstract"
 
@@ -162,6 +223,8 @@ class _KvexpSubmititLauncher(BaseSubmititLauncher):
         self.params = {k: (None if v == "" else v) for k, v in self.params.items()}
         self.python = own["python"] or None
         self.poll_s = max(1.0, float(own["poll_s"] if own["poll_s"] not in (None, "") else OWN_OPTIONS["poll_s"]))
+        self._pending_seen: dict[str, int] = {}  # pending reason -> tasks, as last logged
+        self._pending_logged = float("-inf")
 
     # ------------------------------------------------------------------ in the job
     def __call__(self, sweep_overrides: list[str], job_dir_key: str, job_num: int, job_id: str,
@@ -255,13 +318,68 @@ class _KvexpSubmititLauncher(BaseSubmititLauncher):
         log.info("submitted %d job%s (%s %s); job logs in %s", len(jobs), "s" if len(jobs) > 1 else "",
                  "SLURM array" if self._EXECUTOR == "slurm" else "local job", first,
                  Path(str(self.params["submitit_folder"]).replace("%j", first)).parent)
-        return self._wait_all(jobs, job_overrides, initial_job_idx)
+        try:
+            return self._wait_all(jobs, job_overrides, initial_job_idx)
+        finally:
+            self._remove_template_folder()
+
+    def _remove_template_folder(self) -> None:
+        """submitit's local controller creates the folder template itself (`.submitit/%j`, literally) and
+        leaves it empty; the logs are in the folders named after the job ids."""
+        template = Path(str(self.params["submitit_folder"]))
+        if "%" in template.name:
+            try:
+                template.rmdir()  # only when empty
+            except OSError:
+                pass
 
     def _refresh(self, jobs) -> None:
-        """Refresh the job states (SLURM: one sacct call for all jobs)."""
+        """Refresh the job states (SLURM: one sacct call for all jobs), and look at why queued ones wait."""
         watcher = getattr(jobs[0], "watcher", None)
         if self._EXECUTOR == "slurm" and watcher is not None:
             watcher.update()
+            self._watch_pending(jobs)
+
+    def _watch_pending(self, jobs) -> None:
+        """SLURM's pending reasons for the array's queued tasks (one squeue call). A reason that waiting
+        cannot resolve (the request exceeds the partition, a per-job limit, an unknown account) cancels the
+        array and fails the launch at once, naming the request, the offer and the settings to change; the
+        others (Priority, Resources, ...) are logged when they change and every PENDING_LOG_S seconds."""
+        from kvexp.launch.slurm import never_starts, partition_offer, pending_tasks
+
+        array = jobs[0].job_id.split("_")[0]
+        by_reason: dict[str, list[str]] = {}
+        partitions = set()
+        for task, (reason, partition) in pending_tasks(array).items():
+            by_reason.setdefault(reason, []).append(task)
+            partitions.add(partition)
+        for reason, tasks in by_reason.items():
+            meaning = never_starts(reason)
+            if meaning is None:
+                continue
+            import subprocess
+
+            subprocess.run(["scancel", array], capture_output=True, timeout=30)
+            p = self.params
+            request = (f"{p.get('cpus_per_task')} CPUs, {p.get('mem_gb')} GB memory, {p.get('gpus_per_node') or 0} "
+                       f"GPU(s), {p.get('timeout_min')} min" + "".join(
+                           f", {k} {p[k]}" for k in ("partition", "account", "qos", "constraint") if p.get(k)))
+            offers = "; ".join(f"partition {name}: {partition_offer(name)}" for name in sorted(partitions))
+            raise SweepFailed(
+                f"SLURM will never start {len(tasks)} cell(s) of this sweep (job array {array}): pending reason "
+                f"{reason}, {meaning}. Each job asks for {request}; {offers}. Lower the request with "
+                f"hydra.launcher.cpus_per_task=..., hydra.launcher.mem_gb=..., hydra.launcher.gpus_per_node=..., "
+                f"hydra.launcher.timeout_min=... (or KVEXP_SLURM_CPUS, KVEXP_SLURM_MEM_GB, KVEXP_SLURM_GPUS, "
+                f"KVEXP_SLURM_TIMEOUT_MIN in jobs/site.env), or pick another partition, account or QOS "
+                f"(hydra.launcher.partition / KVEXP_SLURM_PARTITION, ...). The array was cancelled (scancel "
+                f"{array}); nothing ran.")
+        waiting = {r: len(t) for r, t in by_reason.items() if r not in ("None", "")}  # None: not yet looked at
+        now = time.monotonic()
+        if waiting and (waiting != self._pending_seen or now - self._pending_logged >= PENDING_LOG_S):
+            log.info("%d cell(s) wait in the SLURM queue (%s); `squeue -r -j %s` shows them",
+                     sum(waiting.values()), ", ".join(f"{n} {r}" for r, n in sorted(waiting.items())), array)
+            self._pending_logged = now
+        self._pending_seen = waiting
 
     def _wait_all(self, jobs, job_overrides, initial_job_idx: int) -> list[JobReturn]:
         n = len(jobs)
@@ -292,7 +410,12 @@ class _KvexpSubmititLauncher(BaseSubmititLauncher):
                 pending = still
                 if pending:  # each check of a job stats its folder: go easy on a shared filesystem
                     time.sleep(min(self.poll_s, 2.0 + len(pending) / 50))
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, JobInterrupted) as stop:
+            ignore_further_signals()
+            if self._EXECUTOR == "local":
+                self._stop_local_jobs([jobs[i] for i in pending], [job_overrides[i] for i in pending],
+                                      [initial_job_idx + i for i in pending], stop)
+                raise
             first = jobs[0].job_id.split("_")[0]
             log.warning("stopped waiting: %d job(s) still run under %s %s (scancel %s stops them). Running the same "
                         "command again with hydra.sweep.dir=%s resumes every cell.", len(pending), self._EXECUTOR,
@@ -301,6 +424,30 @@ class _KvexpSubmititLauncher(BaseSubmititLauncher):
         if failures:
             self._fail(failures, n)
         return [r for r in results if r is not None]
+
+    def _stop_local_jobs(self, jobs, overrides, indices, stop: BaseException, wait_s: float = 60.0) -> None:
+        """The launcher was told to stop: pass SIGTERM on to its local jobs (each flushes its rows and
+        marks itself preempted), wait for them, and say what stopped and how to resume."""
+        name = getattr(stop, "signal_name", "SIGINT")
+        for job in jobs:
+            process = getattr(job, "_process", None)
+            if process is not None and process.poll() is None:
+                try:
+                    process.send_signal(signal.SIGTERM)  # submitit's local controller forwards it to the job
+                except OSError:
+                    pass
+        deadline = time.monotonic() + wait_s
+        alive = [j for j in jobs if getattr(j, "_process", None) is not None and j._process.poll() is None]
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.2)
+            alive = [j for j in alive if j._process.poll() is None]
+        folders = [str(self._folder_of(None, o, idx, j)) for j, o, idx in zip(jobs, overrides, indices)]
+        lines = [f"{name}: stopped {len(jobs)} running cell(s); rows so far are kept:", *(f"  {f}" for f in folders)]
+        if alive:
+            lines.append("still running after %ds (stop them with kill): pids %s" % (
+                wait_s, " ".join(str(j._process.pid) for j in alive)))
+        lines.append(f"Run the same command again with hydra.sweep.dir={self.config.hydra.sweep.dir} to resume them.")
+        log.warning("\n".join(lines))
 
     def _outcome(self, i: int, job, overrides, idx: int) -> tuple[JobReturn | None, CellFailure | None]:
         slurm = self._EXECUTOR == "slurm"
@@ -348,24 +495,7 @@ class _KvexpSubmititLauncher(BaseSubmititLauncher):
             return Path(str(self.config.hydra.sweep.dir)) / " ".join(filter_overrides(overrides))
 
     def _fail(self, failures: list[CellFailure], n: int) -> None:
-        from kvexp.pipeline.summary import SweepSummaryCallback
-
-        try:  # Hydra skips its end-of-sweep callbacks when a job failed: show the finished cells here
-            SweepSummaryCallback().on_multirun_end(self.config)
-        except Exception:  # noqa: BLE001
-            pass
-        failures.sort(key=lambda f: f.index)
-        cwd = Path.cwd()
-        for f in failures:
-            try:
-                f.folder = str(Path(f.folder).relative_to(cwd))
-            except ValueError:
-                pass
-        head = (f"kvexp sweep {self.config.hydra.sweep.dir}: {len(failures)} of {n} cells failed "
-                f"({n - len(failures)} finished). Failed cells:")
-        tail = ("Fix the cause and run the same command again with hydra.sweep.dir="
-                f"{self.config.hydra.sweep.dir}: finished cells are kept, interrupted ones resume.")
-        raise SweepFailed("\n".join([head, *(f.describe() for f in failures), tail]))
+        raise SweepFailed(sweep_failure_report(self.config, failures, n))
 
 
 class SlurmLauncher(_KvexpSubmititLauncher):

@@ -3,6 +3,7 @@ view of a job array (ArrayAwareWatcher)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 
@@ -106,3 +107,52 @@ def array_aware_watcher(delay_s: int = 600):
             return {**ranged, **own}
 
     return ArrayAwareWatcher(delay_s=delay_s)
+
+
+# ---------------------------------------------------------------- why queued jobs do not start
+
+#: Pending reasons that waiting never resolves: the request exceeds what the partition, its nodes or
+#: the account's per-job limits allow, or names something that does not exist.
+NEVER_STARTS = {
+    "PartitionConfig": "the request exceeds what the partition's nodes offer",
+    "PartitionNodeLimit": "the node count is outside the partition's limits",
+    "PartitionTimeLimit": "the time limit exceeds the partition's maximum",
+    "BadConstraints": "the constraints cannot be met by any node",
+    "InvalidAccount": "the account does not exist or is not usable",
+    "InvalidQOS": "the QOS does not exist or is not usable",
+}
+_PER_JOB_LIMIT = re.compile(r"^(QOS|Assoc)Max\w*PerJob\w*Limit$")  # e.g. QOSMaxCpuPerJobLimit
+
+
+def never_starts(reason: str) -> str | None:
+    """What a pending reason means when waiting cannot resolve it, else None (Priority, Resources, ...)."""
+    if reason in NEVER_STARTS:
+        return NEVER_STARTS[reason]
+    if _PER_JOB_LIMIT.match(reason):
+        return "the request exceeds a per-job limit of the QOS or account"
+    return None
+
+
+def pending_tasks(array_id: str) -> dict[str, tuple[str, str]]:
+    """{task id: (pending reason, partition)} of the array's tasks still pending (squeue, one line per task)."""
+    out = _run(["squeue", "-h", "-r", "-t", "PENDING", "-j", array_id, "-o", "%i|%r|%P"])
+    tasks = {}
+    for line in (out or "").splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 3 and parts[0]:
+            tasks[parts[0]] = (parts[1], parts[2])
+    return tasks
+
+
+def partition_offer(partition: str) -> str:
+    """What the partition's nodes offer, in words (sinfo), e.g. "2 CPUs, 21 GB memory, GRES gpu:2 per node,
+    time limit infinite"."""
+    out = _run(["sinfo", "-h", "-p", partition, "-o", "%c|%m|%G|%l"])
+    offers = []
+    for line in sorted(set((out or "").split("\n"))):
+        parts = line.strip().split("|")
+        if len(parts) == 4:
+            cpus, mem_mb, gres, limit = parts
+            mem = f"{int(mem_mb) // 1024} GB" if mem_mb.rstrip("+").isdigit() else f"{mem_mb} MB"
+            offers.append(f"{cpus} CPUs, {mem} memory, GRES {gres} per node, time limit {limit}")
+    return "; ".join(offers) or "unknown (sinfo did not answer)"

@@ -12,6 +12,7 @@ Where the weights come from, by priority: `model.path` (a local folder), else `m
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -47,6 +48,35 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
+
+
+def _sampled_bytes(path: Path, whole_below: int = 8 << 20, chunks: int = 64, chunk: int = 16 << 10) -> bytes:
+    """A small file whole; a large one as `chunks` slices spread evenly over it, so that weights changed
+    anywhere (not only in the first or last tensors) change the sample."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        if size <= whole_below:
+            return f.read()
+        parts = []
+        for i in range(chunks):
+            f.seek((size - chunk) * i // (chunks - 1))
+            parts.append(f.read(chunk))
+        return b"".join(parts)
+
+
+def check_device(name: str) -> None:
+    """Refuse a device this machine's torch cannot use, before any weights are read."""
+    try:
+        device = resolve_device(str(name))
+    except (RuntimeError, ValueError) as e:
+        raise ModelConfigError(f"model.device={name} is not a device ({e}); use model.device=auto, cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        build = "a CPU-only build of torch" if torch.version.cuda is None else "no visible GPU"
+        raise ModelConfigError(f"model.device={name} but this machine has {build}; use model.device=auto "
+                               f"(a GPU when there is one) or model.device=cpu")
+
+
 def resolve_dtype(name: str) -> torch.dtype | str:
     return "auto" if name == "auto" else getattr(torch, name)
 
@@ -74,8 +104,10 @@ class ModelSource:
         return None
 
     def check(self) -> None:
-        """Fail fast, with the fix, on a local path or package that is not there."""
+        """Fail fast, with the fix, on a device this torch cannot use or a local path or package that is
+        not there."""
         p = self.preset
+        check_device(p.device)
         if self._folder():
             folder = self._folder()
             if not (folder / "config.json").is_file():
@@ -86,6 +118,27 @@ class ModelSource:
                                        f"model.source={p.source}")
         elif p.source == "gguf":
             gguf.locate_gguf(p.gguf["package"], p.gguf["file"])
+
+    def fingerprint(self) -> str | None:
+        """A short digest of the weights and model config this preset would load (None for weights built
+        in process or fetched from the hub by name): retrained weights under another path differ, a
+        moved copy does not. Reads at most about 1 MiB per weight file."""
+        p = self.preset
+        folder = self._folder()
+        if folder is not None:
+            files = sorted(f for f in folder.iterdir() if f.is_file() and (f.name == "config.json" or
+                                                                           f.suffix in WEIGHT_SUFFIXES))
+        elif p.source == "gguf":
+            files = [gguf.locate_gguf(p.gguf["package"], p.gguf["file"])]
+        else:
+            return None
+        if not any(f.suffix in WEIGHT_SUFFIXES for f in files):
+            return None
+        digest = hashlib.sha256()
+        for f in files:
+            digest.update(f"{f.name}:{f.stat().st_size}:".encode())
+            digest.update(_sampled_bytes(f))
+        return digest.hexdigest()[:16]
 
     @property
     def origin(self) -> str:

@@ -28,6 +28,10 @@ STATUS, RUN_META, METRICS, LOCK = "status.json", "run_meta.json", "metrics.json"
 RowKey = tuple[str, int]
 
 
+class CorruptedFile(ValueError):
+    """A results file with an unreadable line that is not a torn last line: edited or damaged."""
+
+
 class JobFolderBusy(RuntimeError):
     """Another live process holds this job folder; `holder` says which (pid and host)."""
 
@@ -40,23 +44,47 @@ def row_key(row: dict[str, Any]) -> RowKey:
     return (str(row["id"]), int(row["sample_idx"]))
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Replace `path` atomically with `obj` as JSON."""
+def target_keys(problem_ids: Iterable[str], num_samples: int) -> dict[RowKey, int]:
+    """The (id, sample_idx) rows a job's config asks for, each with its place in problem order. The one
+    rule for which rows of a folder belong to its cell, used by the job's metrics and by the report (a
+    folder may hold more rows, e.g. from an earlier run with a larger dataset.limit). status.json
+    records the ids and num_samples under `targets`."""
+    return {(str(pid), j): i * num_samples + j for i, pid in enumerate(problem_ids) for j in range(num_samples)}
+
+
+@contextmanager
+def replaced_atomically(path: Path) -> Iterator[Any]:
+    """A text file to write that replaces `path` in one step when the block ends (a reader never sees half
+    of it). Its mode follows the umask like any new file (tempfile's own 0600 would lock teammates out)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, default=str)
-            f.write("\n")
+            yield f
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def read_jsonl(path: Path, *, repair: bool = False) -> list[dict[str, Any]]:
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Replace `path` atomically with `obj` as JSON."""
+    with replaced_atomically(path) as f:
+        json.dump(obj, f, indent=2, default=str)
+        f.write("\n")
+
+
+def read_jsonl(path: Path, *, repair: bool = False, skip_bad: bool = False) -> list[dict[str, Any]]:
     """The rows of a JSON-lines file. A torn last line (not JSON, or no newline after it) is dropped,
-    and with `repair` cut off the file so that appends start on a clean line. A bad line anywhere else
-    means the file was edited or corrupted: refuse rather than guess."""
+    and with `repair` cut off the file so that appends start on a clean line (the one time it is
+    reported). A bad line anywhere else means the file was edited or corrupted: refuse rather than
+    guess (CorruptedFile), or with `skip_bad` (auxiliary files) leave it out with a warning."""
     if not path.exists():
         return []
     data = path.read_bytes()
@@ -72,16 +100,25 @@ def read_jsonl(path: Path, *, repair: bool = False) -> list[dict[str, Any]]:
                 rows.append(json.loads(line))
             except ValueError as e:
                 if i != last:
-                    raise ValueError(f"{path}: line {i + 1} is not JSON ({e}); the file was edited or "
-                                     f"corrupted") from None
-                log.warning("%s: dropping a torn last line (%d bytes) left by an interrupted run",
-                            path.name, len(line))
+                    if skip_bad:
+                        log.warning("%s: line %d is not JSON (%s); left out", path, i + 1, e)
+                        continue
+                    raise CorruptedFile(f"{path}: line {i + 1} is not JSON ({e}); the file was edited or corrupted: "
+                                        f"remove that line (its sample then runs again) or move the folder "
+                                        f"aside") from None
+                if repair:
+                    log.warning("%s: dropping a torn last line (%d bytes) left by an interrupted run",
+                                path.name, len(line))
                 break
         good_end += len(line) + 1
     if repair and good_end < len(data):
         with open(path, "r+b") as f:
             f.truncate(good_end)
     return rows
+
+
+def _count_lines(path: Path) -> int:
+    return sum(1 for line in path.read_bytes().split(b"\n") if line.strip()) if path.exists() else 0
 
 
 class JobFolder:
@@ -112,6 +149,26 @@ class JobFolder:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
+    def holder_alive(self) -> bool | None:
+        """Whether a live process holds the folder's lock (None: no lock file, e.g. a folder from before
+        locks). A status.json that says `running` while nobody holds the lock was left by a process that
+        died without a word (kill -9, the OOM killer, a node crash)."""
+        try:
+            f = open(self.file(LOCK), "rb")
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return None
+        with f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            except OSError:
+                return None
+            fcntl.flock(f, fcntl.LOCK_UN)
+            return False
+
     # ---- resume ----
     def finished_rows(self, *, drop_errors: bool = False) -> list[dict[str, Any]]:
         """Rows already in samples.jsonl (first copy of each (id, sample_idx)), after cutting a torn last
@@ -125,19 +182,17 @@ class JobFolder:
         if len(kept) != len(rows):
             self._rewrite(SAMPLES, kept)
         done = {row_key(r) for r in kept}
-        traces = read_jsonl(self.file(TRACES), repair=True)
+        # traces are auxiliary: a damaged line there costs that line, never the job
+        traces = read_jsonl(self.file(TRACES), repair=True, skip_bad=True)
         kept_traces = [t for t in traces if row_key(t) in done]
-        if len(kept_traces) != len(traces):
+        if len(kept_traces) != len(traces) or len(traces) != _count_lines(self.file(TRACES)):
             self._rewrite(TRACES, kept_traces)
         return kept
 
     def _rewrite(self, name: str, rows: Iterable[dict[str, Any]]) -> None:
-        path = self.file(name)
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=self.path)
-        with os.fdopen(fd, "w") as f:
+        with replaced_atomically(self.file(name)) as f:
             for row in rows:
                 f.write(json.dumps(row, default=str) + "\n")
-        os.replace(tmp, path)
 
     # ---- appending ----
     @contextmanager

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import time
 import traceback
@@ -27,16 +28,19 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from kvexp.pipeline.cell import FULL, cell_name, differences, run_identity
-from kvexp.pipeline.folder import (CONFIG, METRICS, RUN_META, SAMPLES, STATUS, TRACES, JobFolder, JobFolderBusy,
-                                  read_jsonl, row_key, write_json)
+from kvexp.pipeline.folder import (CONFIG, METRICS, RUN_META, SAMPLES, STATUS, TRACES, CorruptedFile, JobFolder,
+                                  JobFolderBusy,
+                                  read_jsonl, row_key, target_keys, write_json)
 from kvexp.pipeline.meta import now, run_meta, scrub
 from kvexp.pipeline.metrics import compute_metrics
 from kvexp.pipeline.progress import Progress
 from kvexp.pipeline.signals import JobInterrupted, interruption_name, signals_as_exceptions
 from kvexp.pipeline.summary import format_table
+from kvexp.pipeline.validation import check_generation, check_policy_params
 
 log = logging.getLogger("kvexp")
 
+HYDRA_DIR = ".hydra"  # Hydra's own name for its records of a launch
 STATUS_INTERVAL_S = 5.0  # status.json is rewritten at most this often while rows stream in
 
 
@@ -72,13 +76,14 @@ def plan_job(cfg: DictConfig) -> Plan:
     from kvexp.models import ModelPreset, ModelSource
     from kvexp.policies import build_policy
 
-    policy = build_policy(OmegaConf.to_container(cfg.policy, resolve=True))
+    policy_params = OmegaConf.to_container(cfg.policy, resolve=True)
+    check_policy_params(policy_params)
+    policy = build_policy(policy_params)
     budget = Budget(tokens=cfg.budget.tokens, slack=cfg.budget.slack)
     budget.check(policy)
 
     gen = cfg.generation
-    if not isinstance(gen.num_samples, int) or gen.num_samples < 1:
-        raise ValueError(f"generation.num_samples must be an integer >= 1, got {gen.num_samples!r}")
+    check_generation(OmegaConf.to_container(gen, resolve=True), cfg.seed)
     if cfg.trace.n_problems < 0:
         raise ValueError(f"trace.n_problems must be >= 0, got {cfg.trace.n_problems}")
     repetition = None
@@ -149,14 +154,19 @@ def _check_resumable(folder: JobFolder, resolved: dict[str, Any]) -> None:
 
 
 def run_job(cfg: DictConfig, job_dir: Path | str, *, sweep: str | None = None,
-            overrides: list[str] | None = None) -> dict[str, Any]:
+            overrides: list[str] | None = None, hydra_files: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run (or resume) one job in `job_dir`; returns its metrics. Raises on failure after recording it in
     status.json; JobInterrupted / KeyboardInterrupt propagate after the folder is marked preempted.
 
     The full cache launched at several budgets of one sweep shares one folder (kvexp.pipeline.cell):
-    a launch that finds it busy returns at once ({}), since the job holding it runs the same thing."""
+    a launch that finds it busy returns at once ({}), since the job holding it runs the same thing.
+
+    `hydra_files` (file name -> content) are Hydra's records of the launch (config, hydra config,
+    overrides), written scrubbed to `.hydra/` once the folder is known to accept this config, so that a
+    refused rerun leaves the folder's records alone (conf/config.yaml turns Hydra's own writing off)."""
     folder = JobFolder(job_dir)
     resolved = scrub(OmegaConf.to_container(cfg, resolve=True))
+    resolved["model"]["fingerprint"] = _weights_fingerprint(cfg)
     with ExitStack() as held:
         try:
             held.enter_context(folder.locked())
@@ -167,13 +177,22 @@ def run_job(cfg: DictConfig, job_dir: Path | str, *, sweep: str | None = None,
                      "nothing to do here", folder.path, busy.holder)
             return {}
         held.enter_context(signals_as_exceptions())
-        _check_resumable(folder, resolved)
-        OmegaConf.save(OmegaConf.create(resolved), folder.file(CONFIG))
-        status = StatusFile(folder)
-        status.update()
-        write_json(folder.file(RUN_META), run_meta(overrides=overrides, started_at=status.data["started_at"]))
-        tracker, state, metrics = None, "failed", None
         try:
+            _check_resumable(folder, resolved)
+        except CorruptedFile as e:  # the folder's own rows are damaged: say so where users look
+            if folder.file(STATUS).exists():
+                StatusFile(folder).update(state="failed", finished_at=now(), error=str(e), traceback=None)
+            raise
+        _note_a_dead_holder(folder)
+        OmegaConf.save(OmegaConf.create(resolved), folder.file(CONFIG))
+        for name, content in (hydra_files or {}).items():
+            (folder.path / HYDRA_DIR).mkdir(exist_ok=True)
+            OmegaConf.save(OmegaConf.create(scrub(content)), folder.path / HYDRA_DIR / name)
+        status = StatusFile(folder)
+        tracker, state, metrics, plan = None, "failed", None, None
+        try:  # from the first write of status.json on, every way out leaves a final state in it
+            status.update()
+            write_json(folder.file(RUN_META), run_meta(overrides=overrides, started_at=status.data["started_at"]))
             plan = plan_job(cfg)
             finished, pending = _split_done(cfg, plan, folder)
             if pending or not _tracked_before(folder):  # a finished, already logged job: no second W&B run
@@ -196,6 +215,18 @@ def run_job(cfg: DictConfig, job_dir: Path | str, *, sweep: str | None = None,
                                traces=read_jsonl(folder.file(TRACES)))
 
 
+def _note_a_dead_holder(folder: JobFolder) -> None:
+    """A status.json still `running` in a folder this process has just locked was left by a run that died
+    without a word (kill -9, the OOM killer, a node crash): say so, since its rows are resumed."""
+    try:
+        state = json.loads(folder.file(STATUS).read_text()).get("state")
+    except (OSError, ValueError, AttributeError):
+        return
+    if state == "running":
+        log.warning("%s: the run before this one died without finishing (status.json still said running: killed, "
+                    "out of memory or a node crash); resuming from its rows", folder.path)
+
+
 def _start_tracker(cfg: DictConfig, plan: Plan, folder: JobFolder, sweep: str | None, resolved: dict[str, Any]):
     from kvexp.tracking import make_tracker
 
@@ -209,7 +240,7 @@ def _start_tracker(cfg: DictConfig, plan: Plan, folder: JobFolder, sweep: str | 
 def _target_rows(folder: JobFolder, plan: Plan) -> list[dict[str, Any]]:
     """The rows of samples.jsonl this job's config asks for, in problem order (a folder may hold more
     rows, e.g. from an earlier run with a larger dataset.limit)."""
-    order = {(p.id, j): i for i, p in enumerate(plan.problems) for j in range(plan.num_samples)}
+    order = target_keys([p.id for p in plan.problems], plan.num_samples)
     rows = {row_key(r): r for r in read_jsonl(folder.file(SAMPLES))}
     return [rows[k] for k in sorted(order, key=order.get) if k in rows]
 
@@ -229,7 +260,22 @@ def _differences_from(folder: JobFolder, resolved: dict[str, Any]) -> list[str]:
     """Where `resolved` differs from the config in the folder's config.yaml, beyond what resuming may
     change (kvexp.pipeline.cell.run_identity)."""
     old = OmegaConf.to_container(OmegaConf.load(folder.file(CONFIG)), resolve=False)
-    return differences(run_identity(old), run_identity(resolved))
+    new = run_identity(resolved)
+    if "fingerprint" not in (old.get("model") or {}):  # a folder written before weights were fingerprinted
+        new.get("model", {}).pop("fingerprint", None)
+    return differences(run_identity(old), new)
+
+
+def _weights_fingerprint(cfg: DictConfig) -> str | None:
+    """The fingerprint of the weights the job would load (kvexp.models.ModelSource.fingerprint), part
+    of what a folder's rows mean: a resume with other weights (e.g. retrained, under another model.path)
+    is refused. None when it cannot be taken; plan_job then says what is wrong with the model."""
+    from kvexp.models import ModelPreset, ModelSource
+
+    try:
+        return ModelSource(ModelPreset.from_cfg(OmegaConf.to_container(cfg.model, resolve=True))).fingerprint()
+    except Exception:  # noqa: BLE001 - a bad model config is reported by plan_job, with its fix
+        return None
 
 
 def _split_done(cfg: DictConfig, plan: Plan, folder: JobFolder) -> tuple[list[dict[str, Any]], list[tuple[Any, int]]]:
@@ -248,7 +294,8 @@ def _execute(cfg: DictConfig, plan: Plan, folder: JobFolder, status: StatusFile,
              finished: list[dict[str, Any]], pending: list[tuple[Any, int]]) -> dict[str, Any]:
     done = {row_key(r) for r in finished}
     n_target = len(plan.problems) * plan.num_samples
-    status.update(n_target=n_target, n_done=n_target - len(pending), n_pending=len(pending))
+    status.update(n_target=n_target, n_done=n_target - len(pending), n_pending=len(pending),
+                  targets={"ids": [p.id for p in plan.problems], "num_samples": plan.num_samples})
     if done:
         log.info("%s: resuming, %d of %d samples already done", folder.path, n_target - len(pending), n_target)
 
@@ -257,6 +304,10 @@ def _execute(cfg: DictConfig, plan: Plan, folder: JobFolder, status: StatusFile,
         generated_tokens, generation_s = _generate(cfg, plan, folder, status, tracker, pending, done, overrides)
 
     rows = _target_rows(folder, plan)
+    n_outside = len({row_key(r) for r in read_jsonl(folder.file(SAMPLES))}) - len(rows)
+    if n_outside > 0:
+        log.warning("%s: %d rows in samples.jsonl are for problems this config does not ask for (an earlier run "
+                    "with a larger dataset.limit?); they are kept but not counted", folder.path, n_outside)
     metrics = compute_metrics(rows, **plan.identity)
     metrics.update(wall_s=round(time.perf_counter() - t_start, 3),
                    throughput_tokens_per_s=generated_tokens / generation_s if generation_s > 0 else None)

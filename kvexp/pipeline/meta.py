@@ -29,9 +29,33 @@ SCHEDULER_ENV = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "S
                  "SLURM_RESTART_COUNT", "SUBMITIT_EXECUTOR", "SUBMITIT_LOCAL_JOB_ID", "CUDA_VISIBLE_DEVICES")
 
 
+def _secret_override(text: str) -> tuple[str, str] | None:
+    """(name, value) of a command-line override that sets a secret-looking key (+model.hf_token=...)."""
+    name, eq, value = text.partition("=")
+    if eq and _SECRET_KEY.search(name.lstrip("+~").rsplit(".", 1)[-1]):
+        return name, value
+    return None
+
+
+def _secrets_in(obj: Any, key: str = "") -> list[str]:
+    """Values under secret-looking keys or in secret overrides, to mask wherever else they appear
+    (e.g. inside Hydra's override_dirname, `a=1,+model.hf_token=...`)."""
+    if isinstance(obj, dict):
+        return [s for k, v in obj.items() for s in _secrets_in(v, str(k))]
+    if isinstance(obj, (list, tuple)):
+        return [s for v in obj for s in _secrets_in(v, key)]
+    if isinstance(obj, str):
+        if _SECRET_KEY.search(key):
+            return [obj]
+        found = _secret_override(obj)
+        return [found[1]] if found else []
+    return []
+
+
 def scrub(obj: Any) -> Any:
     """A copy of a plain config/metadata structure with secrets masked."""
     secrets = [v for k in SECRET_ENV if len(v := os.environ.get(k, "")) >= 8]
+    secrets += [v for v in _secrets_in(obj) if len(v) >= 8]
 
     def clean(value: Any, key: str = "") -> Any:
         if isinstance(value, dict):
@@ -41,9 +65,9 @@ def scrub(obj: Any) -> Any:
         if isinstance(value, str):
             if value and _SECRET_KEY.search(key):
                 return MASK
-            name, eq, _ = value.partition("=")  # a command-line override such as +model.hf_token=...
-            if eq and _SECRET_KEY.search(name.lstrip("+~").rsplit(".", 1)[-1]):
-                return f"{name}={MASK}"
+            override = _secret_override(value)  # a command-line override such as +model.hf_token=...
+            if override:
+                return f"{override[0]}={MASK}"
             for s in secrets:
                 value = value.replace(s, MASK)
         return value

@@ -239,7 +239,9 @@ class Cell:
 
     @property
     def complete(self) -> bool:
-        return not self.missing_shards and self.state == DONE and bool(self.jobs)
+        # a job marked done with rows missing (a corrupted or edited samples.jsonl) is not complete
+        return (not self.missing_shards and self.state == DONE and bool(self.jobs)
+                and not any(j.missing_rows for j in self.jobs.values()))
 
     @property
     def is_full(self) -> bool:
@@ -386,6 +388,10 @@ def _job_issues(job: Job, where: str) -> list[Issue]:
     if job.duplicate_rows:
         detail = f"{job.duplicate_rows} repeated (id, sample_idx) rows; last kept"
         issues.append(Issue("duplicates", where, detail, [job.path]))
+    if job.outside_rows:
+        detail = (f"{job.outside_rows} rows of problems its config does not ask for (an earlier run with a larger "
+                  f"dataset.limit?) not counted, as in its metrics.json")
+        issues.append(Issue("extra rows", where, detail, [job.path]))
     return issues
 
 

@@ -90,6 +90,7 @@ class Job:
     torn_last_line: bool = False
     bad_lines: int = 0  # unparsable lines other than a torn last line
     duplicate_rows: int = 0  # rows whose (id, sample_idx) appeared earlier; the first one is kept
+    outside_rows: int = 0  # rows of problems the job's config does not ask for (status.json `targets`)
     mtime: float = 0.0
 
     @property
@@ -105,6 +106,12 @@ class Job:
         """Rows the job set out to write, from status.json (the pipeline's n_target)."""
         total = self.status.get("n_target", self.status.get("n_total"))
         return total if isinstance(total, int) else None
+
+    @property
+    def missing_rows(self) -> int:
+        """Rows the job set out to write and did not (0 when unknown)."""
+        total = self.n_target
+        return max(0, total - len(self.rows)) if total is not None else 0
 
     @property
     def error_message(self) -> str | None:
@@ -215,17 +222,44 @@ def load_job(path: Path) -> Job:
                 dup += 1  # the pipeline's resume keeps the first copy too
                 continue
             rows[row.key] = row
+    if status.get("state") == RUNNING and _holder_died(path):
+        status = {**status, "state": PREEMPTED,
+                  "error": "the process running it died without a word (kill -9, out of memory, a node crash); "
+                           "rerun to resume"}
+    kept, outside = _rows_of_cell(list(rows.values()), status)
     return Job(
         path=path,
         config=config,
         state=_job_state(path, status),
         status=status,
-        rows=list(rows.values()),
+        rows=kept,
         torn_last_line=torn,
         bad_lines=bad,
         duplicate_rows=dup,
+        outside_rows=outside,
         mtime=mtime,
     )
+
+
+def _holder_died(path: Path) -> bool:
+    """A job folder whose status says running but whose lock no live process holds."""
+    from kvexp.pipeline.folder import JobFolder
+
+    return JobFolder(path).holder_alive() is False
+
+
+def _rows_of_cell(rows: list[Row], status: dict[str, Any]) -> tuple[list[Row], int]:
+    """The rows that belong to the job's cell by the pipeline's own rule (kvexp.pipeline.folder.target_keys
+    on the `targets` status.json records), and how many others the folder holds. Folders written before
+    status.json recorded its targets keep every row."""
+    from kvexp.pipeline.folder import target_keys
+
+    targets = status.get("targets")
+    if not isinstance(targets, dict) or not isinstance(targets.get("ids"), list):
+        return rows, 0
+    keys = target_keys(targets["ids"], int(targets.get("num_samples") or 1))
+    kept = [r for r in rows if r.key in keys]
+    return kept, len(rows) - len(kept)
 
 
 def is_job_folder(path: Path) -> bool:
@@ -247,9 +281,13 @@ def find_job_folders(dirs: list[Path], exclude: Path | None = None) -> list[Path
         top = Path(top)
         if not top.is_dir():
             raise ReportError(f"{top}: not a folder")
-        for root, subdirs, _ in os.walk(top.resolve(), followlinks=False):
+        for root, subdirs, files in os.walk(top.resolve(), followlinks=False):
             here = Path(root)
-            if is_job_folder(here):
+            try:
+                job_here = is_job_folder(here)
+            except OSError:  # a folder we may list but not enter: loading it reports why
+                job_here = "config.yaml" in files
+            if job_here:
                 found.add(here)
                 subdirs[:] = []
                 continue
@@ -279,6 +317,9 @@ def load_jobs(dirs: list[Path], exclude: Path | None = None) -> tuple[list[Job],
             jobs.append(load_job(p))
         except ReportError as exc:
             issues.append(Issue("unreadable", p.name, str(exc), [p]))
+        except OSError as exc:  # e.g. another user's folder with files only its owner may read
+            issues.append(Issue("unreadable", p.name, f"{type(exc).__name__}: {exc}; left out (its owner can "
+                                                      f"share it with chmod -R a+rX)", [p]))
     if not jobs:
         reasons = "; ".join(f"{i.paths[0]}: {i.detail}" for i in issues)
         raise ReportError(f"no readable job folder: {reasons}")

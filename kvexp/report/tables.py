@@ -290,7 +290,7 @@ CATEGORY_NOTE = (
 )
 INCOMPLETE_NOTE = (
     f"{INCOMPLETE_MARK} marks a cell that is not complete (a shard failed, is running, was "
-    "preempted or is missing); its numbers cover the rows written so far. See *Attention*. "
+    "preempted or is missing, or rows are missing); its numbers cover the rows written so far. See *Attention*. "
     f"{NO_VALUE}: no run, or not defined (no full-cache reference)."
 )
 

@@ -6,6 +6,8 @@ job runs: one point per finished sample. At the end: summary metrics, a table of
 per-step traces (resident tokens, cumulative evictions, prompt share) of the traced problems.
 
 Tracking is never the reason a job fails: if W&B cannot start or log, kvexp warns and carries on.
+An online run that cannot reach its server within `logger.init_timeout` seconds (no network, no key)
+is written offline instead; if even that fails, the job runs without W&B.
 Offline mode (the default) writes the run under `<job folder>/wandb/`; `wandb sync` uploads it later.
 """
 from __future__ import annotations
@@ -18,7 +20,13 @@ log = logging.getLogger(__name__)
 
 SAMPLE_COLUMNS = ("id", "sample_idx", "prompt", "output", "prediction", "gold", "correct", "n_prompt_tokens",
                   "n_output_tokens", "stop_reason", "peak_resident_tokens", "n_evicted_tokens", "error")
+#: Seconds wandb.init may wait for its server (logger.init_timeout) before the job goes on offline.
+DEFAULT_INIT_TIMEOUT_S = 20.0
 TRACE_COLUMNS = ("id", "sample_idx", "step", "resident_tokens", "evicted_tokens", "prompt_resident_share")
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0]
 
 
 def _cell_value(value: Any) -> Any:
@@ -33,22 +41,41 @@ class WandbTracker:
                  config: dict[str, Any]):
         self.run = None
         self.live = bool(logger_cfg.get("log_samples_live", True))
+        mode = logger_cfg.get("mode") or "offline"
         try:
             import wandb
 
             self._wandb = wandb
-            mode = logger_cfg.get("mode") or "offline"
             # The job folder owns the run files; WANDB_DIR would scatter them elsewhere.
-            self.run = wandb.init(
-                project=logger_cfg.get("project") or "kvexp", entity=logger_cfg.get("entity"),
-                group=logger_cfg.get("group") or group, name=name, tags=list(logger_cfg.get("tags") or []),
-                config=config, dir=str(job_dir), mode=mode, job_type="eval", reinit="finish_previous",
-                settings=wandb.Settings(console="off", silent=True, x_disable_stats=True))
+            init = dict(project=logger_cfg.get("project") or "kvexp", entity=logger_cfg.get("entity"),
+                        group=logger_cfg.get("group") or group, name=name, tags=list(logger_cfg.get("tags") or []),
+                        config=config, dir=str(job_dir), job_type="eval", reinit="finish_previous")
+            # wandb waits 90 s by default for a server it cannot reach (a compute node without network)
+            timeout = float(logger_cfg.get("init_timeout") or DEFAULT_INIT_TIMEOUT_S)
+            # x_disable_meta: the run's metadata would hold the command line, secrets typed on it included
+            settings = dict(console="off", silent=True, x_disable_stats=True, x_disable_meta=True,
+                            init_timeout=timeout)
         except Exception as e:  # noqa: BLE001 - any failure to start tracking is a warning, not an error
             log.warning("W&B did not start (%s: %s); the job goes on without it", type(e).__name__, e)
-            self.run = None
+            return
+        try:
+            self.run = wandb.init(mode=mode, settings=wandb.Settings(**settings), **init)
+            return
+        except Exception as e:  # noqa: BLE001
+            if mode == "offline":
+                log.warning("W&B did not start (%s: %s); the job goes on without it", type(e).__name__, e)
+                return
+            log.warning("W&B (mode %s) did not start (%s: %s; its server is waited for logger.init_timeout=%gs); "
+                        "logging offline under %s/wandb instead (upload later with `wandb sync`)", mode,
+                        type(e).__name__, _first_line(e), timeout, job_dir)
+        try:
+            self.run = wandb.init(mode="offline", settings=wandb.Settings(**settings), **init)
+        except Exception as e:  # noqa: BLE001
+            log.warning("W&B did not start offline either (%s: %s); the job goes on without it",
+                        type(e).__name__, _first_line(e))
 
     def _safely(self, what: str, fn, *args, **kwargs) -> None:
+        """Call fn (a callable that uses self.run) unless W&B is off; a failure is a warning."""
         if self.run is None:
             return
         try:
@@ -61,15 +88,15 @@ class WandbTracker:
             return
         point = {"sample/correct": float(bool(row.get("correct"))), "sample/error": float(row.get("error") is not None),
                  "sample/n_output_tokens": row.get("n_output_tokens"), **{f"progress/{k}": v for k, v in progress.items()}}
-        self._safely("a sample", self.run.log, point)
+        self._safely("a sample", lambda: self.run.log(point))
 
     def finish(self, *, state: str, metrics: Mapping[str, Any] | None, rows: list[dict[str, Any]],
                traces: list[dict[str, Any]]) -> None:
         if self.run is None:
             return
         if metrics:
-            self._safely("metrics", self.run.summary.update, {k: _cell_value(v) for k, v in metrics.items()})
-        self._safely("the state", self.run.summary.update, {"state": state})
+            self._safely("metrics", lambda: self.run.summary.update({k: _cell_value(v) for k, v in metrics.items()}))
+        self._safely("the state", lambda: self.run.summary.update({"state": state}))
         if rows:
             self._safely("the samples table", self._log_samples, rows)
         if traces:

@@ -1,0 +1,345 @@
+"""Jobs under faults: W&B that cannot start, resumes with other weights or fewer problems, early and
+hard kills, results others must read, bad settings caught before the model loads, failed sweeps, and
+corrupted files."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from kvexp.models import ModelSource
+from kvexp.pipeline import IncompatibleJobFolder, read_jsonl, run_job
+from kvexp.pipeline.config import compose_config
+from test_pipeline import FAST, assert_complete, cfg, cli, load, run, samples
+
+DEAD_SERVER = "http://127.0.0.1:9"  # the discard port: nothing listens, so W&B cannot reach a server
+
+
+# ---- 1. W&B that cannot start ----
+
+@pytest.mark.parametrize("key", [None, "0123456789abcdef0123456789abcdef01234567"])
+def test_a_job_finishes_when_wandb_online_cannot_start(tmp_path, key):
+    """Online W&B without a key, or with a key and no server: the job warns, logs offline instead, and
+    finishes with complete local results."""
+    job = tmp_path / "job"
+    env = {"WANDB_MODE": "online", "WANDB_BASE_URL": DEAD_SERVER, "HOME": str(tmp_path / "home"),
+           "WANDB_CONFIG_DIR": str(tmp_path / "home" / ".config" / "wandb")}
+    if key:
+        env["WANDB_API_KEY"] = key
+    proc = cli(*FAST, "logger=wandb", "logger.init_timeout=2", f"hydra.run.dir={job}", env_overrides=env,
+               env_remove=() if key else ("WANDB_API_KEY",))
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, out
+    assert_complete(job, 2)
+    assert "logger.init_timeout=2" in out and "logging offline" in out, out
+    assert list((job / "wandb").glob("offline-run-*")), sorted(p.name for p in (job / "wandb").iterdir())
+
+
+def test_a_tracker_without_a_run_logs_nothing_and_raises_nothing(tmp_path, monkeypatch):
+    import wandb
+
+    from kvexp.tracking.wandb_tracker import WandbTracker
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("no server")
+
+    monkeypatch.setattr(wandb, "init", refuse)
+    tracker = WandbTracker({"mode": "online"}, job_dir=tmp_path, name="cell", group=None, config={})
+    assert tracker.run is None
+    tracker.log_sample({"correct": True, "error": None, "n_output_tokens": 3}, {"samples_done": 1})
+    tracker.finish(state="done", metrics={"accuracy": 1.0}, rows=[{"id": "a"}], traces=[])
+
+
+# ---- 6, 7. settings checked before any model loads, with messages that name the fix ----
+
+@pytest.mark.parametrize("overrides, message", [
+    (["generation.temperature=-1"], r"generation.temperature must be a number >= 0.*generation.temperature=0"),
+    (["generation.top_p=1.5"], r"generation.top_p must be a number in \(0, 1\]"),
+    (["generation.top_k=-3"], r"generation.top_k must be an integer >= 0"),
+    (["seed=abc"], r"seed must be an integer.*seed=0"),
+    (["policy=snapkv", "policy.pool=bogus"], r"policy.pool must be avg or max, got 'bogus'"),
+    (["policy=snapkv", "policy.kernel=4"], r"policy.kernel must be a positive odd integer"),
+    (["policy=snapkv", "policy.kernel=0"], r"policy.kernel must be a positive odd integer"),
+    (["policy=rkv", "policy.kernel=-3"], r"policy.kernel must be a positive odd integer"),
+    (["policy=rkv", "policy.threshold=7"], r"policy.threshold must be a cosine similarity: a number in \[-1, 1\]"),
+    (["policy=rkv", "policy.obs_window=0"], r"policy.obs_window must be an integer >= 1"),
+    (["policy=h2o", "policy.window=1.5"], r"policy.window must be an integer >= 0"),
+    (["model.device=cuda"], r"model.device=cuda but this machine has .*model.device=cpu"),
+    (["dataset=chain", "dataset.shard.count=0"], r"shard count must be an integer >= 1.*dataset.shard.count=1"),
+])
+def test_bad_settings_fail_before_the_model_loads_naming_the_fix(tmp_path, monkeypatch, overrides, message):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same answer on a GPU machine
+    monkeypatch.setattr(ModelSource, "load", lambda self: pytest.fail("the model loaded before validation"))
+    with pytest.raises(Exception, match=message):
+        run(tmp_path / "job", *overrides)
+    assert load(tmp_path / "job", "status.json")["state"] == "failed"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["budget=-5"], "budget=-5: a budget is a positive number of KV entries"),
+    (["budget=100"], "budget.tokens=100 sets any budget"),
+    (["-m", "budget=128,100"], "budget.tokens=100 sets any budget"),
+    (["hydra.run.dir=/sys/kernel"], "cannot write the job folder /sys/kernel"),
+])
+def test_command_line_mistakes_are_one_line_naming_the_fix(tmp_path, args, message):
+    run_dir = [] if any(a.startswith("hydra.run.dir") for a in args) else [f"hydra.run.dir={tmp_path}/job"]
+    proc = cli(*FAST, *run_dir, f"hydra.sweep.dir={tmp_path}/sweep", *args, env_remove=("HYDRA_FULL_ERROR",))
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode != 0 and message in out, out
+    assert "Traceback" not in out and "Unable to configure handler" not in out, out
+
+
+# ---- 2. the weights are part of a cell's identity ----
+
+ORGANISM = ["model=organism", "dataset=chain", "dataset.steps=2", "generation.max_new_tokens=40"]
+
+
+def _copy_checkpoint(dest: Path, *, retrain: bool = False) -> Path:
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from kvexp.organism import CHECKPOINT_DIR
+
+    shutil.copytree(CHECKPOINT_DIR, dest)
+    if retrain:  # other weights of the same architecture, as a retraining would leave
+        weights = load_file(dest / "model.safetensors")
+        name = sorted(k for k in weights if "layers.1." in k)[0]
+        weights[name] = weights[name] + 0.01 * torch.ones_like(weights[name])
+        save_file(weights, dest / "model.safetensors", metadata={"format": "pt"})
+    return dest
+
+
+def test_a_resume_with_other_weights_is_refused_and_a_moved_copy_resumes(tmp_path):
+    job = tmp_path / "job"
+    run(job, *ORGANISM)
+    rows = samples(job)
+    moved = _copy_checkpoint(tmp_path / "moved")
+    run(job, *ORGANISM, f"model.path={moved}")  # the same weights elsewhere: nothing to redo
+    assert samples(job) == rows
+    retrained = _copy_checkpoint(tmp_path / "retrained", retrain=True)
+    with pytest.raises(IncompatibleJobFolder, match="model.fingerprint"):
+        run(job, *ORGANISM, f"model.path={retrained}", "dataset.limit=3")
+    assert samples(job) == rows
+
+
+# ---- 3. one rule for which rows belong to a cell ----
+
+def _report(folder: Path, tmp_path: Path):
+    from kvexp.report import build_report
+
+    return build_report([folder], tmp_path / "report")
+
+
+def test_metrics_and_report_count_the_same_rows_after_a_lower_limit(tmp_path):
+    job = tmp_path / "sweep" / "job"
+    run(job, "dataset.limit=4")
+    metrics = run(job, "dataset.limit=2")
+    assert metrics["n"] == 2 and len(samples(job)) == 4  # nothing computed is lost
+    result = _report(tmp_path / "sweep", tmp_path)
+    (cell,) = result.results.values()
+    assert len(cell.cell.rows) == metrics["n"] == load(job, "metrics.json")["n"]
+    assert result.table("accuracy", "gsm8k").value("h2o", "B=128", "n") == 2
+    assert any(i.kind == "extra rows" and "2 rows" in i.detail for i in result.issues), result.issues
+
+
+# ---- smaller: a done cell with missing rows is marked in the table ----
+
+def test_a_done_cell_with_missing_rows_is_marked_in_the_table(tmp_path):
+    job = tmp_path / "sweep" / "job"
+    run(job, "dataset.limit=3")
+    lines = (job / "samples.jsonl").read_text().splitlines(keepends=True)
+    (job / "samples.jsonl").write_text(lines[0] + "{not json\n" + lines[2])  # a corrupted middle line
+    result = _report(tmp_path / "sweep", tmp_path)
+    table = result.table("accuracy", "gsm8k")
+    assert "†" in table.markdown().split("h2o", 1)[1].splitlines()[0], table.markdown()
+    assert not next(iter(result.results.values())).cell.complete
+
+
+# ---- 4. early signals and jobs that die without a word ----
+
+def test_a_sigterm_while_the_job_starts_marks_it_preempted(tmp_path, monkeypatch):
+    from kvexp.pipeline import JobInterrupted
+    import kvexp.pipeline.job as job_module
+
+    def interrupted(**kwargs):  # SIGTERM while run_meta.json is being gathered (git, package versions)
+        raise JobInterrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(job_module, "run_meta", interrupted)
+    with pytest.raises(JobInterrupted):
+        run(tmp_path / "job")
+    status = load(tmp_path / "job", "status.json")
+    assert status["state"] == "preempted" and "SIGTERM" in status["error"]
+
+
+def test_a_killed_job_reads_preempted_not_running_and_resumes(tmp_path, caplog):
+    from kvexp.report.loading import load_job
+
+    job = tmp_path / "job"
+    args = [*FAST, "dataset.limit=3", "generation.batch_size=1", "generation.max_new_tokens=16", f"hydra.run.dir={job}"]
+    proc = cli(*args)
+    deadline = time.monotonic() + 120
+    while not (job / "samples.jsonl").exists() or not (job / "samples.jsonl").read_text().count("\n"):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.05)
+    proc.kill()  # kill -9: no handler runs, status.json stays `running`
+    proc.communicate(timeout=60)
+    assert load(job, "status.json")["state"] == "running"
+    loaded = load_job(job)
+    assert loaded.state == "preempted" and "died" in loaded.error_message
+
+    with caplog.at_level("WARNING", logger="kvexp"):
+        run_job(compose_config(args[:-1]), job)
+    assert "died without finishing" in caplog.text
+    assert_complete(job, 3)
+
+
+# ---- 5. results others can read ----
+
+def test_result_files_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        job = tmp_path / "job"
+        run(job)
+        (job / "samples.jsonl").write_text((job / "samples.jsonl").read_text() * 2)  # duplicates: rewritten
+        run(job)
+    finally:
+        os.umask(old)
+    for name in ("status.json", "metrics.json", "run_meta.json", "samples.jsonl"):
+        assert stat.S_IMODE((job / name).stat().st_mode) == 0o644, name
+
+
+def test_the_report_lists_an_unreadable_folder_and_goes_on(tmp_path, monkeypatch):
+    run(tmp_path / "sweep" / "a")
+    run(tmp_path / "sweep" / "b", "policy=knorm")
+    private = tmp_path / "sweep" / "b" / "status.json"
+    real = Path.read_text
+
+    def read_text(self, *args, **kwargs):
+        if self == private:  # what another user's 0600 file gives (the tests may run as root)
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    result = _report(tmp_path / "sweep", tmp_path)
+    assert len(result.results) == 1
+    (issue,) = [i for i in result.issues if i.kind == "unreadable"]
+    assert "PermissionError" in issue.detail and issue.paths == [tmp_path / "sweep" / "b"]
+
+
+# ---- 8. every failed cell of a basic-launcher sweep is listed ----
+
+def test_a_basic_sweep_lists_every_failed_cell_and_the_finished_ones(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = cli("-m", *FAST, "budget.tokens=128", "budget.slack=1,200,300", f"hydra.sweep.dir={sweep}",
+               env_remove=("HYDRA_FULL_ERROR",))
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 1, out
+    assert "2 of 3 cells failed (1 finished)" in out, out
+    for slack in (200, 300):
+        assert f"h2o-b128-s{slack}  (job #" in out and f"got slack={slack}" in out, out
+    table = out.split("(1 cells)", 1)[1]
+    assert "tiny_random  gsm8k    h2o" in table, out
+
+
+# ---- 9. stopping a local-launcher sweep stops its jobs ----
+
+def test_sigterm_to_a_local_sweep_stops_its_jobs_and_a_rerun_resumes(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "hydra/launcher=local", *FAST, "policy=h2o,knorm", "dataset.limit=3", "generation.batch_size=1",
+            "generation.max_new_tokens=48", f"hydra.sweep.dir={sweep}"]
+    proc = cli(*args)
+    folders = [sweep / "tiny_random" / "gsm8k" / f"{p}-b128-s1" for p in ("h2o", "knorm")]
+    deadline = time.monotonic() + 180
+    while not all((f / "samples.jsonl").exists() and (f / "samples.jsonl").read_text() for f in folders):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 128 + signal.SIGTERM, out
+    assert "stopped 2 running cell(s)" in out and f"hydra.sweep.dir={sweep}" in out, out
+    for f in folders:  # each job was told, flushed and marked itself; none is left running
+        assert load(f, "status.json")["state"] == "preempted", (f, out)
+        assert 1 <= len(samples(f)) < 3
+
+    rerun = cli(*args)
+    out = rerun.communicate(timeout=300)[0]
+    assert rerun.returncode == 0, out
+    for f in folders:
+        assert_complete(f, 3)
+
+
+# ---- smaller: secrets typed on the command line, refused reruns, damaged files ----
+
+def test_a_secret_typed_on_the_command_line_lands_in_no_file(tmp_path):
+    secret = "cli_SECRET_value_0123456789"
+    job = tmp_path / "job"
+    proc = cli(*FAST, "logger=wandb", "logger.mode=offline", f"+model.hf_token={secret}", f"hydra.run.dir={job}")
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, out
+    assert (job / ".hydra" / "overrides.yaml").exists() and list((job / "wandb").glob("offline-run-*"))
+    for path in job.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+
+
+def test_a_refused_rerun_leaves_the_folders_records_alone(tmp_path):
+    job = tmp_path / "job"
+    proc = cli(*FAST, f"hydra.run.dir={job}")
+    assert proc.communicate(timeout=300)[0] is not None and proc.returncode == 0
+    before = {p.name: p.read_bytes() for p in (job / ".hydra").iterdir()}
+    proc = cli(*FAST, "seed=7", f"hydra.run.dir={job}", env_remove=("HYDRA_FULL_ERROR",))
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 1 and "different configuration" in out, out
+    assert {p.name: p.read_bytes() for p in (job / ".hydra").iterdir()} == before
+
+
+def test_a_damaged_trace_line_does_not_fail_a_finished_job(tmp_path):
+    job = tmp_path / "job"
+    run(job)
+    lines = (job / "traces.jsonl").read_text().splitlines(keepends=True)
+    (job / "traces.jsonl").write_text("".join([lines[0], "{damaged\n", *lines[1:]]))
+    run(job)
+    assert load(job, "status.json")["state"] == "done"
+    assert len(read_jsonl(job / "traces.jsonl")) == len(lines)  # the damaged line is gone, the rest kept
+
+
+def test_a_damaged_sample_line_fails_the_rerun_and_says_so_in_status(tmp_path):
+    from kvexp.pipeline.folder import CorruptedFile
+
+    job = tmp_path / "job"
+    run(job, "dataset.limit=3")
+    lines = (job / "samples.jsonl").read_text().splitlines(keepends=True)
+    (job / "samples.jsonl").write_text(lines[0] + "{damaged\n" + lines[2])
+    with pytest.raises(CorruptedFile, match="line 2 is not JSON"):
+        run(job, "dataset.limit=3")
+    status = load(job, "status.json")
+    assert status["state"] == "failed" and "line 2 is not JSON" in status["error"]
+
+
+def test_a_torn_last_line_is_reported_once(tmp_path, caplog):
+    job = tmp_path / "job"
+    run(job, "dataset.limit=3")
+    text = (job / "samples.jsonl").read_text()
+    (job / "samples.jsonl").write_text(text[: text.rindex("\n", 0, len(text) - 1) + 20])  # a torn last row
+    with caplog.at_level("WARNING"):
+        run(job, "dataset.limit=3")
+    assert caplog.text.count("dropping a torn last line") == 1, caplog.text
+    assert_complete(job, 3)
+
+
+def test_a_local_sweep_leaves_no_empty_template_folder(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = cli("-m", "hydra/launcher=local", *FAST, "dataset.limit=1", "policy=h2o,knorm", f"hydra.sweep.dir={sweep}")
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, out
+    logs = sorted(p.name for p in (sweep / ".submitit").iterdir())
+    assert len(logs) == 2 and not any("%" in name for name in logs), logs
