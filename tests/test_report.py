@@ -15,7 +15,7 @@ import pytest
 from kvexp.report import ReportError, build_report
 from kvexp.report.cli import main
 from kvexp.report.loading import read_jsonl
-from kvexp.report.stats import (
+from kvexp.stats import (
     binomial_cdf_half,
     bootstrap_mean_interval,
     common_prefix_length,
@@ -182,7 +182,7 @@ def test_category_means(standard):
 def test_two_shards_make_one_cell_and_metrics_are_recomputed(standard):
     (snap,) = [r for r in standard.results.values() if r.cell.policy == "snapkv"]
     assert snap.cell.shard_count == 2
-    assert sorted(snap.cell.jobs) == [0, 1]
+    assert sorted(snap.cell.runs[0].jobs) == [0, 1]
     assert snap.cell.complete
     assert snap.metrics.n_rows == 10
     # metrics.json of both shards claims 0.999: the report ignores it.
@@ -266,7 +266,7 @@ def test_cli_prints_the_chosen_tables(tmp_path, capsys):
     assert main([str(tmp_path), "--show", "accuracy", "--show", "delta"]) == 0
     out = capsys.readouterr().out
     assert "tiny_random / gsm8k: Accuracy" in out and "Change in accuracy" in out
-    assert "| h2o | 0.250 [" in out and "| h2o | -0.250 (+0/-1" in out
+    assert "| h2o | 0.250 [" in out and "| h2o | -0.250 [" in out and "(+0/-1" in out
     assert main([str(tmp_path), "--show", "none"]) == 0
     assert "| h2o |" not in capsys.readouterr().out
 
@@ -311,7 +311,7 @@ def test_several_samples_per_problem_use_pass_at_1_and_bootstrap(tmp_path):
     assert r.metrics.ci_method == "bootstrap"
     assert r.metrics.samples_per_problem == 2
     assert 0 <= r.metrics.ci_lo < 0.5 < r.metrics.ci_hi <= 1
-    assert r.paired.n_pairs == 6 and r.paired.delta == 0
+    assert r.paired.n_pairs == 6 and r.paired.delta.value == 0
 
 
 # ---------------------------------------------------------------- config checks and layout
@@ -383,7 +383,7 @@ def test_policy_parameters_split_rows_unless_they_follow_the_budget(tmp_path):
 def test_csv_per_table_and_cells_csv(standard):
     names = {p.name for p in standard.csvs}
     assert "tiny_random__gsm8k__accuracy.csv" in names and "cells.csv" in names
-    assert len(standard.csvs) == len(standard.tables) + 1
+    assert len(standard.csvs) == len(standard.tables) + 2  # cells.csv and seeds.csv
     with open(standard.out / "tables" / "tiny_random__gsm8k__delta.csv") as fh:
         rows = list(csv.DictReader(fh))
     h2o = next(r for r in rows if r["policy"] == "h2o")
@@ -398,7 +398,7 @@ def test_csv_per_table_and_cells_csv(standard):
 def test_markdown_has_tables_notes_and_plots(standard):
     md = standard.markdown.read_text()
     assert "| **full** (reference) | 0.700 [0.397, 0.892] |" in md
-    assert "-0.500 (+1/-6, p=0.125)" in md
+    assert "| h2o | -0.500 [" in md and "(+1/-6, p=0.125)" in md
     assert "Error rows count as incorrect" in md
     assert "Wilson score interval" in md
     for p in standard.plots:
@@ -410,6 +410,7 @@ def test_plots_written_and_loadable(standard):
     assert stems == {
         "accuracy_vs_budget__tiny_random",
         "length_vs_budget__tiny_random",
+        "length_ratio_vs_budget__tiny_random",
         "accuracy_vs_kv_bytes__tiny_random",
         "prompt_share__tiny_random__gsm8k",  # math500 has no traces
     }
@@ -437,9 +438,9 @@ def test_cli_default_out_and_errors(tmp_path, capsys):
     assert main([str(tmp_path / "s")]) == 0
     assert (tmp_path / "s" / "report" / "report.md").is_file()
     assert main([str(tmp_path / "s")]) == 0  # its own output folder is not a job folder
-    fx.write_job(tmp_path / "s" / "1", fx.job_config(overrides={"seed": 1}), rows)
+    fx.write_job(tmp_path / "s" / "1", fx.job_config(overrides={"generation.max_new_tokens": 9}), rows)
     assert main([str(tmp_path / "s")]) == 2
-    assert "seed" in capsys.readouterr().err
+    assert "generation.max_new_tokens" in capsys.readouterr().err
     assert main([str(tmp_path / "s" / "report")]) == 2  # no job folders there
     with pytest.raises(SystemExit):
         main([str(tmp_path / "s"), str(tmp_path)])  # several DIRs need --out
