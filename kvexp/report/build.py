@@ -89,7 +89,8 @@ def build_report(
     csvs = [t.write_csv(out / TABLES_DIR / f"{t.name}.csv") for t in tables]
     header, rows = cells_table(results)
     csvs.append(write_rows_csv(out / "cells.csv", header, rows))
-    csvs.append(write_rows_csv(out / "seeds.csv", *seeds_table(results)))
+    seeds_header, seeds_rows = seeds_table(results)
+    csvs.append(write_rows_csv(out / "seeds.csv", seeds_header, seeds_rows))
     plots = write_plots(layouts, results, out / PLOTS_DIR)
     markdown = out / "report.md"
     markdown.write_text(
@@ -119,6 +120,6 @@ def build_report(
             result.plots,
             out,
             config={"dirs": [str(d) for d in dirs], "n_jobs": len(jobs), "n_cells": len(cells)},
-            extra_tables={"cells": (header, rows)},
+            extra_tables={"cells": (header, rows), "seeds": (seeds_header, seeds_rows)},
         )
     return result

@@ -217,11 +217,6 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else NAN
 
 
-def _samples_score(k: int, score) -> Any:
-    """A unit score from its samples (ordered by sample index) that needs at least k of them."""
-    return lambda items: score(items) if len(items) >= k else None
-
-
 def cell_stats(
     runs: Mapping[Hashable, Sequence[SampleLike]],
     pass_k: Sequence[int] | None = None,
@@ -244,25 +239,29 @@ def cell_stats(
     # a k above the samples written so far (a partial run) cannot be estimated yet
     ks = [k for k in resolve_pass_k(pass_k, n) if k <= max(most, 1)]
 
+    def correct(items) -> int:
+        return sum(r.correct for r in items)
+
+    def votes(items) -> list[tuple[Any, bool]]:
+        return [(None if r.is_error else r.prediction, r.correct) for r in items]
+
     one_sample = len(units.seeds) == 1 and n == 1
-    pass1 = units.estimate(lambda items: sum(r.correct for r in items) / len(items), interval=not one_sample)
+    pass1 = units.estimate(lambda items: correct(items) / len(items), interval=not one_sample)
     if one_sample and rows:
         # one sample per problem: the accuracy is a proportion of independent answers
         lo, hi = wilson_interval(sum(r.correct for r in rows), len(rows))
         pass1 = Estimate(pass1.value, lo, hi, WILSON, pass1.per_seed)
+    # a unit (seed, problem) with fewer than k samples (a partial run) has no pass@k or maj@k
     pass_at = {
         k: pass1 if k == 1 else units.estimate(
-            _samples_score(k, lambda items, k=k: pass_at_k(len(items), sum(r.correct for r in items), k))
+            lambda items, k=k: pass_at_k(len(items), correct(items), k) if len(items) >= k else None
         )
         for k in ks
     }  # fmt: skip
     maj_at = {
-        k: units.estimate(
-            _samples_score(k, lambda items, k=k: maj_at_k(
-                [(None if r.is_error else r.prediction, r.correct) for r in items], k))
-        )
+        k: units.estimate(lambda items, k=k: maj_at_k(votes(items), k) if len(items) >= k else None)
         for k in ks
-    }  # fmt: skip
+    }
 
     ok = [r for r in rows if not r.is_error]
     lengths = [r.n_output_tokens for r in ok if r.n_output_tokens is not None]
