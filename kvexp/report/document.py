@@ -129,7 +129,9 @@ def render_markdown(
     ]
     lines += attention_section(issues, dirs)
     lines += ["## How to read the tables", ""]
-    lines += [f"- {k.note}" for k in KINDS] + [f"- {CATEGORY_NOTE}", f"- {INCOMPLETE_NOTE}"]
+    shown = {t.kind for t in tables}
+    lines += [f"- {k.note}" for k in KINDS if k.key in shown]
+    lines += [f"- {CATEGORY_NOTE}", f"- {INCOMPLETE_NOTE}"]
     lines += [f"- {n}" for n in notes]
     lines += [f"- {n}" for layout in layouts for n in layout.notes]
     lines.append("")
