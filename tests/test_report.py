@@ -527,7 +527,8 @@ def test_wandb_logging_with_a_stub(standard, tmp_path, monkeypatch):
     assert init["group"] == "test-sweep" and init["project"] == "kvexp-tests"
     assert init["mode"] == "offline" and init["job_type"] == "report"
     payload = calls["log"]
-    assert sum(k.startswith("tables/") for k in payload) == len(result.tables) + 1
+    assert sum(k.startswith("tables/") for k in payload) == len(result.tables) + 2  # + cells, seeds
+    assert {"tables/cells", "tables/seeds"} <= set(payload)
     assert sum(k.startswith("plots/") for k in payload) == len(result.plots)
     assert calls["finished"] and result.wandb_run == str(tmp_path)  # the offline run folder
 
