@@ -15,7 +15,7 @@ import pytest
 from kvexp.report import ReportError, build_report
 from kvexp.report.cli import main
 from kvexp.report.loading import read_jsonl
-from kvexp.report.stats import (
+from kvexp.stats import (
     binomial_cdf_half,
     bootstrap_mean_interval,
     common_prefix_length,
@@ -182,7 +182,7 @@ def test_category_means(standard):
 def test_two_shards_make_one_cell_and_metrics_are_recomputed(standard):
     (snap,) = [r for r in standard.results.values() if r.cell.policy == "snapkv"]
     assert snap.cell.shard_count == 2
-    assert sorted(snap.cell.jobs) == [0, 1]
+    assert sorted(snap.cell.runs[0].jobs) == [0, 1]
     assert snap.cell.complete
     assert snap.metrics.n_rows == 10
     # metrics.json of both shards claims 0.999: the report ignores it.
@@ -266,7 +266,7 @@ def test_cli_prints_the_chosen_tables(tmp_path, capsys):
     assert main([str(tmp_path), "--show", "accuracy", "--show", "delta"]) == 0
     out = capsys.readouterr().out
     assert "tiny_random / gsm8k: Accuracy" in out and "Change in accuracy" in out
-    assert "| h2o | 0.250 [" in out and "| h2o | -0.250 (+0/-1" in out
+    assert "| h2o | 0.250 [" in out and "| h2o | -0.250 [" in out and "(+0/-1" in out
     assert main([str(tmp_path), "--show", "none"]) == 0
     assert "| h2o |" not in capsys.readouterr().out
 
@@ -311,7 +311,60 @@ def test_several_samples_per_problem_use_pass_at_1_and_bootstrap(tmp_path):
     assert r.metrics.ci_method == "bootstrap"
     assert r.metrics.samples_per_problem == 2
     assert 0 <= r.metrics.ci_lo < 0.5 < r.metrics.ci_hi <= 1
-    assert r.paired.n_pairs == 6 and r.paired.delta == 0
+    assert r.paired.n_pairs == 6 and r.paired.delta.value == 0
+
+
+def test_seeds_are_one_cell_with_mean_spread_and_per_seed_values(tmp_path):
+    """A seed sweep is one cell per condition: the mean over seeds, their spread, a two-level
+    interval, each seed against the full cache's run of the same seed."""
+    ids = [f"g{i}" for i in range(4)]
+    for seed in (0, 1):  # the full cache right on every problem, in both seeds
+        cfg = fx.job_config(policy="full", overrides={"seed": seed})
+        fx.write_job(tmp_path / f"full-{seed}", cfg, [fx.sample_row(g, True) for g in ids])
+    right = {0: 3, 1: 1, 2: 2}  # h2o: g0..g2 right at seed 0, g0 at seed 1, g0..g1 at seed 2
+    for seed, n_right in right.items():
+        rows = [fx.sample_row(g, i < n_right, output_ids=list(range(20 + 10 * seed))) for i, g in enumerate(ids)]
+        fx.write_job(tmp_path / f"h2o-{seed}", fx.job_config(overrides={"seed": seed}), rows)
+    result = build_report([tmp_path], tmp_path / "report")  # no mixed-config refusal
+    acc = result.table("accuracy", "gsm8k")
+    assert acc.value("h2o", "B=128", "accuracy") == pytest.approx((0.75 + 0.25 + 0.5) / 3)
+    assert acc.value("h2o", "B=128", "n_seeds") == 3
+    assert acc.value("h2o", "B=128", "seed_sd") == pytest.approx(0.25)  # sd of 0.75, 0.25, 0.5
+    (h2o,) = [r for r in result.results.values() if not r.cell.is_full]
+    assert h2o.metrics.ci_method == "two-level bootstrap" and len(h2o.cell.runs) == 3
+    # paired per seed: seed 0 -0.25, seed 1 -0.75; seed 2 has no full cache and is left out
+    delta = result.table("delta", "gsm8k")
+    assert delta.value("h2o", "B=128", "delta") == pytest.approx(-0.5)
+    assert delta.value("h2o", "B=128", "n_pairs") == 8
+    assert any("Seed 2 has no full-cache run" in n for n in delta.notes)
+    (missing,) = _issues(result, "missing seeds")
+    assert "full" in missing.where and "seed 2" in missing.detail
+    # length ratio: 20/20 at seed 0, 30/20 at seed 1 -> mean 1.25
+    assert result.table("length", "gsm8k").value("h2o", "B=128", "ratio_to_full") == pytest.approx(1.25)
+    with open(result.out / "seeds.csv") as fh:
+        per_seed = [r for r in csv.DictReader(fh) if r["policy"] == "h2o"]
+    assert [(r["seed"], float(r["accuracy"])) for r in per_seed] == [("0", 0.75), ("1", 0.25), ("2", 0.5)]
+    assert [r["vs_full_delta"] for r in per_seed] == ["-0.25", "-0.75", ""]
+    with open(result.out / "cells.csv") as fh:
+        cell = next(r for r in csv.DictReader(fh) if r["policy"] == "h2o")
+    assert cell["seeds"] == "0 1 2" and cell["accuracy_by_seed"] == "0:0.75 1:0.25 2:0.5"
+    md = result.markdown.read_text()
+    assert "3 seeds (0, 1, 2), pooled in every cell" in md and "--ignore-key" not in md
+
+
+def test_several_samples_give_pass_at_k_and_maj_at_k(tmp_path):
+    over = {"generation.num_samples": 3, "generation.temperature": 0.7, "metrics.pass_k": [1, 3]}
+    votes = {"a": [("1", True), ("2", False), ("1", True)], "b": [("2", False), ("3", False), ("1", True)]}
+    rows = [fx.sample_row(p, c, sample_idx=j, prediction=v) for p, vs in votes.items() for j, (v, c) in enumerate(vs)]
+    fx.write_job(tmp_path / "full", fx.job_config(policy="full", overrides=over), rows)
+    result = build_report([tmp_path], tmp_path / "report")
+    t = result.table("sampling", "gsm8k")
+    assert t.fields[:3] == ("pass@1", "pass@1_lo", "pass@1_hi")
+    assert t.value("full", "full cache", "pass@1") == pytest.approx((2 / 3 + 1 / 3) / 2)
+    assert t.value("full", "full cache", "pass@3") == 1.0  # both problems have a correct sample
+    # maj@3: a votes 1 (right); b is a three-way tie with one right answer -> 1/3
+    assert t.value("full", "full cache", "maj@3") == pytest.approx((1 + 1 / 3) / 2)
+    assert "pass@3 1.00" in t.row("full").cells["full cache"].text
 
 
 # ---------------------------------------------------------------- config checks and layout
@@ -383,7 +436,7 @@ def test_policy_parameters_split_rows_unless_they_follow_the_budget(tmp_path):
 def test_csv_per_table_and_cells_csv(standard):
     names = {p.name for p in standard.csvs}
     assert "tiny_random__gsm8k__accuracy.csv" in names and "cells.csv" in names
-    assert len(standard.csvs) == len(standard.tables) + 1
+    assert len(standard.csvs) == len(standard.tables) + 2  # cells.csv and seeds.csv
     with open(standard.out / "tables" / "tiny_random__gsm8k__delta.csv") as fh:
         rows = list(csv.DictReader(fh))
     h2o = next(r for r in rows if r["policy"] == "h2o")
@@ -398,7 +451,7 @@ def test_csv_per_table_and_cells_csv(standard):
 def test_markdown_has_tables_notes_and_plots(standard):
     md = standard.markdown.read_text()
     assert "| **full** (reference) | 0.700 [0.397, 0.892] |" in md
-    assert "-0.500 (+1/-6, p=0.125)" in md
+    assert "| h2o | -0.500 [" in md and "(+1/-6, p=0.125)" in md
     assert "Error rows count as incorrect" in md
     assert "Wilson score interval" in md
     for p in standard.plots:
@@ -410,6 +463,7 @@ def test_plots_written_and_loadable(standard):
     assert stems == {
         "accuracy_vs_budget__tiny_random",
         "length_vs_budget__tiny_random",
+        "length_ratio_vs_budget__tiny_random",
         "accuracy_vs_kv_bytes__tiny_random",
         "prompt_share__tiny_random__gsm8k",  # math500 has no traces
     }
@@ -437,9 +491,9 @@ def test_cli_default_out_and_errors(tmp_path, capsys):
     assert main([str(tmp_path / "s")]) == 0
     assert (tmp_path / "s" / "report" / "report.md").is_file()
     assert main([str(tmp_path / "s")]) == 0  # its own output folder is not a job folder
-    fx.write_job(tmp_path / "s" / "1", fx.job_config(overrides={"seed": 1}), rows)
+    fx.write_job(tmp_path / "s" / "1", fx.job_config(overrides={"generation.max_new_tokens": 9}), rows)
     assert main([str(tmp_path / "s")]) == 2
-    assert "seed" in capsys.readouterr().err
+    assert "generation.max_new_tokens" in capsys.readouterr().err
     assert main([str(tmp_path / "s" / "report")]) == 2  # no job folders there
     with pytest.raises(SystemExit):
         main([str(tmp_path / "s"), str(tmp_path)])  # several DIRs need --out
@@ -473,7 +527,8 @@ def test_wandb_logging_with_a_stub(standard, tmp_path, monkeypatch):
     assert init["group"] == "test-sweep" and init["project"] == "kvexp-tests"
     assert init["mode"] == "offline" and init["job_type"] == "report"
     payload = calls["log"]
-    assert sum(k.startswith("tables/") for k in payload) == len(result.tables) + 1
+    assert sum(k.startswith("tables/") for k in payload) == len(result.tables) + 2  # + cells, seeds
+    assert {"tables/cells", "tables/seeds"} <= set(payload)
     assert sum(k.startswith("plots/") for k in payload) == len(result.plots)
     assert calls["finished"] and result.wandb_run == str(tmp_path)  # the offline run folder
 

@@ -14,11 +14,12 @@ from omegaconf import DictConfig, OmegaConf
 FULL = "full"
 
 # Config keys that may change between a job and its resumption without changing what a finished row
-# means: where output goes, logging, batching, how many problems/samples to cover, local paths.
+# means: where output goes, logging, batching, how many problems/samples to cover, local paths, which
+# summaries metrics.json computes from the rows.
 RESUMABLE_CHANGES = (
     "logger", "output_root", "trace", "resume", "dataset.limit", "dataset.source", "generation.batch_size",
     "generation.max_batch_size", "generation.memory_gb", "generation.max_prefill_tokens",
-    "generation.num_samples", "model.path", "model.cache_dir", "model.device",
+    "generation.num_samples", "model.path", "model.cache_dir", "model.device", "metrics",
 )
 
 

@@ -37,6 +37,7 @@ from kvexp.pipeline.progress import Progress
 from kvexp.pipeline.signals import JobInterrupted, interruption_name, signals_as_exceptions
 from kvexp.pipeline.summary import format_table
 from kvexp.pipeline.validation import check_generation, check_policy_params
+from kvexp.stats import resolve_pass_k
 
 log = logging.getLogger("kvexp")
 
@@ -84,6 +85,8 @@ def plan_job(cfg: DictConfig) -> Plan:
 
     gen = cfg.generation
     check_generation(OmegaConf.to_container(gen, resolve=True), cfg.seed)
+    pass_k = resolve_pass_k(OmegaConf.to_container(cfg.metrics, resolve=True).get("pass_k") if "metrics" in cfg
+                            else None, gen.num_samples)
     if cfg.trace.n_problems < 0:
         raise ValueError(f"trace.n_problems must be >= 0, got {cfg.trace.n_problems}")
     repetition = None
@@ -118,7 +121,7 @@ def plan_job(cfg: DictConfig) -> Plan:
         "slack": budget.slack if recorded is not None else None, "cell": "full" if recorded is None else cell_name(policy.name, recorded, budget.slack),
         "seed": cfg.seed, "num_samples": gen.num_samples, "max_new_tokens": gen.max_new_tokens,
         "temperature": settings.temperature, "shard": {"index": ds.shard.index, "count": ds.shard.count},
-        "limit": ds.limit,
+        "limit": ds.limit, "pass_k": pass_k,
     }
     return Plan(policy, budget, settings, auto_rows, gen.num_samples, preset, source, problems, identity)
 

@@ -1,20 +1,24 @@
 """Job metrics (design section 5) from the rows of samples.jsonl.
 
-Accuracy counts error rows as wrong (a sample the run could not serve is not a correct answer), over
-every (problem, sample) row of the job. Its 95% interval is Wilson's, which stays inside [0, 1] and
-behaves at 0 or n correct, unlike the normal approximation. With several samples per problem the rows
-are not independent, so the interval is then optimistic.
+The numbers that the sweep report shows too (accuracy and its interval, pass@k, maj@k, lengths,
+stop reasons, cost) come from kvexp.stats.cell_stats, the one definition both use, so a job's
+metrics.json and the report's cell agree. Accuracy is pass@1: the mean over problems of the share
+of correct samples, error rows counted as wrong (a sample the run could not serve is not a correct
+answer). Its 95% interval is Wilson's with one sample per problem, else a bootstrap over problems
+(the samples of one problem are not independent). What only the job records (prompt lengths, stop
+reasons, prefill time, evictions) is summed up here.
 """
 from __future__ import annotations
 
 from collections import Counter
 from typing import Any, Iterable
 
-from kvexp.report.stats import wilson_interval as _wilson
+from kvexp.stats import Sample, cell_stats
+from kvexp.stats import wilson_interval as _wilson
 
 
 def wilson_interval(k: int, n: int) -> list[float] | None:
-    """The report's Wilson interval as metrics.json stores it: a list, or None when n == 0."""
+    """Wilson's interval as metrics.json stores it: a list, or None when n == 0."""
     return list(_wilson(k, n)) if n else None
 
 
@@ -22,33 +26,42 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _plain(x: Any) -> Any:
+    """NaN (undefined) as JSON null."""
+    return None if isinstance(x, float) and x != x else x
+
+
 def compute_metrics(rows: Iterable[dict[str, Any]], **identity: Any) -> dict[str, Any]:
-    """Aggregate rows into metrics.json. `identity` (model, dataset, policy, budget, ...) goes in first."""
+    """Aggregate rows into metrics.json. `identity` (model, dataset, policy, budget, ...) goes in first;
+    its `num_samples` and `pass_k` (the k of pass@k and maj@k) shape the accuracy metrics."""
     rows = list(rows)
     ok = [r for r in rows if r.get("error") is None]
-    n, n_ok = len(rows), len(ok)
-    n_correct = sum(1 for r in ok if r.get("correct"))
-    out_tokens = [r["n_output_tokens"] for r in ok]
-    decode_s = sum(r.get("decode_s") or 0.0 for r in ok)
+    stats = cell_stats({identity.get("seed"): [Sample.from_json(r) for r in rows]},
+                       pass_k=identity.get("pass_k"), num_samples=identity.get("num_samples"))
     stops = Counter(r.get("stop_reason") for r in ok)
+    pass1 = stats.pass1.as_json()
     return {
         **identity,
-        "n": n,
-        "n_errors": n - n_ok,
-        "n_correct": n_correct,
-        "n_problems": len({r["id"] for r in rows}),
-        "accuracy": n_correct / n if n else None,
-        "accuracy_ci95": wilson_interval(n_correct, n),
-        "accuracy_excluding_errors": n_correct / n_ok if n_ok else None,
-        "mean_output_tokens": _mean(out_tokens),
+        "n": len(rows),
+        "n_errors": stats.n_errors,
+        "n_correct": sum(1 for r in ok if r.get("correct")),
+        "n_problems": stats.n_problems,
+        "accuracy": pass1["value"],
+        "accuracy_ci95": pass1["ci95"],
+        "accuracy_ci_method": pass1["ci_method"],
+        "accuracy_excluding_errors": _mean([bool(r.get("correct")) for r in ok]),
+        "pass_at_k": {str(k): e.as_json() for k, e in stats.pass_at.items()},
+        "maj_at_k": {str(k): e.as_json() for k, e in stats.maj_at.items()},
+        "mean_output_tokens": _plain(stats.mean_output_tokens),
         "mean_prompt_tokens": _mean([r["n_prompt_tokens"] for r in ok]),
-        "truncation_rate": stops.get("max_new_tokens", 0) / n_ok if n_ok else None,
+        "truncation_rate": _plain(stats.truncation_rate),
+        "unextracted_rate": _plain(stats.unextracted_rate),
         "stop_reasons": dict(sorted((str(k), v) for k, v in stops.items())),
         # per sequence: each row's tokens over its own decode time (a batch's rows decode together,
         # so this is what one sequence sees, not the batch's throughput)
-        "decode_tokens_per_s": sum(out_tokens) / decode_s if decode_s > 0 else None,
+        "decode_tokens_per_s": _plain(stats.decode_tokens_per_s),
         "mean_prefill_s": _mean([r.get("prefill_s") or 0.0 for r in ok]),
-        "kv_bytes_peak": max((r.get("kv_bytes_peak") or 0 for r in ok), default=None),
+        "kv_bytes_peak": _plain(stats.kv_bytes_peak),
         "peak_resident_tokens": max((r.get("peak_resident_tokens") or 0 for r in ok), default=None),
         "mean_evicted_tokens": _mean([r.get("n_evicted_tokens") or 0 for r in ok]),
     }

@@ -8,9 +8,9 @@ or from Python::
     result = build_report([Path("multirun/2025-01-01/12-00-00")], Path("report"))
     result.table("accuracy", "gsm8k").value("h2o", "B=128", "accuracy")
 
-Modules: loading (job folders), cells (grouping, shard merging, config checks, layout), stats
-(intervals and tests), metrics (per-cell numbers), tables, plots, document (report.md), wandb_log,
-build (build_report), cli.
+Modules: loading (job folders), cells (grouping, seeds and shard merging, config checks, layout),
+metrics (per-cell numbers, from kvexp.stats), tables, plots, document (report.md), wandb_log, build
+(build_report), cli.
 """
 
 from .build import ReportResult, build_report

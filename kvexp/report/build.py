@@ -11,7 +11,7 @@ from .document import render_markdown
 from .loading import Issue, load_jobs
 from .metrics import CellResult, evaluate
 from .plots import write_plots
-from .tables import Table, category_tables, cells_table, dataset_tables, write_rows_csv
+from .tables import Table, category_tables, cells_table, dataset_tables, seeds_table, write_rows_csv
 
 TABLES_DIR, PLOTS_DIR = "tables", "plots"
 
@@ -22,7 +22,7 @@ class ReportResult:
 
     out: Path
     markdown: Path
-    csvs: list[Path]  # one per table, plus cells.csv (one row per cell)
+    csvs: list[Path]  # one per table, plus cells.csv (one row per cell) and seeds.csv (per seed)
     plots: list[Path]
     tables: list[Table]
     layouts: list[ModelLayout]
@@ -89,6 +89,8 @@ def build_report(
     csvs = [t.write_csv(out / TABLES_DIR / f"{t.name}.csv") for t in tables]
     header, rows = cells_table(results)
     csvs.append(write_rows_csv(out / "cells.csv", header, rows))
+    seeds_header, seeds_rows = seeds_table(results)
+    csvs.append(write_rows_csv(out / "seeds.csv", seeds_header, seeds_rows))
     plots = write_plots(layouts, results, out / PLOTS_DIR)
     markdown = out / "report.md"
     markdown.write_text(
@@ -118,6 +120,6 @@ def build_report(
             result.plots,
             out,
             config={"dirs": [str(d) for d in dirs], "n_jobs": len(jobs), "n_cells": len(cells)},
-            extra_tables={"cells": (header, rows)},
+            extra_tables={"cells": (header, rows), "seeds": (seeds_header, seeds_rows)},
         )
     return result

@@ -1,21 +1,23 @@
 """From job folders to cells and table layouts.
 
 A *cell* is one experimental condition: (model, dataset, policy and its parameters, budget, slack).
-Its shards (dataset.shard.index of dataset.shard.count) are merged into one set of rows. Cells are
-then laid out per model: one row per policy variant, one column per (budget, slack), with the full
-cache as the reference row of each dataset.
+It holds one *run* per seed (a sweep over `seed` repeats every condition); a run's shards
+(dataset.shard.index of dataset.shard.count) are merged into one set of rows. Cells are then laid
+out per model: one row per policy variant, one column per (budget, slack), with the full cache as
+the reference row of each dataset.
 
-Config keys fall into four kinds:
+Config keys fall into five kinds:
 - identity: what a sweep varies and what defines a cell (model.name, dataset.name, policy.*,
   budget.*);
+- replicate: `seed`, which repeats a cell (kvexp.stats pools the seeds: mean, spread, interval);
 - shard: dataset.shard.* (which part of the dataset the job ran);
 - ignored: bookkeeping that cannot change results (logger, hydra, paths, batch size, W&B, where
   the model and data are read from, which problems are traced);
-- fixed: everything else (max_new_tokens, seed, dataset.limit, temperature, model.dtype, ...),
-  which must agree between cells that are compared, or the comparison is refused.
+- fixed: everything else (max_new_tokens, dataset.limit, temperature, model.dtype, ...), which must
+  agree between cells that are compared, or the comparison is refused.
 
 Fixed keys are checked at the broadest scope that compares them: across the whole report for
-sweep settings (seed, max_new_tokens, num_samples, dataset.limit), per model for model settings
+sweep settings (max_new_tokens, num_samples, dataset.limit), per model for model settings
 (model.*, and the sampling parameters that the config takes from the model preset), per (model,
 dataset) table for dataset settings. Nothing compares numbers across models, so a model's own
 sampling preset does not make a multi-model report refuse.
@@ -30,9 +32,12 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
 
+from kvexp.stats.summary import seed_order
+
 from .loading import DONE, FAILED, PREEMPTED, RUNNING, UNKNOWN, Issue, Job, ReportError, Row
 
 IDENTITY_KEYS = ("model.name", "dataset.name", "policy.*", "budget.*")
+REPLICATE_KEY = "seed"
 SHARD_KEYS = ("dataset.shard.*",)
 IGNORED_KEYS = (
     "logger.*",
@@ -48,6 +53,7 @@ IGNORED_KEYS = (
     "model.path",
     "model.cache_dir",
     "model.device",
+    "metrics.*",  # which summaries metrics.json computed; the report recomputes from rows
 )
 #: A dataset.* key that is a sweep-wide choice (problems per cell), checked across the whole report.
 SWEEP_WIDE_KEYS = ("dataset.limit",)
@@ -92,7 +98,9 @@ def _dataset_rank(dataset: str) -> tuple:
 
 
 def key_kind(key: str, extra_ignored: Sequence[str] = ()) -> str:
-    """Classify a dotted config key: 'shard', 'identity', 'ignored' or 'fixed'."""
+    """Classify a dotted config key: 'shard', 'identity', 'replicate', 'ignored' or 'fixed'."""
+    if key == REPLICATE_KEY:
+        return "replicate"
     if any(fnmatchcase(key, p) for p in SHARD_KEYS):
         return "shard"
     if any(fnmatchcase(key, p) for p in IDENTITY_KEYS):
@@ -211,16 +219,11 @@ def check_consistency(jobs: Sequence[Job], extra_ignored: Sequence[str] = ()) ->
 # Cells and shard merging.
 
 
-@dataclass(eq=False)  # compared and hashed by identity: cells key the metrics dictionaries
-class Cell:
-    """One experimental condition, its shards merged."""
+@dataclass(eq=False)
+class Run:
+    """One seed of a cell, its shards merged."""
 
-    model: str
-    dataset: str
-    policy: str
-    tokens: int | None
-    slack: int | None
-    params: tuple[tuple[str, Any], ...]  # other identity keys, sorted
+    seed: Any
     shard_count: int
     jobs: dict[int, Job]  # shard index -> the job used
     missing_shards: list[int]
@@ -230,18 +233,70 @@ class Cell:
     # full cache only: folders of the same run launched at other budgets (not used, not a problem)
     relaunched: list[Job] = field(default_factory=list)
     cross_shard_duplicates: int = 0  # rows dropped because another shard had the same key
-    variant: str = ""  # row label, assigned by the layout
-
-    @property
-    def config(self) -> dict[str, Any]:
-        """The config of one of its jobs (all agree on everything compared)."""
-        return self.jobs[min(self.jobs)].config if self.jobs else {}
 
     @property
     def complete(self) -> bool:
         # a job marked done with rows missing (a corrupted or edited samples.jsonl) is not complete
         return (not self.missing_shards and self.state == DONE and bool(self.jobs)
                 and not any(j.missing_rows for j in self.jobs.values()))
+
+
+@dataclass(eq=False)  # compared and hashed by identity: cells key the metrics dictionaries
+class Cell:
+    """One experimental condition: its runs, one per seed."""
+
+    model: str
+    dataset: str
+    policy: str
+    tokens: int | None
+    slack: int | None
+    params: tuple[tuple[str, Any], ...]  # other identity keys, sorted
+    runs: dict[Any, Run]  # seed -> run
+    variant: str = ""  # row label, assigned by the layout
+
+    @property
+    def seeds(self) -> list:
+        return seed_order(self.runs)
+
+    @property
+    def seed_rows(self) -> dict[Any, list[Row]]:
+        """seed -> that run's rows: what kvexp.stats pools."""
+        return {seed: self.runs[seed].rows for seed in self.seeds}
+
+    @property
+    def rows(self) -> list[Row]:
+        """Every run's rows (a (problem, sample) appears once per seed)."""
+        return [r for seed in self.seeds for r in self.runs[seed].rows]
+
+    @property
+    def jobs(self) -> list[Job]:
+        """The job folders used, by seed and shard."""
+        return [self.runs[s].jobs[i] for s in self.seeds for i in sorted(self.runs[s].jobs)]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The config of one of its jobs (all agree on everything compared)."""
+        return self.jobs[0].config if self.jobs else {}
+
+    @property
+    def shard_count(self) -> int:
+        return max((r.shard_count for r in self.runs.values()), default=1)
+
+    @property
+    def missing_shards(self) -> list[int]:
+        return sorted({i for r in self.runs.values() for i in r.missing_shards})
+
+    @property
+    def relaunched(self) -> list[Job]:
+        return [j for r in self.runs.values() for j in r.relaunched]
+
+    @property
+    def state(self) -> str:
+        return max((r.state for r in self.runs.values()), key=lambda s: _STATE_RANK.get(s, 3), default=UNKNOWN)
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.runs) and all(r.complete for r in self.runs.values())
 
     @property
     def is_full(self) -> bool:
@@ -262,7 +317,7 @@ class Cell:
         return f"{self.model} / {self.dataset} / {name}{where}"
 
     def load_traces(self) -> list[dict[str, Any]]:
-        return [t for idx in sorted(self.jobs) for t in self.jobs[idx].load_traces()]
+        return [t for job in self.jobs for t in job.load_traces()]
 
 
 def _identity(job: Job) -> tuple:
@@ -397,26 +452,35 @@ def _job_issues(job: Job, where: str) -> list[Issue]:
 
 def cell_issues(cell: Cell) -> list[Issue]:
     """Everything about a cell the report must show: unfinished or failed shards, missing shards,
-    folders not used, damaged files. Call after the layout so the labels name the row variant."""
-    where, count = cell.label, cell.shard_count
+    folders not used, damaged files, per seed. Call after the layout so the labels name the row
+    variant."""
     issues = []
-    for idx in sorted(cell.jobs):
+    for seed in cell.seeds:
+        where = cell.label + (f" seed {show(seed)}" if len(cell.runs) > 1 else "")
+        issues += _run_issues(cell.runs[seed], where)
+    return issues
+
+
+def _run_issues(run: Run, where: str) -> list[Issue]:
+    count = run.shard_count
+    issues = []
+    for idx in sorted(run.jobs):
         shard = f" (shard {idx} of {count})" if count > 1 else ""
-        issues += _job_issues(cell.jobs[idx], where + shard)
-    if cell.missing_shards:
+        issues += _job_issues(run.jobs[idx], where + shard)
+    if run.missing_shards:
         issues.append(
             Issue(
                 "missing shards",
                 where,
-                f"no job folder for shard {', '.join(map(str, cell.missing_shards))} of {count}"
+                f"no job folder for shard {', '.join(map(str, run.missing_shards))} of {count}"
                 f" (indices 0..{count - 1})",
-                [j.path for j in cell.jobs.values()],
+                [j.path for j in run.jobs.values()],
             )
         )
-    for job, reason in cell.ignored:
+    for job, reason in run.ignored:
         issues.append(Issue("ignored folder", where, reason, [job.path]))
-    if cell.cross_shard_duplicates:
-        detail = f"{cell.cross_shard_duplicates} rows repeated across shards; first kept"
+    if run.cross_shard_duplicates:
+        detail = f"{run.cross_shard_duplicates} rows repeated across shards; first kept"
         issues.append(Issue("duplicates", where, detail))
     return issues
 
@@ -428,10 +492,12 @@ def build_cells(jobs: Sequence[Job]) -> list[Cell]:
         groups[_identity(job)].append(job)
     cells = []
     for (model, dataset, _), group in groups.items():
-        count, chosen, ignored, relaunched = _select_shards(group)
         cfg = group[0].config
         policy = show(cfg.get("policy.name"))
         is_full = policy == FULL
+        by_seed: dict[Any, list[Job]] = defaultdict(list)
+        for job in group:
+            by_seed[job.config.get(REPLICATE_KEY)].append(job)
         cell = Cell(
             model=model,
             dataset=dataset,
@@ -445,16 +511,26 @@ def build_cells(jobs: Sequence[Job]) -> list[Cell]:
                 and k not in CORE_KEYS
                 and not (is_full and k.startswith("budget."))
             ),
-            shard_count=count,
-            jobs=chosen,
-            missing_shards=[i for i in range(count) if i not in chosen],
-            state=_cell_state(chosen),
-            rows=[],
+            runs={seed: _build_run(seed, jobs) for seed, jobs in by_seed.items()},
         )
-        cell.rows, cell.cross_shard_duplicates = _merge_rows(chosen)
-        cell.ignored, cell.relaunched = ignored, relaunched
         cells.append(cell)
     return cells
+
+
+def _build_run(seed: Any, jobs: list[Job]) -> Run:
+    count, chosen, ignored, relaunched = _select_shards(jobs)
+    rows, duplicates = _merge_rows(chosen)
+    return Run(
+        seed=seed,
+        shard_count=count,
+        jobs=chosen,
+        missing_shards=[i for i in range(count) if i not in chosen],
+        state=_cell_state(chosen),
+        rows=rows,
+        ignored=ignored,
+        relaunched=relaunched,
+        cross_shard_duplicates=duplicates,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -592,9 +668,27 @@ def layout_model(model: str, cells: list[Cell]) -> ModelLayout:
             if holes:
                 detail = "no job folder for " + ", ".join(holes)
                 missing.append(Issue("missing cells", f"{model} / {d} / {v}", detail))
+        missing += _missing_seeds([c for c in cells if c.dataset == d])
     return ModelLayout(
         model, datasets, variants, columns, grid, full, reference, policy_of, notes, missing
     )
+
+
+def _missing_seeds(cells: list[Cell]) -> list[Issue]:
+    """Cells of one (model, dataset) that lack a seed some other cell has: their means cover fewer
+    seeds, and a seed the full cache lacks has nothing to be compared with."""
+    every = seed_order({s for c in cells for s in c.runs})
+    issues = []
+    for c in cells:
+        absent = [s for s in every if s not in c.runs]
+        if absent:
+            detail = (
+                f"no run for seed {', '.join(map(show, absent))} (others have "
+                f"{', '.join(map(show, every))})"
+                + ("; policies' runs of that seed have no full cache to compare with" if c.is_full else "")
+            )
+            issues.append(Issue("missing seeds", c.label, detail, [j.path for j in c.jobs]))
+    return issues
 
 
 def layout_models(cells: list[Cell]) -> list[ModelLayout]:

@@ -7,15 +7,17 @@ import datetime as _dt
 from collections.abc import Sequence
 from pathlib import Path
 
-from .cells import Cell, ModelLayout, show, state_counts
+from kvexp.stats.summary import seed_order
+
+from .cells import REPLICATE_KEY, Cell, ModelLayout, show, state_counts
 from .loading import Issue, Job
 from .metrics import CellResult
-from .tables import CATEGORY_NOTE, INCOMPLETE_NOTE, KINDS, Table, fmt
+from .tables import CATEGORY_NOTE, INCOMPLETE_NOTE, KINDS, Table, fmt, fmt_interval
 
 #: Attention list order: what lost results first, bookkeeping last.
 ISSUE_ORDER = (
     "failed", "preempted", "running", "unknown", "missing shards", "missing reference",
-    "missing cells", "unreadable", "short", "ignored folder", "bad lines", "duplicates",
+    "missing cells", "missing seeds", "unreadable", "short", "ignored folder", "bad lines", "duplicates",
 )  # fmt: skip
 _MAX_DETAIL = 300
 
@@ -57,13 +59,18 @@ def shared_setup(jobs: Sequence[Job]) -> str:
     keys = sorted(
         k
         for k in set().union(*(j.config for j in jobs))
-        if k.startswith("generation.") or k in ("seed", "dataset.limit")
+        if k.startswith("generation.") or k in (REPLICATE_KEY, "dataset.limit")
     )
     keys = [k for k in keys if k != "generation.batch_size"]  # bookkeeping, see cells.IGNORED_KEYS
     parts = []
     for k in keys:
         values = {show(j.config.get(k)) for j in jobs}
-        parts.append(f"{k}={values.pop()}" if len(values) == 1 else f"{k}=(mixed)")
+        if len(values) == 1:
+            parts.append(f"{k}={values.pop()}")
+        elif k == REPLICATE_KEY:  # seeds repeat every cell: the tables pool them
+            parts.append(f"{k}=" + ",".join(map(show, seed_order({j.config.get(k) for j in jobs}))))
+        else:
+            parts.append(f"{k}=(mixed)")
     return " · ".join(parts)
 
 
@@ -72,12 +79,14 @@ def _dataset_header(layout: ModelLayout, results: dict[Cell, CellResult], datase
     problems = max((results[c].metrics.n_problems for c in cells), default=0)
     samples = max((results[c].metrics.samples_per_problem for c in cells), default=0)
     text = f"{problems} problems · {samples} sample{'s' if samples != 1 else ''} per problem"
+    seeds = seed_order({s for c in cells for s in c.runs})
+    if len(seeds) > 1:
+        text += f" · {len(seeds)} seeds ({', '.join(map(show, seeds))}), pooled in every cell"
     ref = layout.reference.get(dataset)
     if ref is not None:
         m = results[ref].metrics
-        interval = f"[{fmt(m.ci_lo, '.3f')}, {fmt(m.ci_hi, '.3f')}]"
         text += (
-            f" · full cache: {fmt(m.accuracy, '.3f')} {interval},"
+            f" · full cache: {fmt_interval(m.pass1, '.3f')},"
             f" {fmt(m.mean_output_tokens, '.0f')} output tokens on average"
         )
         if ref.relaunched:
@@ -120,7 +129,9 @@ def render_markdown(
     ]
     lines += attention_section(issues, dirs)
     lines += ["## How to read the tables", ""]
-    lines += [f"- {k.note}" for k in KINDS] + [f"- {CATEGORY_NOTE}", f"- {INCOMPLETE_NOTE}"]
+    shown = {t.kind for t in tables}
+    lines += [f"- {k.note}" for k in KINDS if k.key in shown]
+    lines += [f"- {CATEGORY_NOTE}", f"- {INCOMPLETE_NOTE}"]
     lines += [f"- {n}" for n in notes]
     lines += [f"- {n}" for layout in layouts for n in layout.notes]
     lines.append("")

@@ -1,5 +1,6 @@
-"""PNG plots of a sweep: accuracy and output length against the budget, accuracy against KV memory,
-and how much of the prompt stays resident while decoding.
+"""PNG plots of a sweep: accuracy (the mean over seeds, with its interval), output length and the
+paired length ratio to the full cache against the budget, accuracy against KV memory, and how much
+of the prompt stays resident while decoding.
 
 Figures are built with matplotlib's object API on an Agg canvas, never through pyplot, so the
 report neither needs a display nor changes the backend of a notebook that imports it.
@@ -37,6 +38,13 @@ def _accuracy(r: CellResult) -> tuple[float, float | None, float | None]:
 
 def _length(r: CellResult) -> tuple[float, float | None, float | None]:
     return r.metrics.mean_output_tokens, None, None
+
+
+def _length_ratio(r: CellResult) -> tuple[float, float | None, float | None]:
+    if r.paired is None:
+        return math.nan, None, None
+    e = r.paired.length_ratio
+    return e.value, e.lo, e.hi
 
 
 def _finite(x) -> bool:
@@ -166,23 +174,25 @@ def plot_vs_budget(
     title: str,
     path: Path,
     unit_range: bool = False,
+    reference_level: float | None = None,
 ) -> Path | None:
     """One panel per dataset; x the token budget, one line per policy variant, full cache as a
-    horizontal reference."""
+    horizontal reference (its own value of the metric, or `reference_level` for a metric relative
+    to the full cache)."""
     lines = _lines(layout)
-    if not any(
-        layout.cell(d, line.variant, c)
-        for d in layout.datasets
-        for line in lines
-        for c in line.columns
-    ):
+    cells = [layout.cell(d, line.variant, c) for d in layout.datasets for line in lines for c in line.columns]
+    if not any(c is not None and _finite(metric(results[c])[0]) for c in cells):
         return None
     fig, axes = _panels(len(layout.datasets), f"{title} — {layout.model}")
     incomplete = False
     ticks = sorted({c.tokens for c in layout.columns if c.tokens is not None})
     for ax, dataset in zip(axes, layout.datasets):
         ref = layout.reference.get(dataset)
-        _draw_reference(ax, results.get(ref) if ref is not None else None, metric)
+        if reference_level is None:
+            _draw_reference(ax, results.get(ref) if ref is not None else None, metric)
+        elif ref is not None:
+            ax.axhline(reference_level, color=FULL_COLOR, linestyle="--", linewidth=1.5,
+                       label="full cache (reference)")  # fmt: skip
         for line in lines:
             pts = [
                 (c, r)
@@ -340,6 +350,12 @@ def write_plots(layouts: list[ModelLayout], results: dict, out_dir: Path) -> dic
             plot_vs_budget(
                 layout, results, colors, _length, "mean output tokens",
                 "Output length vs KV budget", out_dir / f"length_vs_budget__{m}.png",
+            ),
+            plot_vs_budget(
+                layout, results, colors, _length_ratio,
+                "output tokens / full cache's (paired), 95% band",
+                "Output length relative to the full cache vs KV budget",
+                out_dir / f"length_ratio_vs_budget__{m}.png", reference_level=1.0,
             ),
             plot_accuracy_vs_memory(
                 layout, results, colors, out_dir / f"accuracy_vs_kv_bytes__{m}.png"

@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cells import CATEGORIES, FULL, OTHER, ModelLayout, category_of
-from .metrics import BOOTSTRAP, CI_METHOD_TEXT, WILSON, CellResult
+from kvexp.stats import BOOTSTRAP, TWO_LEVEL, WILSON, Estimate
+
+from .cells import CATEGORIES, FULL, OTHER, ModelLayout, category_of, show
+from .metrics import CI_METHOD_TEXT, CellResult
 
 INCOMPLETE_MARK = "†"
 NO_VALUE = "—"
@@ -41,7 +43,7 @@ class TableRow:
 
 @dataclass
 class Table:
-    kind: str  # accuracy, delta, length, stops, efficiency, fidelity, category
+    kind: str  # accuracy, sampling, delta, length, stops, efficiency, fidelity, category
     title: str
     model: str
     scope: str  # the dataset, or "category-<name>" for category means
@@ -124,6 +126,12 @@ def fmt_p(p: float) -> str:
     return "p<0.001" if p < 0.001 else f"p={p:.3f}"
 
 
+def fmt_interval(e: Estimate, spec: str) -> str:
+    """'0.700 [0.397, 0.892]': an estimate with its interval (none shown when undefined)."""
+    text = fmt(e.value, spec)
+    return text + (f" [{fmt(e.lo, spec)}, {fmt(e.hi, spec)}]" if _ok(e.lo) else "")
+
+
 def fmt_bytes(n: Any) -> str:
     if not _ok(n):
         return NO_VALUE
@@ -148,11 +156,17 @@ class Kind:
     render: Render
     note: str
     compares: bool = False  # the reference row shows "reference" instead of its own numbers
+    #: the fields for these results, when they depend on them (the k of pass@k); else `fields`
+    fields_for: Callable[[list[CellResult]], tuple[str, ...]] | None = None
+    #: whether the table is worth showing for these results (else left out)
+    shown: Callable[[list[CellResult]], bool] = lambda results: True
 
 
 def _accuracy(r: CellResult, ref: CellResult | None) -> TableCell:
     m = r.metrics
-    text = f"{fmt(m.accuracy, '.3f')} [{fmt(m.ci_lo, '.3f')}, {fmt(m.ci_hi, '.3f')}]"
+    text = fmt_interval(m.pass1, ".3f")
+    if m.n_seeds > 1:
+        text += f" · sd {fmt(m.pass1.seed_sd, '.3f')}"
     if m.n_errors:
         text += f" · {m.n_errors} err"
     if not r.cell.complete:
@@ -164,18 +178,45 @@ def _accuracy(r: CellResult, ref: CellResult | None) -> TableCell:
         "n": m.n_rows,
         "n_problems": m.n_problems,
         "n_errors": m.n_errors,
+        "n_seeds": m.n_seeds,
+        "seed_sd": m.pass1.seed_sd,
         "complete": r.cell.complete,
     }
     return TableCell(values, text)
+
+
+def _pass_ks(results: list[CellResult]) -> list[int]:
+    return sorted({k for r in results for k in r.metrics.pass_k})
+
+
+def _sampling_fields(results: list[CellResult]) -> tuple[str, ...]:
+    return tuple(
+        f"{name}@{k}{end}" for k in _pass_ks(results) for name in ("pass", "maj") for end in ("", "_lo", "_hi")
+    )
+
+
+def _sampling(r: CellResult, ref: CellResult | None) -> TableCell:
+    m = r.metrics
+    values: dict[str, Any] = {}
+    parts = []
+    for k in m.pass_k:
+        for name, est in (("pass", m.pass_at[k]), ("maj", m.maj_at[k])):
+            values.update({f"{name}@{k}": est.value, f"{name}@{k}_lo": est.lo, f"{name}@{k}_hi": est.hi})
+            if name == "maj" and k == 1:
+                continue  # maj@1 is pass@1 unless a sample has no answer: not worth a second number
+            parts.append(f"{name}@{k} {fmt_interval(est, '.2f')}")
+    return TableCell(values, " · ".join(parts))
 
 
 def _delta(r: CellResult, ref: CellResult | None) -> TableCell | None:
     p = r.paired
     if p is None:
         return None
-    text = f"{fmt(p.delta, '+.3f')} (+{p.gains}/-{p.losses}, {fmt_p(p.p_value)})"
+    text = f"{fmt_interval(p.delta, '+.3f')} (+{p.gains}/-{p.losses}, {fmt_p(p.p_value)})"
     values = {
-        "delta": p.delta,
+        "delta": p.delta.value,
+        "delta_lo": p.delta.lo,
+        "delta_hi": p.delta.hi,
         "gains": p.gains,
         "losses": p.losses,
         "p_value": p.p_value,
@@ -186,16 +227,30 @@ def _delta(r: CellResult, ref: CellResult | None) -> TableCell | None:
 
 def _length(r: CellResult, ref: CellResult | None) -> TableCell:
     mean = r.metrics.mean_output_tokens
-    full = ref.metrics.mean_output_tokens if ref is not None else math.nan
-    ratio = mean / full if _ok(full) and full > 0 and _ok(mean) else math.nan
-    text = fmt(mean, ".0f") + (f" (×{ratio:.2f})" if _ok(ratio) else "")
-    return TableCell({"mean_output_tokens": mean, "ratio_to_full": ratio}, text)
+    values: dict[str, Any] = {"mean_output_tokens": mean}
+    text = fmt(mean, ".0f")
+    if r.paired is not None:
+        ratio, median = r.paired.length_ratio, r.paired.length_ratio_median
+        values.update(ratio_to_full=ratio.value, ratio_lo=ratio.lo, ratio_hi=ratio.hi)
+        values.update(ratio_median=median.value, ratio_median_lo=median.lo, ratio_median_hi=median.hi)
+        if _ok(ratio.value):
+            text += f" · ×{fmt_interval(ratio, '.2f')}, median ×{fmt(median.value, '.2f')}"
+    elif ref is not None and r is ref:
+        values["ratio_to_full"] = 1.0
+    return TableCell(values, text)
 
 
 def _stops(r: CellResult, ref: CellResult | None) -> TableCell:
     m = r.metrics
-    text = f"trunc {fmt(m.truncation_rate, '.1%')} · rep {fmt(m.repetition_rate, '.1%')}"
-    values = {"truncation_rate": m.truncation_rate, "repetition_rate": m.repetition_rate}
+    text = (
+        f"trunc {fmt(m.truncation_rate, '.1%')} · no answer {fmt(m.unextracted_rate, '.1%')} · "
+        f"rep {fmt(m.repetition_rate, '.1%')}"
+    )
+    values = {
+        "truncation_rate": m.truncation_rate,
+        "unextracted_rate": m.unextracted_rate,
+        "repetition_rate": m.repetition_rate,
+    }
     return TableCell(values, text)
 
 
@@ -208,7 +263,7 @@ def _efficiency(r: CellResult, ref: CellResult | None) -> TableCell:
 
 def _fidelity(r: CellResult, ref: CellResult | None) -> TableCell | None:
     p = r.paired
-    if p is None or not r.same_seed:
+    if p is None:
         return None
     text = f"{fmt(p.same_prediction, '.0%')} same · {fmt(p.mean_prefix_tokens, '.0f')} tok"
     values = {
@@ -227,38 +282,63 @@ KINDS: tuple[Kind, ...] = (
         ("accuracy", "ci_lo", "ci_hi", "n", "n_problems", "n_errors", "complete"),
         _accuracy,
         "**Accuracy**: share of correct answers (pass@1; with several samples per problem, the "
-        "mean over problems of each problem's share of correct samples). Error rows count as "
-        "incorrect; `k err` gives their number (n_errors in the CSV). Interval: 95% "
-        f"{CI_METHOD_TEXT[WILSON]} with one sample per problem, else a "
-        f"{CI_METHOD_TEXT[BOOTSTRAP]}. `(n=…)` gives the rows of an incomplete cell.",
+        "mean over problems of each problem's share of correct samples; with several seeds, the "
+        "mean over seeds, `sd` the standard deviation between seeds, each seed's value in "
+        "seeds.csv). Error rows count as incorrect; `k err` gives their number (n_errors in the "
+        f"CSV). Interval: 95% {CI_METHOD_TEXT[WILSON]} with one seed and one sample per problem, "
+        f"else a {CI_METHOD_TEXT[BOOTSTRAP]}, or with several seeds a {CI_METHOD_TEXT[TWO_LEVEL]} "
+        "(a problem drawn is drawn for every seed). `(n=…)` gives the rows of an incomplete cell.",
+    ),
+    Kind(
+        "sampling",
+        "Several samples per problem: pass@k and majority vote maj@k, 95% interval",
+        (),
+        _sampling,
+        "**pass@k / maj@k** (with several samples per problem): pass@k is the unbiased estimate "
+        "(Chen et al., 2021) of the chance that k samples hold a correct one, 1 - C(n-c, k) / C(n, k) "
+        "for c correct of n, averaged over problems (and seeds); maj@k scores the answer most of "
+        "the first k samples give (samples without an answer do not vote; a tie between t answers "
+        "scores the share of them that are correct). Intervals as for accuracy, by bootstrap. The "
+        "k are `metrics.pass_k` (default 1, 2, 4, ... up to the samples per problem).",
+        fields_for=_sampling_fields,
+        shown=lambda results: any(r.metrics.samples_per_problem > 1 for r in results),
     ),
     Kind(
         "delta",
         "Change in accuracy against the full cache (paired)",
         ("delta", "gains", "losses", "p_value", "n_pairs"),
         _delta,
-        "**Change vs full cache**: accuracy minus the full cache's on the same (id, sample_idx) "
-        "pairs; `+g/-l` counts the discordant pairs (g: policy right where the full cache was "
-        "wrong, l: the reverse); p: exact McNemar test, two-sided binomial on the discordant "
-        "pairs (with several samples per problem the pairs are not independent: read p as a "
-        "guide).",
+        "**Change vs full cache**: accuracy minus the full cache's on the same (seed, id, "
+        "sample_idx): each seed's run against the full cache's run of that seed, seeds without "
+        "one left out (see *Attention*); 95% interval by bootstrap over problems (and seeds); "
+        "`+g/-l` counts the discordant pairs (g: policy right where the full cache was wrong, l: "
+        "the reverse); p: exact McNemar test, two-sided binomial on the discordant pairs (with "
+        "several samples or seeds per problem the pairs are not independent: read p as a guide).",
         compares=True,
     ),
     Kind(
         "length",
-        "Mean output tokens (× full cache)",
-        ("mean_output_tokens", "ratio_to_full"),
+        "Mean output tokens · paired length ratio to the full cache",
+        (
+            "mean_output_tokens", "ratio_to_full", "ratio_lo", "ratio_hi", "ratio_median",
+            "ratio_median_lo", "ratio_median_hi",
+        ),  # fmt: skip
         _length,
-        "**Output length**: mean output tokens over rows without error; `×r` is the ratio to the "
-        "full cache's mean on its own rows.",
+        "**Output length**: mean output tokens over rows without error; `×r [lo, hi]` the paired "
+        "ratio to the full cache: each output's tokens over the full cache's output for the same "
+        "(seed, id, sample_idx), averaged per problem, then the mean over problems (and seeds) "
+        "with a 95% bootstrap interval; `median` the median of the per-problem ratios (interval "
+        "in the CSV). Read it with the stop reasons: a longer output that hit `max_new_tokens` is "
+        "truncated, not finished.",
     ),
     Kind(
         "stops",
-        "Stop reasons: truncated at max_new_tokens · repetition loop",
-        ("truncation_rate", "repetition_rate"),
+        "Stop reasons: truncated at max_new_tokens · no answer extracted · repetition loop",
+        ("truncation_rate", "unextracted_rate", "repetition_rate"),
         _stops,
-        "**Stop reasons**: share of rows without error that stopped at `max_new_tokens` (trunc) "
-        "or on a repetition loop (rep).",
+        "**Stop reasons**: share of rows without error that stopped at `max_new_tokens` (trunc), "
+        "whose answer could not be extracted (no answer: the grader found none, e.g. a truncated "
+        "or derailed reply), or that stopped on a repetition loop (rep).",
     ),
     Kind(
         "efficiency",
@@ -274,8 +354,8 @@ KINDS: tuple[Kind, ...] = (
         "Fidelity to the full cache: same prediction · tokens before first divergence",
         ("same_prediction", "identical_output", "mean_prefix_tokens", "n_pairs"),
         _fidelity,
-        "**Fidelity** (against a full-cache run of the same model, dataset and seed, on the same "
-        "(id, sample_idx), pairs with an error row left out): share with the same prediction; mean "
+        "**Fidelity** (against the full-cache run of the same model, dataset and seed, on the same "
+        "(id, sample_idx), pooled over seeds, pairs with an error row left out): share with the same prediction; mean "
         "number of output tokens before the first differing output id (the whole output when "
         "identical; `identical_output` in the CSV).",
         compares=True,
@@ -346,6 +426,8 @@ def dataset_tables(layout: ModelLayout, results: dict, dataset: str) -> list[Tab
     present = {r.cell.variant for r in here}
     tables = []
     for kind in KINDS:
+        if not kind.shown(here):
+            continue
         rows = []
         for variant in layout.variants:
             # Full-cache variants appear only where they ran; policy variants always, so that a
@@ -360,11 +442,17 @@ def dataset_tables(layout: ModelLayout, results: dict, dataset: str) -> list[Tab
             notes.append("95% intervals: " + "; ".join(CI_METHOD_TEXT[m] for m in methods) + ".")
         if ref is None and kind.compares:
             notes.append("No full-cache run for this dataset: nothing to compare against.")
-        if kind.key == "fidelity" and ref is not None:
-            if any(not r.same_seed for r in here):
-                notes.append("Cells whose seed differs from the full-cache run's have no fidelity.")
+        if kind.compares:
+            unpaired = sorted(
+                {show(s) for r in here if r.paired is not None for s in r.paired.unpaired_seeds}
+            )
+            if unpaired and ref is not None:
+                notes.append(
+                    f"Seed {', '.join(unpaired)} has no full-cache run: left out of the comparison."
+                )
+        fields = kind.fields_for(here) if kind.fields_for is not None else kind.fields
         tables.append(
-            Table(kind.key, kind.title, layout.model, dataset, labels, kind.fields, rows, notes)
+            Table(kind.key, kind.title, layout.model, dataset, labels, fields, rows, notes)
         )
     return tables
 
@@ -435,40 +523,97 @@ CELL_COLUMNS = (
     "folders",
 )
 _METRIC_FIELDS = (
-    "n_rows", "n_problems", "samples_per_problem", "n_errors", "accuracy", "ci_lo", "ci_hi",
-    "ci_method", "mean_output_tokens", "truncation_rate", "repetition_rate",
-    "decode_tokens_per_s", "kv_bytes_peak",
+    "n_rows", "n_problems", "samples_per_problem", "n_errors", "n_seeds", "accuracy", "ci_lo",
+    "ci_hi", "ci_method", "mean_output_tokens", "truncation_rate", "unextracted_rate",
+    "repetition_rate", "decode_tokens_per_s", "kv_bytes_peak",
 )  # fmt: skip
 _PAIRED_FIELDS = (
-    "n_pairs", "delta", "gains", "losses", "p_value", "n_fidelity", "same_prediction",
-    "identical_output", "mean_prefix_tokens",
+    "n_pairs", "gains", "losses", "p_value", "n_fidelity", "same_prediction", "identical_output",
+    "mean_prefix_tokens", "n_length_pairs",
 )  # fmt: skip
+#: Estimates of the comparison with the full cache: value, lo, hi each.
+_PAIRED_ESTIMATES = ("delta", "length_ratio", "length_ratio_median")
 
 
-def cells_table(results: dict) -> tuple[list[str], list[list[Any]]]:
-    """(header, rows) with every cell's identity, state, metrics and comparison with the full
-    cache (prefix vs_full_); the full cache appears once, with an empty budget."""
-    header = [*CELL_COLUMNS, *_METRIC_FIELDS, *(f"vs_full_{f}" for f in _PAIRED_FIELDS)]
-    rows = []
-    order = sorted(
+def _triple(e: Estimate | None) -> list[Any]:
+    """value, lo, hi of an estimate (None for each when there is none)."""
+    return [None] * 3 if e is None else [e.value, e.lo, e.hi]
+
+
+def _order(results: dict) -> list[CellResult]:
+    return sorted(
         results.values(),
         key=lambda r: (r.cell.model, r.cell.dataset, not r.cell.is_full, r.cell.variant,
                        r.cell.tokens or 0, r.cell.slack or 0),
     )  # fmt: skip
-    for r in order:
-        c = r.cell
-        m = r.metrics.as_dict()
-        p = r.paired.as_dict() if r.paired is not None else {}
-        if not r.same_seed:
-            for f in ("n_fidelity", "same_prediction", "identical_output", "mean_prefix_tokens"):
-                p.pop(f, None)
+
+
+def _identity_columns(r: CellResult) -> list[Any]:
+    c = r.cell
+    return [c.model, c.dataset, category_of(c.dataset), c.policy, c.variant, c.tokens, c.slack]
+
+
+def _clean(line: list[Any]) -> list[Any]:
+    return [None if isinstance(v, float) and math.isnan(v) else v for v in line]
+
+
+def cells_table(results: dict) -> tuple[list[str], list[list[Any]]]:
+    """(header, rows) with every cell's identity, state, metrics, pass@k and maj@k, the spread of
+    its accuracy between seeds, and its comparison with the full cache (prefix vs_full_); the full
+    cache appears once, with an empty budget."""
+    ks = _pass_ks(list(results.values()))
+    header = [
+        *CELL_COLUMNS, "seeds", "accuracy_seed_sd", "accuracy_by_seed", *_METRIC_FIELDS,
+        *(f"{name}@{k}{end}" for k in ks for name in ("pass", "maj") for end in ("", "_lo", "_hi")),
+        *(f"vs_full_{f}" for f in _PAIRED_FIELDS),
+        *(f"vs_full_{name}{end}" for name in _PAIRED_ESTIMATES for end in ("", "_lo", "_hi")),
+        "vs_full_unpaired_seeds",
+    ]  # fmt: skip
+    rows = []
+    for r in _order(results):
+        c, m, p = r.cell, r.metrics, r.paired
         line = [
-            c.model, c.dataset, category_of(c.dataset), c.policy, c.variant, c.tokens, c.slack,
-            c.state, c.complete, c.shard_count, " ".join(map(str, c.missing_shards)),
-            " ".join(str(j.path) for j in c.jobs.values()),
+            *_identity_columns(r), c.state, c.complete, c.shard_count,
+            " ".join(map(str, c.missing_shards)), " ".join(str(j.path) for j in c.jobs),
+            " ".join(map(show, m.seeds)), m.pass1.seed_sd,
+            " ".join(f"{show(s)}:{v:.6g}" for s, v in zip(m.seeds, m.pass1.per_seed)),
         ]  # fmt: skip
-        line += [m[f] for f in _METRIC_FIELDS] + [p.get(f) for f in _PAIRED_FIELDS]
-        rows.append([None if isinstance(v, float) and math.isnan(v) else v for v in line])
+        line += [getattr(m, f) for f in _METRIC_FIELDS]
+        for k in ks:
+            line += _triple(m.pass_at.get(k)) + _triple(m.maj_at.get(k))
+        line += [None if p is None else getattr(p, f) for f in _PAIRED_FIELDS]
+        for name in _PAIRED_ESTIMATES:
+            line += _triple(None if p is None else getattr(p, name))
+        line.append(None if p is None else " ".join(map(show, p.unpaired_seeds)))
+        rows.append(_clean(line))
+    return header, rows
+
+
+def seeds_table(results: dict) -> tuple[list[str], list[list[Any]]]:
+    """(header, rows): one row per (cell, seed) with that seed's accuracy, pass@k and maj@k, and
+    its change and length ratio against the full cache's run of the same seed."""
+    ks = _pass_ks(list(results.values()))
+    header = [
+        "model", "dataset", "category", "policy", "variant", "budget_tokens", "budget_slack",
+        "seed", "state", "complete", "n_rows", "accuracy",
+        *(f"{name}@{k}" for k in ks for name in ("pass", "maj")),
+        "vs_full_delta", "vs_full_length_ratio", "vs_full_length_ratio_median",
+    ]  # fmt: skip
+    rows = []
+    for r in _order(results):
+        m, p = r.metrics, r.paired
+        paired_at = {s: i for i, s in enumerate(p.seeds)} if p is not None else {}
+        for i, seed in enumerate(m.seeds):
+            run = r.cell.runs[seed]
+            line = [*_identity_columns(r), seed, run.state, run.complete, len(run.rows)]
+            line.append(m.pass1.per_seed[i])
+            for k in ks:
+                for table in (m.pass_at, m.maj_at):
+                    line.append(table[k].per_seed[i] if k in table else None)
+            j = paired_at.get(seed)
+            for name in _PAIRED_ESTIMATES:
+                line.append(None if j is None else getattr(p, name).per_seed[j])
+            rows.append(_clean(line))
     return header, rows
 
 

@@ -1,24 +1,15 @@
-"""Statistics used by the sweep report: intervals, the exact McNemar test, output agreement.
+"""Closed-form intervals and tests: Wilson's interval for a proportion, the exact McNemar test.
 
-Pure functions over plain values (no I/O, no report types), so each can be checked against hand
-computations. scipy is deliberately not a dependency: the binomial tails are summed exactly with
-integer arithmetic, which is exact for any n a sweep produces.
+scipy is deliberately not a dependency: the binomial tails are summed exactly with integer
+arithmetic, which is exact for any n a sweep produces.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-
-import numpy as np
 
 #: Two-sided 95% normal quantile, Phi^-1(0.975).
 Z95 = 1.959963984540054
-
-#: Bootstrap settings for pass@1 with several samples per problem. A fixed seed makes the report
-#: reproducible: the same rows always give the same interval.
-BOOTSTRAP_RESAMPLES = 10_000
-BOOTSTRAP_SEED = 0
 
 
 def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -66,43 +57,3 @@ def mcnemar_exact(b: int, c: int) -> float:
     if n == 0:
         return 1.0
     return min(1.0, 2.0 * binomial_cdf_half(min(b, c), n))
-
-
-def bootstrap_mean_interval(
-    values: Sequence[float],
-    level: float = 0.95,
-    resamples: int = BOOTSTRAP_RESAMPLES,
-    seed: int = BOOTSTRAP_SEED,
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of `values` (one value per problem).
-
-    Resampling whole problems (not samples) respects that samples of one problem are correlated.
-    Resamples are drawn in chunks so memory stays small for datasets with thousands of problems.
-    """
-    x = np.asarray(values, dtype=float)
-    n = x.size
-    if n == 0:
-        return (math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    means = np.empty(resamples)
-    chunk = max(1, 2_000_000 // n)
-    for start in range(0, resamples, chunk):
-        stop = min(resamples, start + chunk)
-        idx = rng.integers(0, n, size=(stop - start, n))
-        means[start:stop] = x[idx].mean(axis=1)
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
-    return (float(lo), float(hi))
-
-
-def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
-    """Number of leading positions where two token-id sequences agree.
-
-    For identical sequences this is their whole length: the outputs never diverged.
-    """
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
