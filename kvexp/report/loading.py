@@ -8,13 +8,14 @@ the sample fields the report uses, so sweeps with long outputs stay cheap in mem
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
+
+from kvexp.stats import Sample as Row  # the fields of one samples.jsonl row, as every statistic reads them
 
 #: Job states, from status.json. "unknown" is ours: no status.json and no metrics.json.
 DONE, RUNNING, PREEMPTED, FAILED, UNKNOWN = "done", "running", "preempted", "failed", "unknown"
@@ -26,56 +27,6 @@ _SKIP_DIRS = {".hydra", "wandb", "__pycache__", ".git", ".cache"}
 
 class ReportError(Exception):
     """A problem that stops the report (bad input, mixed configs); the CLI prints it and exits 2."""
-
-
-@dataclass(slots=True)
-class Row:
-    """The fields of one samples.jsonl row that the report needs."""
-
-    id: str
-    sample_idx: int
-    correct: bool
-    prediction: Any
-    error: str | None
-    n_output_tokens: int | None
-    stop_reason: str | None
-    kv_bytes_peak: float | None
-    decode_s: float | None
-    output_ids: list[int] | None
-
-    @property
-    def key(self) -> tuple[str, int]:
-        """Pairing key between runs on the same problems: (problem id, sample index)."""
-        return (self.id, self.sample_idx)
-
-    @property
-    def is_error(self) -> bool:
-        return self.error is not None
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> Row:
-        error = obj.get("error")
-        return cls(
-            # ids are compared as strings so that 7 and "7" from different writers still pair.
-            id=str(obj["id"]),
-            sample_idx=int(obj.get("sample_idx") or 0),
-            # Error rows count as incorrect whatever their `correct` field says.
-            correct=bool(obj.get("correct")) and error is None,
-            prediction=obj.get("prediction"),
-            error=None if error is None else str(error),
-            n_output_tokens=_number(obj.get("n_output_tokens")),
-            stop_reason=obj.get("stop_reason"),
-            kv_bytes_peak=_number(obj.get("kv_bytes_peak")),
-            decode_s=_number(obj.get("decode_s")),
-            output_ids=obj.get("output_ids"),
-        )
-
-
-def _number(value: Any) -> Any:
-    """The value if it is a finite number, else None (missing, null or NaN fields)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return value if math.isfinite(value) else None
 
 
 @dataclass

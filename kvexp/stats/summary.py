@@ -81,6 +81,11 @@ class Sample:
     output_ids: list[int] | None = None
 
     @property
+    def key(self) -> tuple[str, int]:
+        """Pairing key between runs on the same problems: (problem id, sample index)."""
+        return (self.id, self.sample_idx)
+
+    @property
     def is_error(self) -> bool:
         return self.error is not None
 
