@@ -224,7 +224,8 @@ class Engine:
                     continue  # more free rows may wait for the next prefill group
                 need = [i for i, row in enumerate(rows) if row is not None and row.pending is None]
                 gens = [rows[i].generator for i in need] if not self.sampler.greedy else None
-                for i, token in zip(need, self.sampler(logits[need], gens).tolist()):
+                chosen = logits if len(need) == len(rows) else logits[need]
+                for i, token in zip(need, self.sampler(chosen, gens).tolist()):
                     row = rows[i]
                     row.pending = token
                     row.tokens.append(token)
@@ -290,14 +291,16 @@ class Engine:
         evicting = self.policy.evicts
         needs = [evicting and row.resident + 1 > capacity for row in rows]
         slots_in_use = max(min(row.extent + 1, capacity) for row in rows)
-        incoming = torch.tensor([row.next_pos for row in rows], device=self.device)
+        # one host-to-device copy per step: [5, B] positions, prompt lengths, seeds, tokens, evictions
+        incoming, prompt_len, row_seed, step_ids, evict = torch.tensor(
+            [[row.next_pos for row in rows], [len(row.request.prompt_ids) for row in rows],
+             [row.request.seed % 2**62 for row in rows], [row.pending for row in rows], needs],
+            device=self.device)
         cache.ctx = StepContext(
-            prefill=False, incoming=incoming, query_pos=incoming.view(-1, 1),
-            prompt_len=torch.tensor([len(row.request.prompt_ids) for row in rows], device=self.device),
-            row_seed=torch.tensor([row.request.seed % 2**62 for row in rows], device=self.device),
-            evict_rows=torch.tensor(needs, device=self.device) if any(needs) else None,
-            evict_all=all(needs), slots_in_use=slots_in_use)
-        step_ids = torch.tensor([row.pending for row in rows], device=self.device).view(-1, 1)
+            prefill=False, incoming=incoming, query_pos=incoming.view(-1, 1), prompt_len=prompt_len,
+            row_seed=row_seed, evict_rows=evict.bool() if any(needs) else None, evict_all=all(needs),
+            slots_in_use=slots_in_use)
+        step_ids = step_ids.view(-1, 1)
         for row, evict in zip(rows, needs):
             if evict:
                 row.resident -= self.budget.slack
