@@ -49,7 +49,7 @@ demo: $(STAMP)  ## the model organism: full cache vs 3 policies at 2 budgets, th
 demo-smollm2: $(STAMP)  ## the real-model default (SmolLM2-135M on GSM8K, h2o, budget 128) on 4 problems
 	$(PY) -m kvexp.main dataset.limit=4 generation.max_new_tokens=128 logger=none
 
-bench: $(STAMP)  ## decode speed of full and every policy on the CPU -> bench.json (DEVICE=cuda on a GPU)
+bench: $(STAMP)  ## decode speed of every policy, continuous vs static batching, auto rows -> bench.json (DEVICE=cuda on a GPU)
 	$(PY) -m kvexp.bench --device $(or $(DEVICE),cpu) --out bench.json
 
 report: $(STAMP)  ## tables and plots for a sweep: make report DIR=multirun/...
