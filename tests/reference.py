@@ -38,6 +38,10 @@ class ReferencePolicy:
             return [rows[-1].get(p, 0.0) for p in positions]
         if self.name == "knorm":  # norms rounded to 16 significant bits, so equal norms tie exactly
             return [-math.ldexp(round(m * 2**16) / 2**16, e) for m, e in (math.frexp(float(k.norm())) for k in keys)]
+        if self.name == "keydiff":  # minus the cosine of each key with the mean of the unit keys
+            unit = [k.double() / max(float(k.double().norm()), 1e-12) for k in keys]
+            anchor = sum(unit) / n
+            return [-float(u @ anchor) / max(float(anchor.norm()), 1e-8) for u in unit]
         if self.name == "random":
             return [float(hash_uniform(self.seed, layer, head, t, p)) for p in positions]
         window = rows[-self.obs_window:]

@@ -54,7 +54,7 @@ def _final_positions(store):
 # prompts of 9 and 22 tokens: shorter and longer than the budget of 16 (compressed at prefill)
 REFERENCE_CASES = [(name, {}, n) for name in EVICTING for n in (9, 22)] + [
     ("h2o", {"normalize": "mean"}, 22), ("h2o", {"protect_prompt": True, "window": 2}, 9),
-    ("streaming_llm", {"n_sink": 2, "window": 3}, 22), ("knorm", {"window": 3}, 22), ("random", {"window": 2}, 22),
+    ("streaming_llm", {"n_sink": 2, "window": 3}, 22), ("knorm", {"window": 3}, 22), ("keydiff", {"window": 3}, 22), ("random", {"window": 2}, 22),
     ("h2o", {"group_agg": "max"}, 22), ("snapkv", {"group_agg": "sum", "pool": "max", "kernel": 3}, 22),
 ]
 
@@ -241,7 +241,7 @@ def test_model_kvexp_cannot_drive_is_refused_from_its_config():
 
 # ---- continuous batching: rows refilled mid-decode ----
 
-ADMISSION_BUDGETS = {"full": None, "h2o": 16, "snapkv": 16, "rkv": 12, "random": 16, "tova": 16, "knorm": 16,
+ADMISSION_BUDGETS = {"full": None, "h2o": 16, "snapkv": 16, "rkv": 12, "random": 16, "tova": 16, "knorm": 16, "keydiff": 16,
                      "streaming_llm": 16}
 
 

@@ -1,6 +1,7 @@
 """Scoring rules on hand-built tensors: one batch row, one KV head unless stated."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from kvexp.engine import Budget, Engine, GenerationSettings, Request
@@ -206,3 +207,47 @@ def test_random_is_seeded_per_row_and_step():
     assert not torch.equal(a, policy.score(None, v, ctx(8, seed=2)))
     assert not torch.equal(a, policy.score(None, v, ctx(9, seed=1)))
     assert ((a >= 0) & (a < 1)).all()
+
+
+def _keydiff_as_kvpress(keys):
+    """KeyDiffPress.score transcribed (kvpress, kvpress/presses/keydiff_press.py): keys [B, H, N, D]."""
+    anchor = torch.nn.functional.normalize(keys, p=2, dim=-1).mean(dim=2, keepdim=True)
+    return -torch.nn.functional.cosine_similarity(keys, anchor, dim=-1)
+
+
+def test_keydiff_evicts_the_keys_closest_to_the_mean_direction_first():
+    policy = build_policy("keydiff")
+    # three keys along x (of different lengths: only the direction counts, so they tie), one along y and
+    # one on the diagonal, which lies closest to the mean direction (3.7, 1.7) / 5
+    keys = torch.tensor([[2.0, 0], [1, 0], [0, 3], [5, 0], [1, 1]])
+    v = view([0, 1, 2, 3, 4], keys)
+    assert first_evicted(policy, policy.init_state(1, 1, 5, "cpu"), v, ctx(5), count=5) == [4, 0, 1, 3, 2]
+
+
+def test_keydiff_matches_kvpress_formula_over_resident_slots_in_any_slot_order():
+    policy = build_policy("keydiff")
+    g = torch.Generator().manual_seed(0)
+    keys = torch.randn(2, 3, 11, 8, generator=g) + torch.tensor([1.5] + [0.0] * 7)  # a shared direction
+    expected = _keydiff_as_kvpress(keys)
+    # the same tokens stored in shuffled slots, with empty slots holding stale keys in between
+    n_slots = 16
+    slots = torch.randperm(n_slots, generator=g)[:11]
+    stored = torch.randn(2, 3, n_slots, 8, generator=g) * 50
+    stored[:, :, slots] = keys
+    pos = torch.full((2, 3, n_slots), -1)
+    pos[:, :, slots] = torch.arange(11)
+    score = policy.score(policy.init_state(2, 3, n_slots, "cpu"), LayerView(stored, pos), ctx(11))
+    assert torch.allclose(score[:, :, slots], expected, atol=1e-6)
+
+
+def test_keydiff_matches_kvpress_keydiffpress():
+    keydiff_press = pytest.importorskip("kvpress.presses.keydiff_press")
+    press = keydiff_press.KeyDiffPress(compression_ratio=0.5)
+    g = torch.Generator().manual_seed(1)
+    keys = torch.randn(2, 3, 13, 8, generator=g) + 0.7
+    expected = press.score(None, None, keys, keys, None, {})
+    policy = build_policy("keydiff")
+    pos = torch.arange(13).expand(2, 3, 13)
+    score = policy.score(policy.init_state(2, 3, 13, "cpu"), LayerView(keys, pos), ctx(13))
+    assert expected.shape == score.shape
+    assert torch.allclose(score, expected, atol=1e-6)

@@ -8,6 +8,7 @@ from typing import Any
 from kvexp.policies.base import Policy, StepContext, LayerView, PolicyState, eviction_order
 from kvexp.policies.full import Full
 from kvexp.policies.h2o import H2O
+from kvexp.policies.keydiff import KeyDiff
 from kvexp.policies.knorm import KNorm
 from kvexp.policies.random import Random
 from kvexp.policies.rkv import RKV
@@ -15,7 +16,7 @@ from kvexp.policies.snapkv import SnapKV
 from kvexp.policies.streaming_llm import StreamingLLM
 from kvexp.policies.tova import TOVA
 
-POLICIES: dict[str, type[Policy]] = {p.name: p for p in (Full, StreamingLLM, H2O, TOVA, SnapKV, KNorm, RKV, Random)}
+POLICIES: dict[str, type[Policy]] = {p.name: p for p in (Full, StreamingLLM, H2O, TOVA, SnapKV, KNorm, RKV, KeyDiff, Random)}
 POLICY_NAMES = tuple(POLICIES)
 
 

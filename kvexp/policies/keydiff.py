@@ -1,0 +1,38 @@
+import torch
+
+from kvexp.policies.base import Policy
+
+
+class KeyDiff(Policy):
+    """KeyDiff (Park et al., 2025, arXiv 2504.15364): keep the keys that differ most from the others.
+
+    As kvpress's KeyDiffPress computes it: the anchor is the mean of the unit-normalised keys, and a
+    token's score is minus the cosine similarity of its key with the anchor, so keys pointing away
+    from the average direction are kept. Per (row, layer, KV head) over the keys resident at the
+    eviction (post-RoPE, as they sit in the cache); empty slots count neither in the anchor nor in the
+    mean. No attention probabilities: it decodes through the fused attention path.
+
+    Defaults: window 0 and no sinks, as KeyDiffPress protects nothing. Under kvexp's budget semantics
+    the anchor is taken over the B resident tokens at each eviction, the one whose append triggered it
+    not yet written; kvpress's DecodingPress(KeyDiffPress) with target T and interval S scores the
+    T + S tokens after the step's append, which is the same set at B = T + S. The paper's block-wise
+    prefill (kvpress's BlockPress) is not reproduced: a prompt longer than B is compressed in one
+    selection over the whole prompt.
+    """
+
+    name = "keydiff"
+
+    def score(self, state, view, ctx):
+        valid = (view.pos >= 0).unsqueeze(-1)
+        keys = view.keys.float()
+        unit = keys / keys.norm(dim=-1, keepdim=True).clamp(min=1e-12)   # F.normalize's eps
+        unit = unit * valid                                               # stale keys of empty slots: zero
+        anchor = unit.sum(dim=-2, keepdim=True) / valid.sum(dim=-2, keepdim=True).clamp(min=1)
+        # cosine(unit, anchor) = unit . anchor / |anchor|, unit already has norm 1 (or is zero)
+        cosine = (unit @ anchor.transpose(-1, -2)).squeeze(-1) / anchor.norm(dim=-1).clamp(min=1e-8)
+        return -cosine
+
+    def eviction_workspace_bytes(self, heads, n_slots, head_dim):
+        # per row: the fp32 keys and their unit copy on top of the shared score and order
+        per_row, shared = super().eviction_workspace_bytes(heads, n_slots, head_dim)
+        return per_row + heads * n_slots * head_dim * 4 * 2, shared
