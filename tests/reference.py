@@ -13,19 +13,22 @@ from kvexp.policies.random import hash_uniform
 
 class ReferencePolicy:
     def __init__(self, name, budget, slack, *, window=None, n_sink=None, protect_prompt=False, normalize="sum",
-                 obs_window=None, kernel=None, lam=0.1, threshold=0.5, seed=0, group_agg="mean", pool="avg"):
+                 obs_window=None, kernel=None, lam=None, threshold=0.5, seed=0, group_agg=None, pool="avg", alpha=0.8):
         self.name, self.budget, self.slack = name, budget, slack
         defaults = {"streaming_llm": dict(n_sink=4, window=0), "h2o": dict(n_sink=0, window=budget // 2),
-                    "snapkv": dict(n_sink=0, obs_window=32, kernel=5), "rkv": dict(n_sink=0, obs_window=8, kernel=7)}
+                    "snapkv": dict(n_sink=0, obs_window=32, kernel=5), "rkv": dict(n_sink=0, obs_window=8, kernel=7),
+                    "gkv": dict(n_sink=0, obs_window=16, kernel=1, lam=0.5, group_agg="max")}
         d = defaults.get(name, {})
         self.n_sink = n_sink if n_sink is not None else d.get("n_sink", 0)
         self.obs_window = obs_window if obs_window is not None else d.get("obs_window", 0)
         self.kernel = kernel if kernel is not None else d.get("kernel", 1)
-        default_window = self.obs_window if name in ("snapkv", "rkv") else d.get("window", 0)
+        default_window = self.obs_window if name in ("snapkv", "rkv", "gkv") else d.get("window", 0)
         self.window = window if window is not None else default_window
-        self.protect_prompt, self.normalize, self.lam, self.threshold, self.seed = \
-            protect_prompt, normalize, lam, threshold, seed
-        self.group_agg, self.pool = group_agg, pool
+        self.protect_prompt, self.normalize, self.threshold, self.seed = protect_prompt, normalize, threshold, seed
+        self.lam = lam if lam is not None else d.get("lam", 0.1)
+        self.group_agg = group_agg or d.get("group_agg", "mean")
+        self.pool, self.alpha = pool, alpha
+        self.history = {}  # gkv: (layer, head) -> {position: global score at the last eviction it survived}
 
     # one (layer, head): positions ascending, keys [n, D], received {pos: float}, rows [{pos: prob}]
     def scores(self, layer, head, positions, keys, received, rows, t):
@@ -51,8 +54,22 @@ class ReferencePolicy:
             return [sum(mean[j] for j in range(i - half, i + half + 1) if 0 <= j < n) / self.kernel for i in range(n)]
         if self.name == "snapkv":
             return [max(mean[j] for j in range(i - half, i + half + 1) if 0 <= j < n) for i in range(n)]
+        if self.name == "gkv":
+            outside = [p < t - self.window for p in positions]
+            top = max(m for m, o in zip(mean, outside) if o)
+            hist = self.history.get((layer, head), {})
+            global_score = [max(self.alpha * hist.get(p, 0.0), m / top) for p, m in zip(positions, mean)]
+            redundancy = self.redundancy(positions, keys)
+            top = max(r for r, o in zip(redundancy, outside) if o)
+            self.history[(layer, head)] = {p: g for p, g, o in zip(positions, global_score, outside) if o}
+            return [self.lam * g - (1 - self.lam) * r / top for g, r in zip(global_score, redundancy)]
         assert self.name == "rkv"
         importance = [max(mean[j] for j in range(i - half, i + half + 1) if 0 <= j < n) for i in range(n)]
+        redundancy = self.redundancy(positions, keys)
+        return [self.lam * a - (1 - self.lam) * r for a, r in zip(importance, redundancy)]
+
+    def redundancy(self, positions, keys):
+        n = len(positions)
         unit = [k / k.norm().clamp(min=1e-12) for k in keys.float()]
         # R-KV's cal_similarity: row i names its most recent near-duplicate d(i) and the entry
         # S[i][d(i)] is zeroed; token j's redundancy is the mean of column j
@@ -64,8 +81,7 @@ class ReferencePolicy:
         redundancy_raw = [sum(sim[i][j] for i in range(n)) / n for j in range(n)]
         top = max(redundancy_raw)
         exp = [math.exp(r - top) for r in redundancy_raw]
-        redundancy = [e / sum(exp) for e in exp]
-        return [self.lam * a - (1 - self.lam) * r for a, r in zip(importance, redundancy)]
+        return [e / sum(exp) for e in exp]
 
     def evict(self, layer, head, positions, keys, received, rows, t, prompt_len, count):
         scores = self.scores(layer, head, positions, keys, received, rows, t)

@@ -10,7 +10,7 @@ from kvexp.policies import POLICY_NAMES, build_policy
 from reference import ReferencePolicy, reference_generate
 
 EVICTING = [p for p in POLICY_NAMES if p != "full"]
-SMALL_WINDOWS = {"snapkv": {"obs_window": 4}, "rkv": {"obs_window": 4}, "h2o": {"window": 4}}
+SMALL_WINDOWS = {"snapkv": {"obs_window": 4}, "rkv": {"obs_window": 4}, "gkv": {"obs_window": 4}, "h2o": {"window": 4}}
 
 
 def run(model, policy, budget, requests, max_new=30, observer=None, **settings):
@@ -241,7 +241,7 @@ def test_model_kvexp_cannot_drive_is_refused_from_its_config():
 
 # ---- continuous batching: rows refilled mid-decode ----
 
-ADMISSION_BUDGETS = {"full": None, "h2o": 16, "snapkv": 16, "rkv": 12, "random": 16, "tova": 16, "knorm": 16, "keydiff": 16,
+ADMISSION_BUDGETS = {"full": None, "h2o": 16, "snapkv": 16, "rkv": 12, "random": 16, "tova": 16, "knorm": 16, "keydiff": 16, "gkv": 16,
                      "streaming_llm": 16}
 
 

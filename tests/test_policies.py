@@ -251,3 +251,56 @@ def test_keydiff_matches_kvpress_keydiffpress():
     score = policy.score(policy.init_state(2, 3, 13, "cpu"), LayerView(keys, pos), ctx(13))
     assert expected.shape == score.shape
     assert torch.allclose(score, expected, atol=1e-6)
+
+
+def _gkv_as_published(rows, keys, score_cache, window, lam=0.5, alpha=0.8, threshold=0.5):
+    """G-KV's `ScoreBasedKV.update_kv` (gkv/model/compression/score_based.py) with its G-KV recipe
+    (suppressing_redundancy, enable_score_cache, smooth_method max, norm on), transcribed for one head
+    in position order: rows [W, N] the window queries' attention, keys [N, D], score_cache [C] the
+    previous global scores of the first C tokens. Returns (score, new score cache) of the N - W
+    tokens outside the window."""
+    final = rows.mean(dim=0)[:-window]                      # compute_attention_scores drops the window's keys
+    final = final / final.max()
+    old = torch.cat([score_cache, final[len(score_cache):]])
+    final = torch.maximum(old * alpha, final)
+    # cal_similarity_triton: column j loses its pair with the latest row i whose cosine is > threshold
+    unit = keys / (keys.norm(dim=-1, keepdim=True) + 1e-6)
+    sim = unit @ unit.T
+    sim.fill_diagonal_(0.0)
+    n = len(keys)
+    for j in range(n):
+        dups = [i for i in range(n) if sim[i, j] > threshold]
+        if dups:
+            sim[max(dups), j] = 0.0
+    similarity = (sim.sum(dim=1) / n).softmax(dim=-1)[:-window]
+    similarity = similarity / similarity.max()
+    return final * lam - similarity * (1 - lam), final
+
+
+def test_gkv_matches_its_published_update_over_resident_slots_in_any_slot_order():
+    g = torch.Generator().manual_seed(2)
+    n, w, d = 12, 3, 8
+    base = torch.randn(3, d, generator=g)
+    keys = torch.cat([base[i % 3] + 0.4 * torch.randn(1, d, generator=g) for i in range(n - 2)]
+                     + [torch.randn(2, d, generator=g)])               # near-duplicates and loners
+    rows = torch.rand(w, n, generator=g).softmax(dim=-1)
+    score_cache = 1.0 + 0.5 * torch.rand(5, generator=g)               # tokens 0..4 survived an eviction
+    expected, expected_cache = _gkv_as_published(rows, keys, score_cache, w)
+
+    policy = build_policy("gkv", obs_window=w)
+    n_slots = n + 2
+    slots = torch.randperm(n_slots, generator=g)[:n]                   # slot of position p; two stay empty
+    stored = torch.randn(1, 1, n_slots, d, generator=g) * 30
+    stored[0, 0, slots] = keys
+    pos = torch.full((1, 1, n_slots), -1)
+    pos[0, 0, slots] = torch.arange(n)
+    state = policy.init_state(1, 1, n_slots, "cpu")
+    state["recent"][0, 0, :, slots] = rows
+    state["history"][0, 0, slots[:5]] = score_cache
+    score = policy.score(state, LayerView(stored, pos), ctx(n))
+    outside = slots[:n - w]
+    assert torch.allclose(score[0, 0, outside], expected, atol=1e-5)
+    assert torch.allclose(state["history"][0, 0, outside], expected_cache, atol=1e-5)
+    assert (state["history"][0, 0, slots[n - w:]] == 0).all()       # the window carries no history
+    # the history matters: a token whose cached score beats its local attention keeps it (times alpha)
+    assert (expected_cache[:5] > rows.mean(0)[:5] / rows.mean(0)[:n - w].max()).any()

@@ -7,6 +7,7 @@ from typing import Any
 
 from kvexp.policies.base import Policy, StepContext, LayerView, PolicyState, eviction_order
 from kvexp.policies.full import Full
+from kvexp.policies.gkv import GKV
 from kvexp.policies.h2o import H2O
 from kvexp.policies.keydiff import KeyDiff
 from kvexp.policies.knorm import KNorm
@@ -16,7 +17,7 @@ from kvexp.policies.snapkv import SnapKV
 from kvexp.policies.streaming_llm import StreamingLLM
 from kvexp.policies.tova import TOVA
 
-POLICIES: dict[str, type[Policy]] = {p.name: p for p in (Full, StreamingLLM, H2O, TOVA, SnapKV, KNorm, RKV, KeyDiff, Random)}
+POLICIES: dict[str, type[Policy]] = {p.name: p for p in (Full, StreamingLLM, H2O, TOVA, SnapKV, KNorm, RKV, KeyDiff, GKV, Random)}
 POLICY_NAMES = tuple(POLICIES)
 
 

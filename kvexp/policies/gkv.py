@@ -1,0 +1,60 @@
+import torch
+
+from kvexp.policies.rkv import RKV
+
+
+class GKV(RKV):
+    """G-KV (microsoft/G-KV, 2025): a global score, local attention combined with the score each token
+    carried out of earlier evictions, minus R-KV's redundancy; the optional post-training is not part
+    of it.
+
+    As G-KV's `ScoreBasedKV.update_kv` computes it with the settings of its G-KV recipe
+    (`--suppressing_redundancy --mix_lambda 0.5 --enable_score_cache --alpha 0.8`, smoothing `max`):
+    local = mean attention of the last `obs_window` queries, divided by its maximum over the tokens
+    outside that window; global = max(alpha * history, local), where history is the global score
+    the token was given at the previous eviction it survived (none, i.e. 0, for a token not yet
+    scored or one that sat in the window then); redundancy = R-KV's (`RKV.redundancy`, as G-KV's
+    `cal_similarity_triton`) divided by its maximum outside the window; score = lam * global
+    - (1 - lam) * redundancy. Each eviction stores global as the new history of the tokens outside the
+    window; evicted slots lose theirs.
+
+    Defaults as the recipe: lam 0.5, alpha 0.8, obs_window 16 (protected, as G-KV keeps the window's
+    tokens whole), threshold 0.5, group_agg max (G-KV max-pools the query heads of a KV head).
+    Differences kvexp's semantics force: the local attention is the rows the window's queries really
+    paid at their own steps (as SnapKV-D and R-KV here), where G-KV recomputes those queries against
+    the cache at the eviction; G-KV compresses every `divide_length` steps down to its budget b, which
+    is B = b + divide_length, S = divide_length here. G-KV's prefill keeps no history in this recipe
+    (its prefill score cache is H2O's only), and neither does this.
+    """
+
+    name = "gkv"
+
+    def __init__(self, *, lam: float = 0.5, alpha: float = 0.8, obs_window: int = 16, threshold: float = 0.5,
+                 group_agg: str = "max", **kw):
+        super().__init__(lam=lam, obs_window=obs_window, kernel=1, threshold=threshold, group_agg=group_agg, **kw)
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"gkv alpha must be in [0, 1], got {alpha}")
+        self.alpha = alpha
+
+    def init_state(self, batch, heads, n_slots, device):
+        state = super().init_state(batch, heads, n_slots, device)
+        state["history"] = torch.zeros(batch, heads, n_slots, device=device)
+        return state
+
+    def score(self, state, view, ctx):
+        window = self.recent_window(0)   # the default window is obs_window whatever the budget
+        scored = (view.pos >= 0) & (view.pos < ctx.incoming.view(-1, 1, 1) - window)
+
+        def by_max_outside_window(x):
+            top = x.masked_fill(~scored, float("-inf")).amax(dim=-1, keepdim=True)
+            return x / top.clamp(min=torch.finfo(torch.float32).tiny)
+
+        local = by_max_outside_window(self.queries.mean(state, ctx))
+        global_score = torch.maximum(self.alpha * state["history"], local)
+        redundancy = by_max_outside_window(self.redundancy(view.keys, view.pos))
+        # the history G-KV caches: the global score of the tokens outside the window, in evicting rows
+        history = torch.where(scored, global_score, 0.0)
+        if not (ctx.prefill or ctx.evict_all) and ctx.evict_rows is not None:
+            history = torch.where(ctx.evict_rows.view(-1, 1, 1), history, state["history"])
+        state["history"] = history
+        return self.lam * global_score - (1.0 - self.lam) * redundancy
