@@ -81,6 +81,7 @@ def test_quick_bench_workload_section(tmp_path):
     assert all(r["state_over_kv"] <= 0.3 for r in section["state"])
     assert {(r["policy"], r["slack"]) for r in section["ops"]} >= {("full", None), ("rkv", 1), ("rkv", 8)}
     assert {t["target"] for t in result["targets"]} == {"continuous_vs_static", "continuous_vs_equal_lengths",
+                                                       "continuous_vs_equal_lengths_steady",
                                                        "auto_rows_vs_full", "auto_tokens_vs_full",
                                                        "auto_tokens_vs_full_whole", "state_vs_kv",
                                                        "ops_vs_full"}

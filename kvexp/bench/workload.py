@@ -149,7 +149,11 @@ def batching_runs(plan: WorkloadPlan, device, dtype, log) -> tuple[list[dict], l
                                     static["tokens_per_s"], 1.6, "continuous", "static"), cont, static),
                with_cpu_ratio(check("continuous_vs_equal_lengths", f"{what}: heavy-tailed / equal lengths tok/s",
                                     cont["tokens_per_s"], ideal["tokens_per_s"], 0.85, "heavy-tailed",
-                                    "equal lengths"), cont, ideal)]
+                                    "equal lengths"), cont, ideal),
+               # the same in steady state: without the drain, where the longest requests end nearly alone
+               check("continuous_vs_equal_lengths_steady", f"{what}: heavy-tailed / equal lengths tok/s, steady "
+                     f"state", cont["steady_tokens_per_s"], ideal["steady_tokens_per_s"], 0.85, "heavy-tailed",
+                     "equal lengths", reference=True)]
     return runs, targets
 
 
