@@ -121,7 +121,6 @@ def test_rkv_subtracts_redundancy_and_keeps_the_most_recent_duplicate():
     keys = torch.tensor([[1.0, 0, 0], [1.0, 0, 0], [1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]])
     v = view(list(range(n)), keys)
     state = policy.init_state(1, 1, n, "cpu")
-    policy.on_write(state, v, torch.arange(n).view(1, 1, -1))
     policy.observe(state, torch.full((1, 1, 1, n), 1.0 / n), ctx(n))
     score = policy.score(state, v, ctx(n))[0, 0]
     assert score[0] < score[1] < score[3]                    # redundant keys score lower: it is subtracted
@@ -154,7 +153,6 @@ def _rkv_redundancy(keys: torch.Tensor, positions: list[int], threshold: float =
     n = len(positions)
     v = view(positions, keys)
     state = policy.init_state(1, 1, n, "cpu")
-    policy.on_write(state, v, torch.arange(n).view(1, 1, -1))
     policy.observe(state, torch.full((1, 1, 1, n), 1.0 / n), ctx(max(positions) + 1))
     return -policy.score(state, v, ctx(max(positions) + 1))[0, 0]
 
@@ -173,7 +171,6 @@ def test_rkv_redundancy_keeps_the_newest_of_three_near_duplicates():
     policy = build_policy("rkv", obs_window=1, kernel=1, window=0)
     v = view([0, 1, 2, 3], keys)
     state = policy.init_state(1, 1, 4, "cpu")
-    policy.on_write(state, v, torch.arange(4).view(1, 1, -1))
     policy.observe(state, torch.full((1, 1, 1, 4), 0.25), ctx(4))
     assert first_evicted(policy, state, v, ctx(4)) == [0]  # a goes, c (the newest duplicate) stays
 

@@ -85,7 +85,6 @@ class LayerCache:
         k.scatter_(2, slot.unsqueeze(-1).expand(b, h, 1, d), k_new)
         v.scatter_(2, slot.unsqueeze(-1).expand(b, h, 1, d), v_new)
         pos.scatter_(2, slot, ctx.incoming.view(b, 1, 1).expand(b, h, 1))
-        self.policy.on_write(self.state, self.view(), slot)
         g = q.shape[1] // h
         resident = (pos >= 0).unsqueeze(2)                                          # [B, H, 1, N]
         if not self.policy.needs_attention:
@@ -132,7 +131,6 @@ class LayerCache:
             outs.append(out)
             if self.policy.needs_attention:
                 self.policy.observe(state, self.policy.aggregate_groups(probs), replace(ctx, query_pos=queries.view(1, -1)))
-        self.policy.on_write(state, view, view.pos)
         keep = self._prefill_keep(state, view, ctx)                                     # [1, H, K]
         kept = keep.shape[-1]
         self.k[row, :, :kept] = k[0].gather(1, keep[0].unsqueeze(-1).expand(h, kept, d))

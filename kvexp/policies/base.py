@@ -118,7 +118,7 @@ class PolicyState:
 
 class Policy:
     """Base of every policy. Subclasses set `name`, override `score`, and where they accumulate
-    something, `init_state`/`observe`/`on_write`.
+    something, `init_state`/`observe`.
 
     window: recent tokens (by position) never evicted; None takes the policy's default
         (`default_window(budget)`). n_sink: first positions never evicted. protect_prompt: pin
@@ -173,10 +173,7 @@ class Policy:
 
     def observe(self, state: PolicyState, probs: Tensor, ctx: StepContext) -> None:
         """probs [B, H, Q, N] fp32: attention the Q newest queries paid to each slot (zero on
-        empty slots and padding queries). Called once per decode step, per chunk in prefill."""
-
-    def on_write(self, state: PolicyState, view: LayerView, new_slots: Tensor) -> None:
-        """Keys were written to `new_slots` [B, H, Q] (after any eviction of this step)."""
+        empty slots). Called once per decode step, per chunk of queries in prefill."""
 
     def score(self, state: PolicyState, view: LayerView, ctx: StepContext) -> Tensor:
         """[B, H, N] fp32, higher means keep. Values on empty or protected slots are ignored."""
