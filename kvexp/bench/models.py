@@ -73,10 +73,3 @@ def random_prompts(vocab_size: int, batch: int, length: int, seed: int = 1234) -
     """`batch` distinct prompts of `length` random token ids (ids 3.. avoid the usual special tokens)."""
     g = torch.Generator().manual_seed(seed)
     return torch.randint(3, vocab_size, (batch, length), generator=g).tolist()
-
-
-def kv_bytes_per_token(config, dtype: torch.dtype) -> int:
-    """K and V bytes one token costs across all layers and KV heads."""
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    size = torch.empty((), dtype=dtype).element_size()
-    return 2 * config.num_hidden_layers * config.num_key_value_heads * head_dim * size

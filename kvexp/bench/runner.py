@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from kvexp.bench.models import kv_bytes_per_token
+from kvexp.engine.memory import ModelShape
 
 KVEXP, HF = "kvexp", "hf_generate"
 
@@ -87,7 +87,7 @@ def run_kvexp(model, spec: RunSpec, prompts: list[list[int]]) -> Timing:
         raise RuntimeError(f"{spec.label()}: expected {spec.new_tokens} forward passes, saw {len(clock.stamps)}"
                            " (did the batch fall back to row-by-row after an error?)")
     steps = [b - a for a, b in zip(clock.stamps, clock.stamps[1:])]
-    per_token = kv_bytes_per_token(model.config, dtype)
+    per_token = ModelShape.of(model.config, dtype).kv_bytes_per_token
     longest = max(len(p) for p in prompts)
     capacity = longest + spec.new_tokens if not policy.evicts else min(longest + spec.new_tokens, spec.budget)
     return Timing(step_s=steps, decode_s=clock.stamps[-1] - clock.stamps[0], cpu_s=clock.cpu[-1] - clock.cpu[0],
@@ -138,7 +138,7 @@ def run_hf(model, spec: RunSpec, prompts: list[list[int]]) -> Timing:
         decode_s, prefill_s = clock.stamps[-1] - clock.stamps[0], clock.stamps[0] - t0
         cpu_s = clock.cpu[-1] - clock.cpu[0]
     resident = ids.shape[1] + spec.new_tokens - 1  # the last sampled token is never appended
-    per_token = kv_bytes_per_token(model.config, dtype)
+    per_token = ModelShape.of(model.config, dtype).kv_bytes_per_token
     return Timing(step_s=steps, decode_s=decode_s, cpu_s=cpu_s, steps=spec.new_tokens - 1, prefill_s=prefill_s,
                   peak_resident_tokens=resident, kv_bytes_peak=resident * per_token,
                   kv_bytes_allocated=resident * per_token * len(prompts))

@@ -20,7 +20,7 @@ import torch
 from kvexp.bench.models import RANDOM_MODELS, load_model, random_prompts
 from kvexp.bench.targets import check, check_at_most
 from kvexp.engine import Budget, Engine, GenerationSettings, Request
-from kvexp.engine.memory import GiB, ModelShape, plan_for_model, plan_rows, row_capacity
+from kvexp.engine.memory import GiB, ModelShape, plan_for_model, plan_rows, row_capacity, row_cost, weight_bytes
 from kvexp.policies import POLICY_NAMES, build_policy
 
 EVICTING = tuple(p for p in POLICY_NAMES if p != "full")
@@ -193,8 +193,7 @@ def auto_runs(plan: WorkloadPlan, device, dtype, log) -> tuple[list[dict], list[
         shape = ModelShape.of(model.config, dtype)
         one = plan_rows(shape, full, row_capacity(full, None, plan.prompt_len, plan.auto_cap), plan.prompt_len,
                         available_bytes=10**15, max_rows=1, n_requests=1, max_prefill_tokens=8192)
-        weights = sum(p.numel() * p.element_size() for p in model.parameters())
-        memory_gb = (weights + one.shared_bytes + plan.auto_full_rows * one.per_row.total) / GiB
+        memory_gb = (weight_bytes(model) + one.shared_bytes + plan.auto_full_rows * one.per_row.total) / GiB
     runs = []
     for name in ("full", plan.policy):
         rows = plan_for_model(model, build_policy(name), plan.auto_budget, [plan.prompt_len] * len(requests),
@@ -229,8 +228,8 @@ def state_table(plan: WorkloadPlan) -> tuple[list[dict], list[dict]]:
     for name in EVICTING:
         policy = build_policy(name)
         per_row, shared = policy.eviction_workspace_bytes(shape.kv_heads, n, shape.head_dim)
-        kv = n * shape.kv_bytes_per_token
-        state = shape.layers * policy.state_bytes(shape.kv_heads, n)
+        cost = row_cost(shape, policy, n)
+        kv, state = cost.kv, cost.policy_state
         rows.append({"policy": name, "budget": n, "kv_bytes_per_row": kv, "state_bytes_per_row": state,
                      "state_over_kv": state / kv, "eviction_transient_bytes_per_row": per_row,
                      "eviction_transient_bytes_shared": shared})

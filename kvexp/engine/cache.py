@@ -17,6 +17,11 @@ from kvexp.policies.base import LayerView, Policy, StepContext, eviction_order, 
 PREFILL_CHUNK_BYTES = 64 * 2**20
 
 
+def head_dim(model_config) -> int:
+    """Per-head width: the config's own `head_dim` (Qwen3 sets it apart), else hidden / heads."""
+    return getattr(model_config, "head_dim", None) or model_config.hidden_size // model_config.num_attention_heads
+
+
 def grouped_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, scaling: float) -> tuple[Tensor, Tensor]:
     """Attention with grouped KV heads, returning the probabilities the policies score with.
 
@@ -158,8 +163,7 @@ class KVCache:
     def __init__(self, model_config, batch: int, capacity: int, dtype, device, policy: Policy,
                  budget: int | None, slack: int):
         heads = model_config.num_key_value_heads
-        head_dim = getattr(model_config, "head_dim", None) or model_config.hidden_size // model_config.num_attention_heads
-        self.layers = [LayerCache(batch, heads, capacity, head_dim, dtype, device, policy, budget, slack, i)
+        self.layers = [LayerCache(batch, heads, capacity, head_dim(model_config), dtype, device, policy, budget, slack, i)
                        for i in range(model_config.num_hidden_layers)]
         self.ctx: StepContext | None = None
 

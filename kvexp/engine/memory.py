@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from kvexp.engine.budget import ConfigError
-from kvexp.engine.cache import PREFILL_CHUNK_BYTES
+from kvexp.engine.cache import PREFILL_CHUNK_BYTES, head_dim
 from kvexp.policies.base import Policy
 
 GiB = 2**30
@@ -38,8 +38,7 @@ class ModelShape:
 
     @classmethod
     def of(cls, config, dtype: torch.dtype) -> "ModelShape":
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        return cls(config.num_hidden_layers, config.num_key_value_heads, config.num_attention_heads, head_dim,
+        return cls(config.num_hidden_layers, config.num_key_value_heads, config.num_attention_heads, head_dim(config),
                    config.hidden_size, config.intermediate_size, config.vocab_size,
                    torch.empty((), dtype=dtype).element_size())
 
@@ -148,14 +147,18 @@ def row_capacity(policy: Policy, budget_tokens: int | None, longest_prompt: int,
     return min(need, budget_tokens) if policy.evicts else need
 
 
+def weight_bytes(model) -> int:
+    """Bytes of a loaded model's parameters, as they sit on the device."""
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
 def plan_for_model(model, policy: Policy, budget_tokens: int | None, prompt_lengths: list[int], *,
                    max_new_tokens: int, max_rows: int, memory_gb: float | None,
                    max_prefill_tokens: int, fixed_rows: int | None = None) -> RowPlan:
     """`plan_rows` for a loaded model: its config, dtype, device and the bytes of its weights."""
     param = next(model.parameters())
     shape = ModelShape.of(model.config, param.dtype)
-    weights = sum(p.numel() * p.element_size() for p in model.parameters())
     longest = max(prompt_lengths)
     return plan_rows(shape, policy, row_capacity(policy, budget_tokens, longest, max_new_tokens), longest,
-                     available_bytes=available_bytes(param.device, weights, memory_gb), max_rows=max_rows,
+                     available_bytes=available_bytes(param.device, weight_bytes(model), memory_gb), max_rows=max_rows,
                      n_requests=len(prompt_lengths), max_prefill_tokens=max_prefill_tokens, fixed_rows=fixed_rows)
