@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Iterable
 
-from kvexp.stats import Sample, cell_stats
+from kvexp.stats import Sample, cell_stats, plain
 from kvexp.stats import wilson_interval as _wilson
 
 
@@ -24,11 +24,6 @@ def wilson_interval(k: int, n: int) -> list[float] | None:
 
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
-
-
-def _plain(x: Any) -> Any:
-    """NaN (undefined) as JSON null."""
-    return None if isinstance(x, float) and x != x else x
 
 
 def compute_metrics(rows: Iterable[dict[str, Any]], **identity: Any) -> dict[str, Any]:
@@ -52,16 +47,16 @@ def compute_metrics(rows: Iterable[dict[str, Any]], **identity: Any) -> dict[str
         "accuracy_excluding_errors": _mean([bool(r.get("correct")) for r in ok]),
         "pass_at_k": {str(k): e.as_json() for k, e in stats.pass_at.items()},
         "maj_at_k": {str(k): e.as_json() for k, e in stats.maj_at.items()},
-        "mean_output_tokens": _plain(stats.mean_output_tokens),
+        "mean_output_tokens": plain(stats.mean_output_tokens),
         "mean_prompt_tokens": _mean([r["n_prompt_tokens"] for r in ok]),
-        "truncation_rate": _plain(stats.truncation_rate),
-        "unextracted_rate": _plain(stats.unextracted_rate),
+        "truncation_rate": plain(stats.truncation_rate),
+        "unextracted_rate": plain(stats.unextracted_rate),
         "stop_reasons": dict(sorted((str(k), v) for k, v in stops.items())),
         # per sequence: each row's tokens over its own decode time (a batch's rows decode together,
         # so this is what one sequence sees, not the batch's throughput)
-        "decode_tokens_per_s": _plain(stats.decode_tokens_per_s),
+        "decode_tokens_per_s": plain(stats.decode_tokens_per_s),
         "mean_prefill_s": _mean([r.get("prefill_s") or 0.0 for r in ok]),
-        "kv_bytes_peak": _plain(stats.kv_bytes_peak),
+        "kv_bytes_peak": plain(stats.kv_bytes_peak),
         "peak_resident_tokens": max((r.get("peak_resident_tokens") or 0 for r in ok), default=None),
         "mean_evicted_tokens": _mean([r.get("n_evicted_tokens") or 0 for r in ok]),
     }

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kvexp.stats import BOOTSTRAP, TWO_LEVEL, WILSON, Estimate
+from kvexp.stats import BOOTSTRAP, TWO_LEVEL, WILSON, Estimate, plain
 
 from .cells import CATEGORIES, FULL, OTHER, ModelLayout, category_of, show
 from .metrics import CI_METHOD_TEXT, CellResult
@@ -80,7 +80,7 @@ class Table:
                 cell = r.cells.get(c)
                 for f in self.fields:
                     v = None if cell is None else cell.values.get(f)
-                    line.append(None if isinstance(v, float) and math.isnan(v) else v)
+                    line.append(plain(v))
             out.append(line)
         return out
 
@@ -554,7 +554,7 @@ def _identity_columns(r: CellResult) -> list[Any]:
 
 
 def _clean(line: list[Any]) -> list[Any]:
-    return [None if isinstance(v, float) and math.isnan(v) else v for v in line]
+    return [plain(v) for v in line]
 
 
 def cells_table(results: dict) -> tuple[list[str], list[list[Any]]]:

@@ -25,12 +25,13 @@ from .summary import (
     SampleLike,
     cell_stats,
     common_prefix_length,
+    plain,
     paired_stats,
 )
 
 __all__ = [
     "BOOTSTRAP", "METHOD_TEXT", "NO_INTERVAL", "TWO_LEVEL", "WILSON", "Z95", "CellStats", "Estimate",
     "PairedStats", "Sample", "SampleLike", "binomial_cdf_half", "bootstrap_mean_interval",
-    "cell_stats", "common_prefix_length", "default_pass_k", "maj_at_k", "mcnemar_exact",
+    "cell_stats", "plain", "common_prefix_length", "default_pass_k", "maj_at_k", "mcnemar_exact",
     "paired_stats", "pass_at_k", "resolve_pass_k", "two_level_interval", "wilson_interval",
 ]  # fmt: skip

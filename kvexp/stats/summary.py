@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -125,14 +125,12 @@ class Estimate:
     def as_json(self) -> dict[str, Any]:
         """For metrics.json: value, ci95 (None when undefined) and the interval's method."""
         ci = None if math.isnan(self.lo) else [self.lo, self.hi]
-        return {"value": _plain(self.value), "ci95": ci, "ci_method": self.method}
+        return {"value": plain(self.value), "ci95": ci, "ci_method": self.method}
 
 
-def _plain(x: float) -> float | None:
+def plain(x: Any) -> Any:
+    """NaN (undefined) as JSON null; anything else unchanged."""
     return None if isinstance(x, float) and math.isnan(x) else x
-
-
-NO_ESTIMATE = Estimate(NAN, NAN, NAN, NO_INTERVAL)
 
 
 class _Units:
@@ -272,7 +270,7 @@ def cell_stats(
     lengths = [r.n_output_tokens for r in ok if r.n_output_tokens is not None]
     timed = [r for r in ok if r.decode_s is not None and r.n_output_tokens is not None]
     decode_s = sum(r.decode_s for r in timed)
-    kv = [r.kv_bytes_peak for r in rows if r.kv_bytes_peak is not None]
+    kv = [r.kv_bytes_peak for r in ok if r.kv_bytes_peak is not None]  # as before: a failed row's peak is not the job's
     return CellStats(
         seeds=tuple(units.seeds),
         n_rows=len(rows),
@@ -326,9 +324,6 @@ class PairedStats:
     n_length_pairs: int  # pairs without error whose full-cache output has tokens
     length_ratio: Estimate  # mean over problems (and seeds) of output tokens / the full cache's
     length_ratio_median: Estimate  # median over (seed, problem) of the same per-problem ratio
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def paired_stats(
