@@ -319,12 +319,16 @@ def test_a_damaged_sample_line_fails_the_rerun_and_says_so_in_status(tmp_path):
 
     job = tmp_path / "job"
     run(job, "dataset.limit=3")
+    before = load(job, "status.json")
     lines = (job / "samples.jsonl").read_text().splitlines(keepends=True)
     (job / "samples.jsonl").write_text(lines[0] + "{damaged\n" + lines[2])
     with pytest.raises(CorruptedFile, match="line 2 is not JSON"):
         run(job, "dataset.limit=3")
     status = load(job, "status.json")
     assert status["state"] == "failed" and "line 2 is not JSON" in status["error"]
+    # the rest of the record stays: the report picks the cell's rows by its targets
+    for key in ("targets", "n_target", "started_at"):
+        assert status[key] == before[key], key
 
 
 def test_a_torn_last_line_is_reported_once(tmp_path, caplog):

@@ -135,6 +135,16 @@ class StatusFile:
                                      "finished_at": None, "error": None, "traceback": None}
         self._written = 0.0
 
+    @classmethod
+    def existing(cls, folder: JobFolder) -> "StatusFile":
+        """The folder's status.json as it stands (its targets and counts kept), to amend it."""
+        status = cls(folder)
+        try:
+            status.data.update(json.loads(status.path.read_text()))
+        except (OSError, ValueError):
+            pass
+        return status
+
     def update(self, force: bool = True, **fields: Any) -> None:
         self.data.update(fields)
         if force or time.monotonic() - self._written >= STATUS_INTERVAL_S:
@@ -184,7 +194,7 @@ def run_job(cfg: DictConfig, job_dir: Path | str, *, sweep: str | None = None,
             _check_resumable(folder, resolved)
         except CorruptedFile as e:  # the folder's own rows are damaged: say so where users look
             if folder.file(STATUS).exists():
-                StatusFile(folder).update(state="failed", finished_at=now(), error=str(e), traceback=None)
+                StatusFile.existing(folder).update(state="failed", finished_at=now(), error=str(e), traceback=None)
             raise
         _note_a_dead_holder(folder)
         OmegaConf.save(OmegaConf.create(resolved), folder.file(CONFIG))
