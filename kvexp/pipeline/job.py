@@ -73,7 +73,7 @@ def sample_seed(root: int, problem_id: str, sample_idx: int) -> int:
 def plan_job(cfg: DictConfig) -> Plan:
     """Validate the config and load the problems, cheapest checks first. Raises before any model loads."""
     from kvexp.data import load_problems
-    from kvexp.engine import Budget, ConfigError, GenerationSettings, check_model_config
+    from kvexp.engine import Budget, GenerationSettings, check_model_config
     from kvexp.models import ModelPreset, ModelSource
     from kvexp.policies import build_policy
 
@@ -93,12 +93,6 @@ def plan_job(cfg: DictConfig) -> Plan:
     if gen.repetition.enabled:
         repetition = {k: v for k, v in OmegaConf.to_container(gen.repetition, resolve=True).items() if k != "enabled"}
     auto_rows = gen.batch_size == "auto"
-    if isinstance(gen.batch_size, str) and not auto_rows:
-        raise ConfigError(f"generation.batch_size must be 'auto' (rows sized from memory) or an integer >= 1, "
-                          f"got {gen.batch_size!r}")
-    if gen.memory_gb is not None and (isinstance(gen.memory_gb, bool) or not isinstance(gen.memory_gb, (int, float))
-                                      or gen.memory_gb <= 0):
-        raise ConfigError(f"generation.memory_gb must be a positive number of GB or null, got {gen.memory_gb!r}")
     settings = GenerationSettings(max_new_tokens=gen.max_new_tokens,
                                   batch_size=gen.max_batch_size if auto_rows else gen.batch_size,
                                   max_prefill_tokens=gen.max_prefill_tokens,

@@ -64,6 +64,13 @@ def check_generation(gen: Mapping[str, Any], seed: Any) -> None:
         ("top_k", lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0 = no top-k cut)", "generation.top_k=0"),
         ("max_new_tokens", lambda v: _is_int(v) and v >= 1, "an integer >= 1", "generation.max_new_tokens=512"),
         ("num_samples", lambda v: _is_int(v) and v >= 1, "an integer >= 1", "generation.num_samples=1"),
+        ("batch_size", lambda v: v == "auto" or (_is_int(v) and v >= 1),
+         "auto (rows sized from memory) or an integer >= 1", "generation.batch_size=auto"),
+        ("max_batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1", "generation.max_batch_size=256"),
+        ("memory_gb", lambda v: v is None or (_is_number(v) and v > 0), "a positive number of GB, or null",
+         "generation.memory_gb=70"),
+        ("max_prefill_tokens", lambda v: _is_int(v) and v >= 1, "an integer >= 1",
+         "generation.max_prefill_tokens=8192"),
     )
     for key, ok, allowed, example in checks:
         if key in gen and not ok(gen[key]):
