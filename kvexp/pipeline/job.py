@@ -218,7 +218,7 @@ def run_job(cfg: DictConfig, job_dir: Path | str, *, sweep: str | None = None,
             raise
         finally:
             if tracker is not None:
-                tracker.finish(state=state, metrics=metrics, rows=_target_rows(folder, plan),
+                tracker.finish(state=state, metrics=metrics, rows=_target_rows(folder, plan)[0],
                                traces=read_jsonl(folder.file(TRACES)))
 
 
@@ -244,12 +244,13 @@ def _start_tracker(cfg: DictConfig, plan: Plan, folder: JobFolder, sweep: str | 
                         name=f"{ident['model']}/{ident['dataset']}/{ident['cell']}", group=sweep, config=config)
 
 
-def _target_rows(folder: JobFolder, plan: Plan) -> list[dict[str, Any]]:
-    """The rows of samples.jsonl this job's config asks for, in problem order (a folder may hold more
-    rows, e.g. from an earlier run with a larger dataset.limit)."""
+def _target_rows(folder: JobFolder, plan: Plan) -> tuple[list[dict[str, Any]], int]:
+    """The rows of samples.jsonl this job's config asks for, in problem order, and how many other rows
+    the folder holds (e.g. from an earlier run with a larger dataset.limit), from one read."""
     order = target_keys([p.id for p in plan.problems], plan.num_samples)
     rows = {row_key(r): r for r in read_jsonl(folder.file(SAMPLES))}
-    return [rows[k] for k in sorted(order, key=order.get) if k in rows]
+    kept = [rows[k] for k in sorted(order, key=order.get) if k in rows]
+    return kept, len(rows) - len(kept)
 
 
 def _runs_the_same(folder: JobFolder, resolved: dict[str, Any], wait_s: float = 30.0) -> bool:
@@ -310,8 +311,7 @@ def _execute(cfg: DictConfig, plan: Plan, folder: JobFolder, status: StatusFile,
     if pending:
         generated_tokens, generation_s = _generate(cfg, plan, folder, status, tracker, pending, done, overrides)
 
-    rows = _target_rows(folder, plan)
-    n_outside = len({row_key(r) for r in read_jsonl(folder.file(SAMPLES))}) - len(rows)
+    rows, n_outside = _target_rows(folder, plan)
     if n_outside > 0:
         log.warning("%s: %d rows in samples.jsonl are for problems this config does not ask for (an earlier run "
                     "with a larger dataset.limit?); they are kept but not counted", folder.path, n_outside)
