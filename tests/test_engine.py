@@ -198,7 +198,7 @@ def test_repetition_stop(llama):
 def test_pinned_prompt_that_does_not_fit_is_an_error_row(llama):
     policy = build_policy("h2o", protect_prompt=True, window=2)
     outs = run(llama, policy, Budget(16), [Request("long", prompt(20)), Request("short", prompt(6))])
-    assert "PromptDoesNotFit" in outs["long"].error and "budget 16" in outs["long"].error
+    assert "prompt does not fit" in outs["long"].error and "budget 16" in outs["long"].error
     assert outs["short"].error is None and len(outs["short"].output_ids) == 30
 
 

@@ -12,11 +12,12 @@ import torch
 from torch import Tensor
 
 from kvexp.engine.attention import ATTN_IMPLEMENTATION, SUPPORTED_MODEL_TYPES
-from kvexp.engine.budget import Budget, ConfigError, PromptDoesNotFit
+from kvexp.engine.budget import Budget
 from kvexp.engine.cache import KVCache
 from kvexp.engine.memory import row_capacity
 from kvexp.engine.sampling import Sampler
 from kvexp.engine.stopping import RepetitionStop
+from kvexp.errors import ConfigError
 from kvexp.policies.base import Policy, StepContext
 
 
@@ -163,7 +164,7 @@ class Engine:
             b, s = self.budget.tokens, self.budget.slack
             need = max(len(req.prompt_ids), self.policy.n_sink) + self.policy.recent_window(b)
             if need > b - s:
-                return (f"{PromptDoesNotFit.__name__}: pinned prompt of {len(req.prompt_ids)} tokens plus a recent "
+                return (f"prompt does not fit: pinned prompt of {len(req.prompt_ids)} tokens plus a recent "
                         f"window of {self.policy.recent_window(b)} needs {need} slots but budget {b} with slack "
                         f"{s} leaves {b - s}; raise budget.tokens or set policy.protect_prompt=false")
         return None
