@@ -11,12 +11,14 @@ from kvexp.data import (
     BUNDLED_DATASETS,
     CATEGORIES,
     DATASETS,
+    GENERATED,
     REGISTRY,
     DatasetUnavailableError,
     Problem,
     load_problems,
 )
 from kvexp.data import bundled
+from kvexp.errors import ConfigError
 from kvexp.grading import grade
 
 FIXTURES = Path(__file__).parent / "fixtures" / "datasets"
@@ -297,8 +299,26 @@ def test_bad_arguments_are_value_errors(kwargs, match):
 
 
 def test_unknown_dataset_lists_valid_names():
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ConfigError) as info:
         load_problems("gms8k")
     message = str(info.value)
     assert "'gms8k'" in message
-    assert all(name in message for name in DATASETS)
+    assert all(name in message for name in (*DATASETS, *GENERATED))
+
+
+def test_generated_dataset_comes_from_its_registry_entry_with_its_own_settings():
+    spec = GENERATED["chain"]
+    knobs = {"steps": 3, "facts": 4, "distractors": 1, "split": "test"}
+    assert set(spec.options) == set(knobs)
+    problems = load_problems("chain", source="generated", limit=6, seed=2, shard_index=1, shard_count=2,
+                             options=knobs)
+    assert [p.id for p in problems] == [p.id for p in spec.generate(6, seed=2, **knobs)][1::2]
+    assert load_problems("chain", limit=2, options=knobs) == spec.generate(2, seed=0, **knobs)  # auto
+    with pytest.raises(ConfigError, match="no setting stpes; its settings are steps"):
+        load_problems("chain", options={"stpes": 3})
+    with pytest.raises(ConfigError, match="generated from a seed.*dataset.source=generated"):
+        load_problems("chain", source="hub", options=knobs)
+    with pytest.raises(ConfigError, match="'gsm8k' is not generated"):
+        load_problems("gsm8k", source="generated")
+    with pytest.raises(ConfigError, match="'gsm8k' has no setting steps"):
+        load_problems("gsm8k", source="bundled", options={"steps": 3})

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from kvexp.errors import ConfigError
 from kvexp.models import ModelSource
 from kvexp.pipeline import IncompatibleJobFolder, read_jsonl, run_job
 from kvexp.pipeline.config import compose_config
@@ -74,13 +75,16 @@ def test_a_tracker_without_a_run_logs_nothing_and_raises_nothing(tmp_path, monke
     (["policy=h2o", "policy.window=1.5"], r"policy.window must be an integer >= 0"),
     (["model.device=cuda"], r"model.device=cuda but this machine has .*model.device=cpu"),
     (["dataset=chain", "dataset.shard.count=0"], r"shard count must be an integer >= 1.*dataset.shard.count=1"),
+    (["dataset=chain", "+dataset.stpes=3"], r"dataset 'chain' has no setting stpes; its settings are steps"),
+    (["dataset=chain", "dataset.source=hub"], r"generated from a seed.*dataset.source=generated"),
+    (["trace.n_problems=-1"], r"trace.n_problems must be >= 0"),
 ])
 def test_bad_settings_fail_before_the_model_loads_naming_the_fix(tmp_path, monkeypatch, overrides, message):
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same answer on a GPU machine
     monkeypatch.setattr(ModelSource, "load", lambda self: pytest.fail("the model loaded before validation"))
-    with pytest.raises(Exception, match=message):
+    with pytest.raises(ConfigError, match=message):  # one exception for every config mistake
         run(tmp_path / "job", *overrides)
     assert load(tmp_path / "job", "status.json")["state"] == "failed"
 

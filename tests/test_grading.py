@@ -334,11 +334,10 @@ def test_drop_grading_threshold():
 
 
 def test_every_dataset_has_a_grader():
-    from kvexp.data import DATASETS
-    from kvexp.data.loader import GENERATED_DATASET
+    from kvexp.data import DATASETS, GENERATED
 
-    assert set(SUPPORTED_DATASETS) == set(DATASETS) | {GENERATED_DATASET}
-    assert set(ANSWER_KINDS) == set(DATASETS) | {GENERATED_DATASET}
+    assert set(SUPPORTED_DATASETS) == set(DATASETS) | set(GENERATED)
+    assert set(ANSWER_KINDS) == set(DATASETS) | set(GENERATED)
     assert grade("chain", "5:d=4,d>h,0+4=4\n\\boxed{3}", "3") == ("3", True)
     assert grade("chain", "\\boxed{4}", "3") == ("4", False)
 

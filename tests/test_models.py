@@ -71,6 +71,34 @@ def test_thinking_switches():
         preset("r1_distill_llama_8b", "model.thinking=true")
 
 
+def test_weights_inside_a_package_are_a_local_folder_like_any_other():
+    from kvexp.models.preset import resolve_model_path
+    from kvexp.organism import CHECKPOINT_DIR
+
+    organism = ModelSource(preset("organism"))
+    assert organism.preset.source == "local" and organism.preset.path.startswith("pkg://kvexp/")
+    organism.check()
+    assert Path(organism.origin) == CHECKPOINT_DIR  # the yaml and the training program name one folder
+    import omegaconf
+    assert resolve_model_path("pkg://omegaconf/version.py") == Path(omegaconf.__file__).resolve().parent / "version.py"
+    with pytest.raises(ModelConfigError, match="'no_such_pkg' is not an installed package"):
+        resolve_model_path("pkg://no_such_pkg/weights")
+    with pytest.raises(ModelConfigError, match="source local but no model.path"):
+        preset("organism", "model.path=null")
+
+
+def test_every_config_mistake_is_one_exception_class():
+    from kvexp.engine import ConfigError as EngineConfigError
+    from kvexp.errors import ConfigError
+    from kvexp.policies import build_policy
+
+    assert EngineConfigError is ConfigError and issubclass(ModelConfigError, ConfigError)
+    for mistake in (lambda: build_policy("h2o", normalize="median"), lambda: build_policy("snapkv", obs_window=0),
+                    lambda: build_policy("h2o", group_agg="median"), lambda: preset("organism", "model.dtype=int3")):
+        with pytest.raises(ConfigError):
+            mistake()
+
+
 def test_missing_local_path_names_the_path_and_the_fix(tmp_path):
     missing = tmp_path / "no-such-model"
     source = ModelSource(preset("r1_distill_llama_8b", f"model.path={missing}"))

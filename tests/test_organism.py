@@ -2,6 +2,7 @@
 point and the committed checkpoint's full-cache accuracy."""
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 
@@ -9,8 +10,11 @@ import pytest
 import torch
 
 from kvexp.data.problem import Problem
-from kvexp.organism import CHECKPOINT_DIR, grade_chain, load_chain_problems, make_problem
-from kvexp.organism import task
+from kvexp.data import chain as task
+from kvexp.data.chain import load_chain_problems, make_problem
+from kvexp.errors import ConfigError
+from kvexp.grading.chain import grade_chain
+from kvexp.organism import CHECKPOINT_DIR
 
 VALUE = re.compile(r" ([a-z])=(\d)")
 LINK = re.compile(r" ([a-z])>([a-z])")
@@ -112,12 +116,23 @@ def test_problem_list_matches_the_data_layer():
 
 
 def test_bad_knobs_are_refused_with_the_reason():
-    with pytest.raises(ValueError, match="only 26 variable names"):
+    with pytest.raises(ConfigError, match="only 26 variable names"):
         make_problem(0, 5, 20, 10)
-    with pytest.raises(ValueError, match="steps must be an integer >= 1"):
+    with pytest.raises(ConfigError, match="steps must be an integer >= 1"):
         load_chain_problems(5, steps=0)
-    with pytest.raises(ValueError, match="split must be one of"):
+    with pytest.raises(ConfigError, match="split must be one of"):
         load_chain_problems(5, split="dev")
+
+
+def test_problems_are_those_every_earlier_version_generated():
+    """The problems of a seed never change (results of old sweeps stay comparable): a digest of
+    two seeds' test and train problems, taken when the task moved from kvexp.organism to kvexp.data."""
+    digest = hashlib.sha256()
+    for split in ("test", "train"):
+        for p in (load_chain_problems(100, seed=0, steps=20, facts=8, distractors=4, split=split)
+                  + load_chain_problems(30, seed=5, steps=3, facts=2, distractors=1, split=split)):
+            digest.update(json.dumps([p.id, p.question, p.gold, p.meta], sort_keys=True).encode())
+    assert digest.hexdigest() == "8105181d7ce4952339c6e93267cce7f631d9158202bf576a10befd498c2c2e7f"
 
 
 def test_grading_is_exact_on_the_last_box():

@@ -284,7 +284,7 @@ def test_a_sample_that_fails_is_an_error_row_and_the_job_goes_on(tmp_path):
     metrics = run(tmp_path / "job", "policy=knorm", "policy.protect_prompt=true", f"budget.tokens={budget}")
     rows = assert_complete(tmp_path / "job", 2)
     errors = [r for r in rows if r["error"]]
-    assert len(errors) == 1 and "PromptDoesNotFit" in errors[0]["error"] and errors[0]["n_prompt_tokens"] == long
+    assert len(errors) == 1 and "prompt does not fit" in errors[0]["error"] and errors[0]["n_prompt_tokens"] == long
     assert errors[0]["correct"] is False and errors[0]["output_ids"] == []
     assert metrics["n_errors"] == 1 and metrics["n"] == 2
 

@@ -6,7 +6,8 @@ import torch
 
 from kvexp.engine import Budget, Engine, GenerationSettings, Request
 from kvexp.policies import build_policy
-from kvexp.policies.base import LayerView, StepContext, eviction_order
+from kvexp.engine.selection import eviction_order
+from kvexp.policies.base import LayerView, StepContext
 from engine_models import prompt
 
 

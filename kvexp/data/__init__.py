@@ -14,8 +14,10 @@ from kvexp.data.registry import (
     BUNDLED_DATASETS,
     CATEGORIES,
     DATASETS,
+    GENERATED,
     REGISTRY,
     DatasetSpec,
+    GeneratedSpec,
     get_spec,
 )
 
@@ -23,10 +25,12 @@ __all__ = [
     "BUNDLED_DATASETS",
     "CATEGORIES",
     "DATASETS",
+    "GENERATED",
     "REGISTRY",
     "SOURCES",
     "DatasetSpec",
     "DatasetUnavailableError",
+    "GeneratedSpec",
     "Problem",
     "get_spec",
     "load_problems",

@@ -10,11 +10,12 @@ from typing import Any
 from kvexp.data import bundled, hub
 from kvexp.data.errors import DatasetUnavailableError
 from kvexp.data.problem import Problem
-from kvexp.data.registry import BUNDLED_DATASETS, DatasetSpec, get_spec
+from kvexp.data.registry import BUNDLED_DATASETS, DatasetSpec, GeneratedSpec, get_spec
+from kvexp.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-SOURCES = ("auto", "hub", "bundled")
+SOURCES = ("auto", "hub", "bundled", "generated")
 
 
 def _is_int(value: Any) -> bool:
@@ -22,12 +23,25 @@ def _is_int(value: Any) -> bool:
 
 
 def _validate(
-    name: str, source: str, limit: int | None, shard_index: int, shard_count: int, seed: int
-) -> DatasetSpec:
+    name: str, source: str, limit: int | None, shard_index: int, shard_count: int, seed: int,
+    options: Mapping[str, Any],
+) -> DatasetSpec | GeneratedSpec:
     """Check every argument before any I/O, so a bad sweep cell fails in milliseconds."""
     spec = get_spec(name)
     if source not in SOURCES:
-        raise ValueError(f"unknown source {source!r}; choose one of: {', '.join(SOURCES)}")
+        raise ConfigError(f"unknown source {source!r}; choose one of: {', '.join(SOURCES)}")
+    generated = isinstance(spec, GeneratedSpec)
+    if generated and source not in ("auto", "generated"):
+        raise ConfigError(f"dataset {name!r} is generated from a seed, it has no {source} copy; "
+                          "set `dataset.source=generated` (or auto)")
+    if not generated and source == "generated":
+        raise ConfigError(f"dataset {name!r} is not generated; set `dataset.source` to auto, hub or bundled")
+    allowed = spec.options if generated else ()
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ConfigError(f"dataset {name!r} has no setting {', '.join(unknown)}; "
+                          + (f"its settings are {', '.join(allowed)}" if allowed else "it takes none beyond "
+                             "source, seed, limit and shard"))
     _check_selection(limit, shard_index, shard_count, seed)
     return spec
 
@@ -35,22 +49,22 @@ def _validate(
 def _check_selection(limit: int | None, shard_index: int, shard_count: int, seed: int) -> None:
     """limit, shard and seed: the same rules for hub, bundled and generated datasets."""
     if limit is not None and (not _is_int(limit) or limit < 1):
-        raise ValueError(
+        raise ConfigError(
             f"limit must be a positive integer or None (all problems), got {limit!r}; "
             "set `dataset.limit=N` with N >= 1, or `dataset.limit=null` for the whole split"
         )
     if not _is_int(shard_count) or shard_count < 1:
-        raise ValueError(
+        raise ConfigError(
             f"shard count must be an integer >= 1, got {shard_count!r}; "
             "set `dataset.shard.count=1` for no sharding"
         )
     if not _is_int(shard_index) or not 0 <= shard_index < shard_count:
-        raise ValueError(
+        raise ConfigError(
             f"shard index must be an integer in [0, {shard_count}) for shard count "
             f"{shard_count}, got {shard_index!r}; set `dataset.shard.index` to 0..{shard_count - 1}"
         )
     if not _is_int(seed):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
+        raise ConfigError(f"seed must be an integer, got {seed!r}")
 
 
 def _what_to_do(spec: DatasetSpec) -> str:
@@ -131,9 +145,6 @@ def _order_key(seed: int, problem_id: str) -> str:
     return hashlib.sha256(f"{seed}:{problem_id}".encode()).hexdigest()
 
 
-GENERATED_DATASET = "chain"
-
-
 def load_problems(
     name: str,
     *,
@@ -144,7 +155,7 @@ def load_problems(
     seed: int = 0,
     cache_dir: str | None = None,
     hub_kwargs: Mapping[str, Any] | None = None,
-    generator_kwargs: Mapping[str, Any] | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> list[Problem]:
     """Load a dataset's problems, in a seeded order, limited and sharded.
 
@@ -162,18 +173,20 @@ def load_problems(
         cache_dir: ``datasets`` cache folder (default: HF_DATASETS_CACHE).
         hub_kwargs: Extra ``load_dataset`` keywords (``revision``, ``token`` ...), overriding the
             dataset's own defaults.
+        options: The dataset's own settings beyond these (a generated dataset's knobs, e.g. the
+            chain task's ``steps``); a setting the dataset does not declare is refused.
 
     Raises:
-        ValueError: a bad argument (unknown name, limit < 1, shard index out of range ...),
-            raised before any loading; or a row that does not fit the adapter's schema.
+        ConfigError: a bad argument (unknown name, limit < 1, shard index out of range, an
+            unknown setting ...), raised before any loading.
+        ValueError: a row that does not fit the adapter's schema.
         DatasetUnavailableError: no allowed source could provide the rows; the message lists
             where it looked and what to do.
     """
-    if name == GENERATED_DATASET:  # the model organism's task: made from a seed, nothing to download
-        _check_selection(limit, shard_index, shard_count, seed)
-        from kvexp.organism import load_chain_problems
-        return load_chain_problems(limit, seed=seed, **dict(generator_kwargs or {}))[shard_index::shard_count]
-    spec = _validate(name, source, limit, shard_index, shard_count, seed)
+    options = dict(options or {})
+    spec = _validate(name, source, limit, shard_index, shard_count, seed, options)
+    if isinstance(spec, GeneratedSpec):  # made from the seed: nothing to download, already in order
+        return spec.generate(limit, seed=seed, **options)[shard_index::shard_count]
     rows, used = _load_rows(spec, source, cache_dir, hub_kwargs)
 
     problems = []

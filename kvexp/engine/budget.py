@@ -4,12 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from kvexp.errors import ConfigError
+
 if TYPE_CHECKING:
     from kvexp.policies.base import Policy
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot run. The message names the numbers and the fix."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +46,3 @@ class Budget:
     def recorded(self, policy: "Policy") -> int | None:
         """The budget as results record it: null for a policy that never evicts."""
         return self.tokens if policy.evicts else None
-
-
-class PromptDoesNotFit(ValueError):
-    """A sample whose pinned prompt cannot fit the budget: recorded as an error row, the run goes on."""

@@ -11,7 +11,8 @@ from dataclasses import replace
 import torch
 from torch import Tensor
 
-from kvexp.policies.base import LayerView, Policy, StepContext, eviction_order, lowest_slots
+from kvexp.engine.selection import eviction_order, lowest_slots
+from kvexp.policies.base import LayerView, Policy, StepContext
 
 # prefill attention is computed in query chunks so its probability matrix stays under this size
 PREFILL_CHUNK_BYTES = 64 * 2**20

@@ -12,11 +12,12 @@ import torch
 from torch import Tensor
 
 from kvexp.engine.attention import ATTN_IMPLEMENTATION, SUPPORTED_MODEL_TYPES
-from kvexp.engine.budget import Budget, ConfigError, PromptDoesNotFit
+from kvexp.engine.budget import Budget
 from kvexp.engine.cache import KVCache
 from kvexp.engine.memory import row_capacity
 from kvexp.engine.sampling import Sampler
 from kvexp.engine.stopping import RepetitionStop
+from kvexp.errors import ConfigError
 from kvexp.policies.base import Policy, StepContext
 
 
@@ -95,7 +96,6 @@ class _Row:
     """Host-side bookkeeping of one request in a cache row; the device tensors live in the cache."""
 
     request: Request
-    next_pos: int                  # position of the next token appended (its K/V and its query)
     resident: int
     peak: int
     evicted: int
@@ -106,6 +106,12 @@ class _Row:
     pending: int | None = None     # the token sampled last, appended by the next decode step
     trace: list[dict] | None = None
     generator: torch.Generator | None = None
+
+    @property
+    def next_pos(self) -> int:
+        """Position of the next token appended (its K/V and its query): the pending one, which follows
+        the prompt and the tokens sampled before it."""
+        return len(self.request.prompt_ids) + len(self.tokens) - 1
 
 
 class Engine:
@@ -163,7 +169,7 @@ class Engine:
             b, s = self.budget.tokens, self.budget.slack
             need = max(len(req.prompt_ids), self.policy.n_sink) + self.policy.recent_window(b)
             if need > b - s:
-                return (f"{PromptDoesNotFit.__name__}: pinned prompt of {len(req.prompt_ids)} tokens plus a recent "
+                return (f"prompt does not fit: pinned prompt of {len(req.prompt_ids)} tokens plus a recent "
                         f"window of {self.policy.recent_window(b)} needs {need} slots but budget {b} with slack "
                         f"{s} leaves {b - s}; raise budget.tokens or set policy.protect_prompt=false")
         return None
@@ -278,7 +284,7 @@ class Engine:
         generators = self.sampler.generators([r.seed for r in batch], self.device) or [None] * len(batch)
         for i, r, n, g in zip(targets, batch, lengths, generators):
             kept = min(n, capacity)
-            rows[i] = _Row(r, n, kept, kept, n - kept, extent=kept, prefill_s=t1 - t0, started=t1,
+            rows[i] = _Row(r, kept, kept, n - kept, extent=kept, prefill_s=t1 - t0, started=t1,
                            trace=[] if r.key in trace_keys else None, generator=g)
         if logits is None:
             logits = new_logits.new_zeros(len(rows), new_logits.shape[-1])
@@ -308,7 +314,6 @@ class Engine:
             row.resident += 1
             row.peak = max(row.peak, row.resident)
             row.extent = max(row.extent, row.resident)
-            row.next_pos += 1
             row.pending = None
         return self._forward(step_ids, incoming.view(-1, 1), cache)
 

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from kvexp.engine.budget import ConfigError
 from kvexp.engine.cache import PREFILL_CHUNK_BYTES, head_dim
+from kvexp.errors import ConfigError
 from kvexp.policies.base import Policy
 
 GiB = 2**30

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from kvexp.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Sampler:
@@ -16,7 +18,7 @@ class Sampler:
 
     def __post_init__(self):
         if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
-            raise ValueError(f"sampling needs temperature >= 0, 0 < top_p <= 1, top_k >= 0; got {self}")
+            raise ConfigError(f"sampling needs temperature >= 0, 0 < top_p <= 1, top_k >= 0; got {self}")
 
     @property
     def greedy(self) -> bool:

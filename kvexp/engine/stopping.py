@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kvexp.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class RepetitionStop:
@@ -16,7 +18,7 @@ class RepetitionStop:
 
     def __post_init__(self):
         if self.max_period < 1 or self.min_repeats < 2 or self.min_span < 2:
-            raise ValueError(f"repetition stop needs max_period >= 1, min_repeats >= 2, min_span >= 2, got {self}")
+            raise ConfigError(f"repetition stop needs max_period >= 1, min_repeats >= 2, min_span >= 2, got {self}")
 
     def triggered(self, tokens: list[int]) -> bool:
         n = len(tokens)

@@ -8,6 +8,7 @@ r"""Graders: extract a model's final answer and compare it with the dataset's ow
 improves: ``grade(row_dataset, row["output"], row["gold"])``.
 """
 
+from kvexp.grading.chain import extract_chain
 from kvexp.grading.choices import extract_choice, extract_folio, extract_yes_no
 from kvexp.grading.drop import DROP_F1_THRESHOLD, drop_em_f1, normalize_drop_answer
 from kvexp.grading.extract import last_boxed
@@ -19,6 +20,7 @@ __all__ = [
     "DROP_F1_THRESHOLD",
     "SUPPORTED_DATASETS",
     "drop_em_f1",
+    "extract_chain",
     "extract_choice",
     "extract_folio",
     "extract_math",

@@ -8,10 +8,10 @@ from functools import partial
 from types import MappingProxyType
 from typing import Any
 
+from kvexp.grading.chain import grade_chain
 from kvexp.grading.choices import grade_choice, grade_folio, grade_yes_no
 from kvexp.grading.drop import grade_drop
 from kvexp.grading.math_answers import grade_math
-from kvexp.organism.task import grade_chain
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ Grader = Callable[[Any, Any], tuple[str | None, bool]]
 _GRADERS: dict[str, tuple[str, Grader]] = {
     # name: (answer kind, grader)
     "gsm8k": ("math", partial(grade_math, "gsm8k")),
-    "chain": ("exact", grade_chain),  # the model organism's task: exact match of the boxed digit
+    "chain": ("exact", grade_chain),  # the model organism's generated task: exact match of the boxed digit
     "math500": ("math", partial(grade_math, "math500")),
     "aime24": ("math", partial(grade_math, "aime24")),
     "aime25": ("math", partial(grade_math, "aime25")),
@@ -35,7 +35,7 @@ _GRADERS: dict[str, tuple[str, Grader]] = {
 }
 
 ANSWER_KINDS: Mapping[str, str] = MappingProxyType({k: v[0] for k, v in _GRADERS.items()})
-"""Dataset name -> answer kind: math, choice, yes_no, true_false_uncertain, span_f1."""
+"""Dataset name -> answer kind: math, choice, yes_no, true_false_uncertain, span_f1, exact."""
 
 SUPPORTED_DATASETS: tuple[str, ...] = tuple(_GRADERS)
 
@@ -46,7 +46,7 @@ def grade(dataset: str, response: str | None, gold: Any) -> tuple[str | None, bo
     Args:
         dataset: A dataset option name (``gsm8k``, ``math500``, ``aime24``, ``aime25``,
             ``strategyqa``, ``folio``, ``logiqa``, ``drop``, ``reclor``, ``openbookqa``,
-            ``commonsenseqa``).
+            ``commonsenseqa``, ``chain``).
         response: The model's full output text (thinking included; see
             `kvexp.grading.extract` for where the answer is looked for).
         gold: The dataset's own answer field as stored in its row (``Problem.gold``): GSM8K's

@@ -5,7 +5,9 @@
     hf_config = source.config()  # the architecture only (kvexp.engine.check_model_config runs on it)
     loaded = source.load()     # weights + tokenizer, eval mode, on the preset's device
 
-Where the weights come from, by priority: `model.path` (a local folder), else `model.source`:
+Where the weights come from, by priority: `model.path` (a local folder, or pkg://<package>/<folder>
+inside an installed package: `kvexp.models.preset.resolve_model_path`), else `model.source`:
+  local        model.path only (the organism's weights ship in the package: pkg://kvexp/organism/checkpoint)
   hub          from_pretrained(hub_id); the access token comes from the HF_TOKEN environment variable
   gguf         a GGUF inside a pip package, converted once into a safetensors cache (kvexp.models.gguf)
   tiny_random  built in process (kvexp.models.tiny)
@@ -94,14 +96,8 @@ class ModelSource:
 
     # ---- cheap ----
     def _folder(self) -> Path | None:
-        """The local model folder: model.path, or the organism checkpoint shipped in the package."""
-        p = self.preset
-        if p.path:
-            return Path(p.path).expanduser()
-        if p.source == "organism":
-            from kvexp.organism import CHECKPOINT_DIR
-            return CHECKPOINT_DIR
-        return None
+        """The local model folder named by model.path, or None."""
+        return self.preset.folder()
 
     def check(self) -> None:
         """Fail fast, with the fix, on a device this torch cannot use or a local path or package that is
@@ -114,8 +110,8 @@ class ModelSource:
                 what = "does not exist" if not folder.exists() else "has no config.json"
                 hint = (f"download it with `huggingface-cli download {p.hub_id} --local-dir {folder}`"
                         if p.hub_id else "point model.path at a transformers model folder")
-                raise ModelConfigError(f"model.path={folder} {what}; {hint}, or set model.path=null to use "
-                                       f"model.source={p.source}")
+                fallback = f", or set model.path=null to use model.source={p.source}" if p.source != "local" else ""
+                raise ModelConfigError(f"model.path={folder} {what}; {hint}{fallback}")
         elif p.source == "gguf":
             gguf.locate_gguf(p.gguf["package"], p.gguf["file"])
 

@@ -1,23 +1,18 @@
-"""The model organism: the synthetic `chain` reasoning task and a tiny Llama trained on it by kvexp.
+"""The model organism: a tiny Llama trained by kvexp on the synthetic `chain` task, and the programs that
+train it (`python -m kvexp.organism.train`) and evaluate it against every policy
+(`python -m kvexp.organism.evaluate`).
 
-    from kvexp.organism import load_chain_problems, grade_chain, CHECKPOINT_DIR
-    problems = load_chain_problems(limit=100, seed=0, steps=20, facts=8, distractors=4)
+The task itself lives with the other datasets and graders: `kvexp.data.chain` generates the problems
+(`load_problems("chain", ...)`, `dataset=chain`) and `kvexp.grading.chain` grades them
+(`kvexp.grade("chain", response, gold)`). The weights load like any local model's (`model=organism`,
+conf/model/organism.yaml, model.path=pkg://kvexp/organism/checkpoint).
 
 `CHECKPOINT_DIR` holds the committed weights, config and tokenizer (`from_pretrained` loads it) and
-TRAINING.json, which records how they were made. Retrain with `python -m kvexp.organism.train`.
-Importing this package does not import torch.
+TRAINING.json, which records how they were made. Importing this package does not import torch.
 """
 from pathlib import Path
-
-from kvexp.organism.task import ChainProblem, extract_answer, grade_chain, load_chain_problems, make_problem
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoint"
 
 
-def checkpoint_dir() -> Path:
-    """The committed checkpoint folder (weights, config, tokenizer, TRAINING.json)."""
-    return CHECKPOINT_DIR
-
-
-__all__ = ["CHECKPOINT_DIR", "ChainProblem", "checkpoint_dir", "extract_answer", "grade_chain",
-           "load_chain_problems", "make_problem"]
+__all__ = ["CHECKPOINT_DIR"]

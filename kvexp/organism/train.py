@@ -6,7 +6,7 @@
 Seeded and reproducible: the weights, the data order and every training problem are functions of
 `--seed` (for a given torch version and thread count; CPU kernels are deterministic). The loss is
 on the assistant's reply only (trace, boxed answer, end token); the prompt is context. Training
-problems come from the `train` seed range of `kvexp.organism.task`, disjoint from every test problem.
+problems come from the `train` seed range of `kvexp.data.chain`, disjoint from every test problem.
 """
 from __future__ import annotations
 
@@ -24,10 +24,11 @@ from pathlib import Path
 
 import torch
 
-from kvexp.organism import task
+from kvexp.data import chain
+from kvexp.organism import CHECKPOINT_DIR
 from kvexp.organism.tokenizer import build_tokenizer, training_text
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "checkpoint"
+DEFAULT_OUT = CHECKPOINT_DIR
 IGNORE = -100
 
 
@@ -86,12 +87,12 @@ class Batches:
         c, r = self.cfg, self.rng
         steps = r.randint(*(c.steps_long if r.random() < c.long_share else c.steps_short))
         facts = r.randint(*c.facts)
-        distractors = min(r.randint(*c.distractors), task.MAX_VARIABLES - facts)
+        distractors = min(r.randint(*c.distractors), chain.MAX_VARIABLES - facts)
         return steps, facts, distractors
 
     def example(self) -> tuple[list[int], list[int]]:
         steps, facts, distractors = self.knobs()
-        p = task.make_problem(task.problem_seed("train", self.cfg.seed, self.index), steps, facts, distractors)
+        p = chain.make_problem(chain.problem_seed("train", self.cfg.seed, self.index), steps, facts, distractors)
         self.index += 1
         return encode_example(self.tok, p.question, p.trace)
 
@@ -259,7 +260,7 @@ def train(cfg: TrainConfig, out: Path | None, *, log=print, argv: list[str] | No
 
 
 def task_eval_problems(n: int, seed: int = 1, steps: int = 20, facts: int = 8, distractors: int = 4):
-    return [task.make_problem(task.problem_seed("test", seed, i), steps, facts, distractors) for i in range(n)]
+    return [chain.make_problem(chain.problem_seed("test", seed, i), steps, facts, distractors) for i in range(n)]
 
 
 def save(model, tokenizer, out: Path, record: dict) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from kvexp.errors import ConfigError
 from kvexp.pipeline.cell import FULL, cell_name, differences, run_identity
 from kvexp.pipeline.folder import (CONFIG, METRICS, RUN_META, SAMPLES, STATUS, TRACES, CorruptedFile, JobFolder,
                                   JobFolderBusy,
@@ -88,7 +89,7 @@ def plan_job(cfg: DictConfig) -> Plan:
     pass_k = resolve_pass_k(OmegaConf.to_container(cfg.metrics, resolve=True).get("pass_k") if "metrics" in cfg
                             else None, gen.num_samples)
     if cfg.trace.n_problems < 0:
-        raise ValueError(f"trace.n_problems must be >= 0, got {cfg.trace.n_problems}")
+        raise ConfigError(f"trace.n_problems must be >= 0, got {cfg.trace.n_problems}; e.g. trace.n_problems=0")
     repetition = None
     if gen.repetition.enabled:
         repetition = {k: v for k, v in OmegaConf.to_container(gen.repetition, resolve=True).items() if k != "enabled"}
@@ -104,9 +105,11 @@ def plan_job(cfg: DictConfig) -> Plan:
     source.check()
 
     ds = cfg.dataset
+    common = ("name", "source", "limit", "shard", "seed")  # every dataset node has these; the rest are its own
     problems = load_problems(ds.name, source=ds.source, limit=ds.limit, shard_index=ds.shard.index,
                              shard_count=ds.shard.count, seed=ds.seed,
-                             generator_kwargs={k: ds[k] for k in ("steps", "facts", "distractors", "split") if k in ds})
+                             options={k: v for k, v in OmegaConf.to_container(ds, resolve=True).items()
+                                      if k not in common})
     check_model_config(source.config())
 
     recorded = budget.recorded(policy)

@@ -10,11 +10,10 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from kvexp.errors import ConfigError
 
 
-def _refuse(message: str):
-    from kvexp.engine.budget import ConfigError  # lazily: the engine imports torch
-
+def _refuse(message: str) -> ConfigError:
     return ConfigError(message)
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from kvexp.policies.base import Policy, StepContext, LayerView, PolicyState, eviction_order
+from kvexp.errors import ConfigError
+from kvexp.policies.base import Policy, StepContext, LayerView, PolicyState
 from kvexp.policies.full import Full
 from kvexp.policies.gkv import GKV
 from kvexp.policies.h2o import H2O
@@ -27,14 +28,12 @@ def build_policy(cfg: Mapping[str, Any] | str, **overrides) -> Policy:
     params.update(overrides)
     name = params.pop("name", None)
     if name not in POLICIES:
-        from kvexp.engine.budget import ConfigError
         raise ConfigError(f"unknown policy {name!r}; valid policies: {', '.join(POLICY_NAMES)}")
     try:
         return POLICIES[name](**params)
     except TypeError as e:
-        from kvexp.engine.budget import ConfigError
         raise ConfigError(f"policy '{name}' got an unknown parameter ({e}); check conf/policy/{name}.yaml") from None
 
 
-__all__ = ["Policy", "StepContext", "LayerView", "PolicyState", "eviction_order", "POLICIES", "POLICY_NAMES",
+__all__ = ["Policy", "StepContext", "LayerView", "PolicyState", "POLICIES", "POLICY_NAMES",
            "build_policy"]

@@ -1,6 +1,8 @@
-"""What every eviction policy shares: protection rules, the eviction order, GQA aggregation and
-per-layer state handling. A policy only says how it scores resident tokens (and, if it keeps
-accumulators, how it updates them); the engine owns storage, selection and gathering.
+"""The policy protocol: what the engine tells a policy (`StepContext`, `LayerView`), the state it keeps
+(`PolicyState`), and `Policy` itself with the protection rules and GQA aggregation every policy shares.
+A policy only says how it scores resident tokens (and, if it keeps accumulators, how it updates them);
+the engine owns storage, selection (`kvexp.engine.selection`) and gathering. Scoring helpers shared by
+several policies live in `kvexp.policies.scoring`.
 
 Shapes: B rows (sequences), H KV heads, N slots, Q queries, G query heads per KV head.
 Every tensor of a policy's state carries the batch axis first and the slot axis last.
@@ -12,6 +14,8 @@ from typing import ClassVar
 
 import torch
 from torch import Tensor
+
+from kvexp.errors import ConfigError
 
 GROUP_AGGREGATIONS = ("mean", "max", "sum")
 
@@ -132,9 +136,9 @@ class Policy:
     def __init__(self, *, window: int | None = None, n_sink: int = 0, protect_prompt: bool = False,
                  group_agg: str = "mean"):
         if group_agg not in GROUP_AGGREGATIONS:
-            raise ValueError(f"policy.group_agg must be one of {GROUP_AGGREGATIONS}, got {group_agg!r}")
+            raise ConfigError(f"policy.group_agg must be one of {GROUP_AGGREGATIONS}, got {group_agg!r}")
         if window is not None and window < 0 or n_sink < 0:
-            raise ValueError(f"policy.window and policy.n_sink must be >= 0, got window={window}, n_sink={n_sink}")
+            raise ConfigError(f"policy.window and policy.n_sink must be >= 0, got window={window}, n_sink={n_sink}")
         self.window = window
         self.n_sink = n_sink
         self.protect_prompt = protect_prompt
@@ -200,84 +204,3 @@ class Policy:
         if self.group_agg == "max":
             return probs.amax(dim=2)
         return probs.sum(dim=2)
-
-
-def eviction_order(score: Tensor, pos: Tensor, protected: Tensor) -> Tensor:
-    """Slots [B, H, N] ordered from first to evict to last: empty slots, then evictable slots by
-    ascending score with ties toward the older token, then protected slots (oldest first)."""
-    key = torch.nan_to_num(score.float(), nan=0.0, posinf=3e38, neginf=-3e38)
-    key = key.masked_fill(protected, float("inf")).masked_fill(pos < 0, float("-inf"))
-    by_pos = torch.argsort(pos, dim=-1, stable=True)
-    by_score = torch.argsort(key.gather(-1, by_pos), dim=-1, stable=True)
-    return by_pos.gather(-1, by_score)
-
-
-def lowest_slots(score: Tensor, pos: Tensor, protected: Tensor, count: int) -> Tensor:
-    """The `count` slots [B, H, count] to evict first, in `eviction_order`'s order. A single
-    eviction (slack 1, every step) takes a min instead of two sorts."""
-    if count > 1:
-        return eviction_order(score, pos, protected)[..., :count]
-    key = torch.nan_to_num(score.float(), nan=0.0, posinf=3e38, neginf=-3e38)
-    key = key.masked_fill(protected, float("inf")).masked_fill(pos < 0, float("-inf"))
-    lowest = key == key.amin(dim=-1, keepdim=True)
-    return torch.where(lowest, pos, torch.iinfo(pos.dtype).max).argmin(dim=-1, keepdim=True)
-
-
-def position_sorted(pos: Tensor) -> Tensor:
-    """Slot indices [B, H, N] in ascending position with empty slots last, so that rules defined
-    along the sequence (pooling, 'most recent duplicate') never depend on storage order."""
-    key = torch.where(pos < 0, torch.iinfo(pos.dtype).max, pos)
-    return torch.argsort(key, dim=-1, stable=True)
-
-
-def pool_along_positions(values: Tensor, pos: Tensor, kernel: int, mode: str) -> Tensor:
-    """1-D pooling (avg or max, stride 1, 'same' padding) of [B, H, N] values over resident
-    tokens taken in position order; empty slots neither contribute nor receive."""
-    if kernel <= 1:
-        return values
-    order = position_sorted(pos)
-    v = values.gather(-1, order)
-    valid = pos.gather(-1, order) >= 0
-    flat = v.reshape(-1, 1, v.shape[-1])
-    if mode == "avg":
-        pooled = torch.nn.functional.avg_pool1d(flat.masked_fill(~valid.reshape(flat.shape), 0.0),
-                                                kernel, stride=1, padding=kernel // 2)
-    elif mode == "max":
-        pooled = torch.nn.functional.max_pool1d(flat.masked_fill(~valid.reshape(flat.shape), float("-inf")),
-                                                kernel, stride=1, padding=kernel // 2)
-    else:
-        raise ValueError(f"pool must be 'avg' or 'max', got {mode!r}")
-    pooled = pooled.reshape(v.shape)
-    return torch.empty_like(values).scatter(-1, order, pooled)
-
-
-class QueryWindow:
-    """Ring buffer of the attention rows of the last `size` queries ([B, H, size, N] in the state
-    as 'recent'), the observation window of SnapKV-D and R-KV: real queries of the last steps,
-    so the window is re-scored at every eviction rather than fixed at prefill.
-
-    The query at position p sits in row (p - max(prompt_len - size, 0)) mod size of its own batch
-    row, so each sequence's window depends only on its own positions: rows enter the batch at
-    different steps (continuous batching)."""
-
-    def __init__(self, size: int):
-        if size < 1:
-            raise ValueError(f"obs_window must be >= 1, got {size}")
-        self.size = size
-
-    def init(self, state: PolicyState, batch: int, heads: int, n_slots: int, device) -> None:
-        state["recent"] = torch.zeros(batch, heads, self.size, n_slots, device=device)
-
-    def push(self, state: PolicyState, probs: Tensor, ctx: "StepContext") -> None:
-        """probs [B, H, Q, N] of the queries at ctx.query_pos [B, Q] (consecutive per row)."""
-        take = min(probs.shape[-2], self.size)  # older queries would be overwritten anyway
-        probs, qpos = probs[..., -take:, :], ctx.query_pos[:, -take:]
-        offset = (ctx.prompt_len - self.size).clamp(min=0).view(-1, 1)
-        ring_row = torch.remainder(qpos - offset, self.size)                       # [B, take], distinct per row
-        b, h, _, n = probs.shape
-        state["recent"].scatter_(-2, ring_row.view(b, 1, take, 1).expand(b, h, take, n), probs)
-
-    def mean(self, state: PolicyState, ctx: StepContext) -> Tensor:
-        """[B, H, N]: mean attention over the window's queries (those that exist yet)."""
-        seen = ctx.incoming.clamp(min=1, max=self.size).to(torch.float32)
-        return state["recent"].sum(dim=-2) / seen.view(-1, 1, 1)

@@ -1,5 +1,6 @@
 import torch
 
+from kvexp.errors import ConfigError
 from kvexp.policies.rkv import RKV
 
 
@@ -33,7 +34,7 @@ class GKV(RKV):
                  group_agg: str = "max", **kw):
         super().__init__(lam=lam, obs_window=obs_window, kernel=1, threshold=threshold, group_agg=group_agg, **kw)
         if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"gkv alpha must be in [0, 1], got {alpha}")
+            raise ConfigError(f"gkv alpha must be in [0, 1], got {alpha}")
         self.alpha = alpha
 
     def init_state(self, batch, heads, n_slots, device):

@@ -1,5 +1,6 @@
 import torch
 
+from kvexp.errors import ConfigError
 from kvexp.policies.base import Policy, PolicyState
 
 
@@ -15,7 +16,7 @@ class H2O(Policy):
     def __init__(self, *, normalize: str = "sum", **kw):
         super().__init__(**kw)
         if normalize not in ("sum", "mean"):
-            raise ValueError(f"h2o normalize must be 'sum' or 'mean', got {normalize!r}")
+            raise ConfigError(f"h2o normalize must be 'sum' or 'mean', got {normalize!r}")
         self.normalize = normalize
 
     def default_window(self, budget):

@@ -1,6 +1,8 @@
 import torch
 
-from kvexp.policies.base import Policy, PolicyState, QueryWindow, pool_along_positions
+from kvexp.errors import ConfigError
+from kvexp.policies.base import Policy, PolicyState
+from kvexp.policies.scoring import QueryWindow, pool_along_positions
 
 # the pairwise similarities of one eviction are computed in blocks of rows no larger than this
 SIMILARITY_BLOCK_BYTES = 32 * 2**20
@@ -27,7 +29,7 @@ class RKV(Policy):
     def __init__(self, *, lam: float = 0.1, obs_window: int = 8, kernel: int = 7, threshold: float = 0.5, **kw):
         super().__init__(**kw)
         if not 0.0 <= lam <= 1.0:
-            raise ValueError(f"rkv lam must be in [0, 1], got {lam}")
+            raise ConfigError(f"rkv lam must be in [0, 1], got {lam}")
         self.lam = lam
         self.obs_window = obs_window
         self.kernel = kernel

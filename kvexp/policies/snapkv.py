@@ -1,4 +1,5 @@
-from kvexp.policies.base import Policy, PolicyState, QueryWindow, pool_along_positions
+from kvexp.policies.base import Policy, PolicyState
+from kvexp.policies.scoring import QueryWindow, pool_along_positions
 
 
 class SnapKV(Policy):

@@ -1,4 +1,4 @@
-r"""The `chain` task: a synthetic reasoning problem whose answer needs facts stated early in the prompt
+r"""The `chain` task (`dataset=chain`), the model organism's: a synthetic reasoning problem whose answer needs facts stated early in the prompt
 and intermediate results written earlier in the trace.
 
 A problem is a table of variable facts and a walk through it. For each variable the table states
@@ -28,14 +28,17 @@ A line is 14-15 tokens of the organism's tokenizer, so ``steps`` sets the trace 
 tokens, 20 steps ~ 300, 40 steps ~ 600. The prompt is 35 tokens plus 2 per fact.
 
 Everything here is pure Python (``random.Random``), so problems are a function of their seed on any
-platform; nothing imports torch.
+platform; nothing imports torch. The grader is `kvexp.grading.chain`; the model trained on the task
+is `model=organism` (trained by `kvexp.organism.train`).
 """
 from __future__ import annotations
 
 import random
-import re
 import string
 from dataclasses import dataclass
+
+from kvexp.data.problem import Problem
+from kvexp.errors import ConfigError
 
 MOD = 10
 VARIABLES = string.ascii_lowercase          # one token each
@@ -70,12 +73,12 @@ class ChainProblem:
 def check_knobs(steps: int, n_facts: int, n_distractors: int) -> None:
     for name, value, low in (("steps", steps, 1), ("facts", n_facts, 1), ("distractors", n_distractors, 0)):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ValueError(f"chain task: {name} must be an integer >= {low}, got {value!r}")
+            raise ConfigError(f"chain task: {name} must be an integer >= {low}, got {value!r}")
     if n_facts + n_distractors > MAX_VARIABLES:
-        raise ValueError(f"chain task: facts + distractors = {n_facts + n_distractors} but there are only "
+        raise ConfigError(f"chain task: facts + distractors = {n_facts + n_distractors} but there are only "
                          f"{MAX_VARIABLES} variable names (a-z); lower dataset.facts or dataset.distractors")
     if steps > 99:
-        raise ValueError(f"chain task: steps must be <= 99 (two-digit countdown), got {steps}")
+        raise ConfigError(f"chain task: steps must be <= 99 (two-digit countdown), got {steps}")
 
 
 def make_problem(seed: int, steps: int = 20, n_facts: int = 8, n_distractors: int = 4) -> ChainProblem:
@@ -109,9 +112,9 @@ def make_problem(seed: int, steps: int = 20, n_facts: int = 8, n_distractors: in
 def problem_seed(split: str, seed: int, index: int) -> int:
     """The seed of problem `index` of `split` for base seed `seed` (disjoint ranges per split)."""
     if split not in SPLITS:
-        raise ValueError(f"chain task: split must be one of {', '.join(SPLITS)}, got {split!r}")
+        raise ConfigError(f"chain task: split must be one of {', '.join(SPLITS)}, got {split!r}")
     if not 0 <= index < SPLIT_STRIDE or not 0 <= seed < SPLIT_STRIDE:
-        raise ValueError(f"chain task: seed and index must lie in [0, {SPLIT_STRIDE}), got {seed}, {index}")
+        raise ConfigError(f"chain task: seed and index must lie in [0, {SPLIT_STRIDE}), got {seed}, {index}")
     base = seed * SPLIT_STRIDE + index
     return base if split == "test" else TRAIN_SEED_OFFSET + base
 
@@ -121,17 +124,15 @@ def problem_id(split: str, seed: int, index: int, steps: int, facts: int, distra
 
 
 def load_chain_problems(limit: int | None = 100, seed: int = 0, steps: int = 20, facts: int = 8,
-                        distractors: int = 4, split: str = "test") -> list:
-    """`limit` problems (100 when None) as `kvexp.data.Problem`s, for `dataset=chain`.
+                        distractors: int = 4, split: str = "test") -> list[Problem]:
+    """`limit` problems (100 when None) as `Problem`s, for `dataset=chain`.
 
     ``gold`` is the answer digit as a string; ``meta`` holds the knobs, the problem's own seed and the
     reference trace. Test and train problems come from disjoint seed ranges (see `problem_seed`).
     """
-    from kvexp.data.problem import Problem
-
     n = 100 if limit is None else limit
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"chain task: limit must be a positive integer or None, got {limit!r}")
+        raise ConfigError(f"chain task: limit must be a positive integer or None, got {limit!r}")
     check_knobs(steps, facts, distractors)
     problems = []
     for i in range(n):
@@ -142,20 +143,3 @@ def load_chain_problems(limit: int | None = 100, seed: int = 0, steps: int = 20,
             meta={"dataset": "chain", "split": split, "index": i, "seed": seed, "problem_seed": ps,
                   "steps": steps, "facts": facts, "distractors": distractors, "reference_trace": p.trace}))
     return problems
-
-
-_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
-
-
-def extract_answer(response: str | None) -> str | None:
-    """The content of the last complete ``\\boxed{...}``, stripped, or None."""
-    if not response:
-        return None
-    found = _BOXED.findall(response)
-    return found[-1].strip() if found else None
-
-
-def grade_chain(response: str | None, gold) -> tuple[str | None, bool]:
-    """`(prediction, correct)`: exact match of the last boxed answer with the gold digit."""
-    prediction = extract_answer(response)
-    return prediction, prediction is not None and prediction == str(gold).strip()
