@@ -12,6 +12,7 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
+from kvexp.data.registry import DATASETS, get_spec
 from kvexp.report import ReportError, build_report
 from kvexp.report.cli import main
 from kvexp.report.loading import read_jsonl
@@ -22,7 +23,7 @@ from kvexp.stats import (
     mcnemar_exact,
     wilson_interval,
 )
-from kvexp.report.cells import category_of
+from kvexp.report.layout import category_of
 
 try:  # tests/ may or may not become a package
     from tests import report_fixtures as fx
@@ -92,6 +93,11 @@ def test_categories():
     assert category_of("reclor") == "Reading"
     assert category_of("commonsenseqa") == "Commonsense"
     assert category_of("my_new_dataset") == "Other"
+    # one definition: the data registry's, so AIME is Math and LogiQA Logic in the report too
+    assert category_of("aime24") == category_of("aime25") == "Math"
+    assert category_of("logiqa") == "Logic"
+    for name in DATASETS:
+        assert category_of(name) == get_spec(name).category
 
 
 # ---------------------------------------------------------------- table values of the standard sweep

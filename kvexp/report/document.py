@@ -9,7 +9,9 @@ from pathlib import Path
 
 from kvexp.stats.summary import seed_order
 
-from .cells import REPLICATE_KEY, Cell, ModelLayout, show, state_counts
+from .cells import Cell, state_counts
+from .config_keys import REPLICATE_KEY, show
+from .layout import ModelLayout
 from .loading import Issue, Job
 from .metrics import CellResult
 from .tables import CATEGORY_NOTE, INCOMPLETE_NOTE, KINDS, Table, fmt, fmt_interval

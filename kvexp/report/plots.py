@@ -20,7 +20,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .cells import FULL, Cell, Column, ModelLayout
+from .cells import FULL, Cell
+from .layout import Column, ModelLayout
 from .metrics import CellResult
 from .tables import slug
 

@@ -16,7 +16,9 @@ from typing import Any
 
 from kvexp.stats import BOOTSTRAP, TWO_LEVEL, WILSON, Estimate, plain
 
-from .cells import CATEGORIES, FULL, OTHER, ModelLayout, category_of, show
+from .cells import FULL
+from .config_keys import show
+from .layout import CATEGORIES, OTHER, ModelLayout, category_of
 from .metrics import CI_METHOD_TEXT, CellResult
 
 INCOMPLETE_MARK = "†"
