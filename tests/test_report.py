@@ -551,12 +551,21 @@ def test_wandb_offline_run_is_written(standard, tmp_path, monkeypatch):
     assert list(run_dir.glob("run-*.wandb"))
 
 
-def test_report_imports_without_wandb_or_pyplot():
+def test_report_imports_without_wandb_pyplot_or_torch():
     code = (
         "import sys, kvexp.report, kvexp.report.plots; "
-        "assert 'wandb' not in sys.modules; assert 'matplotlib.pyplot' not in sys.modules"
+        "assert 'wandb' not in sys.modules; assert 'matplotlib.pyplot' not in sys.modules; "
+        "assert 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_report_orders_policies_as_the_registry():
+    """The report keeps its own copy of the order (the registry imports torch): the two must agree."""
+    from kvexp.policies import POLICY_NAMES
+    from kvexp.report.layout import POLICY_ORDER
+
+    assert POLICY_ORDER == POLICY_NAMES, "a policy was added: append its name to kvexp.report.layout.POLICY_ORDER"
 
 
 def test_two_models_slack_columns_and_other_category(tmp_path):

@@ -17,8 +17,7 @@ from pathlib import Path
 import torch
 
 from kvexp.organism import CHECKPOINT_DIR, grade_chain, load_chain_problems
-
-ALL_POLICIES = ("full", "streaming_llm", "h2o", "tova", "snapkv", "knorm", "rkv", "keydiff", "gkv", "random")
+from kvexp.policies import POLICY_NAMES
 
 
 def organism_preset(path: Path | str | None = None):
@@ -112,7 +111,7 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--facts", type=int, default=8)
     ap.add_argument("--distractors", type=int, default=4)
-    ap.add_argument("--policies", nargs="+", default=list(ALL_POLICIES))
+    ap.add_argument("--policies", nargs="+", default=list(POLICY_NAMES))
     ap.add_argument("--budgets", type=int, nargs="+", default=[32, 64, 96, 128, 192, 256, 384, 512])
     ap.add_argument("--slack", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=16)
