@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 
 from kvexp.models import ModelPreset, ModelSource, encode_prompt, format_prompt
 from kvexp.pipeline import IncompatibleJobFolder, JobFolder, JobFolderBusy, read_jsonl, run_job, wilson_interval
+from kvexp.pipeline.folder import scan_jsonl
 from kvexp.pipeline.config import CONFIG_DIR, compose_config
 
 REPO = CONFIG_DIR.parent
@@ -168,9 +169,15 @@ def test_read_jsonl_cuts_a_torn_last_line(tmp_path, content, kept, left):
 
 def test_read_jsonl_refuses_a_corrupted_middle(tmp_path):
     path = tmp_path / "x.jsonl"
-    path.write_bytes(b'{"a": 1}\nnot json\n{"a": 2}\n')
+    path.write_bytes(b'{"a": 1}\nnot json\n[3]\n{"a": 2}\n{"a')
     with pytest.raises(ValueError, match="line 2"):
         read_jsonl(path)
+    # auxiliary files (traces) and the report leave bad lines out instead; the one reader says which
+    assert [r["a"] for r in read_jsonl(path, skip_bad=True)] == [1, 2]
+    scanned = scan_jsonl(path)
+    assert [r["a"] for r in scanned.rows] == [1, 2]
+    assert [n for n, _ in scanned.bad_lines] == [2, 3] and scanned.torn
+    assert path.read_bytes().endswith(b'{"a')  # reading without repair leaves the file alone
 
 
 def test_resume_extends_a_job_to_more_problems(tmp_path):

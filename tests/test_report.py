@@ -15,7 +15,7 @@ import pytest
 from kvexp.data.registry import DATASETS, get_spec
 from kvexp.report import ReportError, build_report
 from kvexp.report.cli import main
-from kvexp.report.loading import read_jsonl
+from kvexp.pipeline.folder import scan_jsonl
 from kvexp.stats import (
     binomial_cdf_half,
     bootstrap_mean_interval,
@@ -280,8 +280,8 @@ def test_cli_prints_the_chosen_tables(tmp_path, capsys):
 def test_torn_last_line_is_skipped_and_bad_lines_flagged(tmp_path):
     rows = [fx.sample_row(f"g{i}", True) for i in range(3)]
     job = fx.write_job(tmp_path / "full", fx.job_config(policy="full"), rows, torn_tail=True)
-    objs, torn, bad = read_jsonl(job / "samples.jsonl")
-    assert (len(objs), torn, bad) == (3, True, 0)
+    scanned = scan_jsonl(job / "samples.jsonl")
+    assert (len(scanned.rows), scanned.torn, scanned.bad_lines) == (3, True, [])
     result = build_report([tmp_path], tmp_path / "report")
     # Only full-cache runs: the table still has one column to show them in.
     assert result.table("accuracy", "gsm8k").value("full", "full cache", "n") == 3

@@ -48,6 +48,7 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmitit
 from omegaconf import OmegaConf, open_dict
 
 from kvexp.pipeline.cell import register_resolvers
+from kvexp.pipeline.folder import STATUS
 from kvexp.pipeline.signals import JobInterrupted, ignore_further_signals, signals_as_exceptions
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,7 @@ def _reason(exc: BaseException, state: str | None = None) -> str:
 def _status_line(folder: Path, reason: str) -> str | None:
     """What the job folder's status.json says, where it adds to `reason`."""
     try:
-        status = json.loads((folder / "status.json").read_text())
+        status = json.loads((folder / STATUS).read_text())
     except (OSError, ValueError):
         return None
     line = str(status.get("state"))

@@ -28,9 +28,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from kvexp.pipeline.cell import FULL, cell_name, differences, run_identity
-from kvexp.pipeline.folder import (CONFIG, METRICS, RUN_META, SAMPLES, STATUS, TRACES, CorruptedFile, JobFolder,
-                                  JobFolderBusy,
-                                  read_jsonl, row_key, target_keys, write_json)
+from kvexp.pipeline.folder import (CONFIG, DONE, FAILED, METRICS, PREEMPTED, RUN_META, RUNNING, SAMPLES, STATUS,
+                                  TRACES, CorruptedFile, JobFolder, JobFolderBusy, read_jsonl, row_key, target_keys,
+                                  write_json)
 from kvexp.pipeline.meta import now, run_meta, scrub
 from kvexp.pipeline.metrics import compute_metrics
 from kvexp.pipeline.progress import Progress
@@ -125,7 +125,7 @@ class StatusFile:
 
     def __init__(self, folder: JobFolder):
         self.path = folder.file(STATUS)
-        self.data: dict[str, Any] = {"state": "running", "started_at": now(), "updated_at": None,
+        self.data: dict[str, Any] = {"state": RUNNING, "started_at": now(), "updated_at": None,
                                      "finished_at": None, "error": None, "traceback": None}
         self._written = 0.0
 
@@ -188,7 +188,7 @@ def run_job(cfg: DictConfig, job_dir: Path | str, *, sweep: str | None = None,
             _check_resumable(folder, resolved)
         except CorruptedFile as e:  # the folder's own rows are damaged: say so where users look
             if folder.file(STATUS).exists():
-                StatusFile.existing(folder).update(state="failed", finished_at=now(), error=str(e), traceback=None)
+                StatusFile.existing(folder).update(state=FAILED, finished_at=now(), error=str(e), traceback=None)
             raise
         _note_a_dead_holder(folder)
         OmegaConf.save(OmegaConf.create(resolved), folder.file(CONFIG))
@@ -196,7 +196,7 @@ def run_job(cfg: DictConfig, job_dir: Path | str, *, sweep: str | None = None,
             (folder.path / HYDRA_DIR).mkdir(exist_ok=True)
             OmegaConf.save(OmegaConf.create(scrub(content)), folder.path / HYDRA_DIR / name)
         status = StatusFile(folder)
-        tracker, state, metrics, plan = None, "failed", None, None
+        tracker, state, metrics, plan = None, FAILED, None, None
         try:  # from the first write of status.json on, every way out leaves a final state in it
             status.update()
             write_json(folder.file(RUN_META), run_meta(overrides=overrides, started_at=status.data["started_at"]))
@@ -205,15 +205,15 @@ def run_job(cfg: DictConfig, job_dir: Path | str, *, sweep: str | None = None,
             if pending or not _tracked_before(folder):  # a finished, already logged job: no second W&B run
                 tracker = _start_tracker(cfg, plan, folder, sweep, resolved)
             metrics = _execute(cfg, plan, folder, status, tracker, overrides, finished, pending)
-            state = "done"
+            state = DONE
             return metrics
         except (JobInterrupted, KeyboardInterrupt) as e:
-            state = "preempted"
+            state = PREEMPTED
             status.update(state=state, finished_at=now(), error=f"interrupted by {interruption_name(e)}; rerun to resume")
             log.warning("%s: interrupted by %s; rows so far are saved, rerun to resume", folder.path, interruption_name(e))
             raise
         except BaseException as e:
-            status.update(state="failed", finished_at=now(), error=f"{type(e).__name__}: {e}",
+            status.update(state=FAILED, finished_at=now(), error=f"{type(e).__name__}: {e}",
                           traceback=traceback.format_exc())
             raise
         finally:
@@ -229,7 +229,7 @@ def _note_a_dead_holder(folder: JobFolder) -> None:
         state = json.loads(folder.file(STATUS).read_text()).get("state")
     except (OSError, ValueError, AttributeError):
         return
-    if state == "running":
+    if state == RUNNING:
         log.warning("%s: the run before this one died without finishing (status.json still said running: killed, "
                     "out of memory or a node crash); resuming from its rows", folder.path)
 
@@ -323,7 +323,7 @@ def _execute(cfg: DictConfig, plan: Plan, folder: JobFolder, status: StatusFile,
     if rows and metrics["n_errors"] == len(rows):
         first = next(r["error"] for r in rows)
         raise RuntimeError(f"every sample failed ({len(rows)}); the first error: {first.strip().splitlines()[-1]}")
-    status.update(state="done", finished_at=now(), **counts)
+    status.update(state=DONE, finished_at=now(), **counts)
     try:
         print(f"\n{folder.path}\n{format_table([metrics])}\n", flush=True)
     except OSError:  # a closed stdout (e.g. piped into `head`) must not fail a finished job

@@ -12,13 +12,13 @@ from kvexp.stats.summary import seed_order
 from .cells import Cell, state_counts
 from .config_keys import REPLICATE_KEY, show
 from .layout import ModelLayout
-from .loading import Issue, Job
+from .loading import FAILED, PREEMPTED, RUNNING, UNKNOWN, Issue, Job
 from .metrics import CellResult
 from .tables import CATEGORY_NOTE, INCOMPLETE_NOTE, KINDS, Table, fmt, fmt_interval
 
 #: Attention list order: what lost results first, bookkeeping last.
 ISSUE_ORDER = (
-    "failed", "preempted", "running", "unknown", "missing shards", "missing reference",
+    FAILED, PREEMPTED, RUNNING, UNKNOWN, "missing shards", "missing reference",
     "missing cells", "missing seeds", "unreadable", "short", "ignored folder", "bad lines", "duplicates",
 )  # fmt: skip
 _MAX_DETAIL = 300
