@@ -232,6 +232,22 @@ def test_the_full_cache_relaunched_at_another_budget_reuses_its_run(tmp_path, mo
     assert len(list((job / "wandb").glob("offline-run-*"))) == 1
 
 
+def test_the_full_cache_records_no_budget_and_resumes_folders_that_did(tmp_path, monkeypatch):
+    """config.yaml of the full cache holds budget null whatever it was launched with (`budget=16` here),
+    so readers key on that; a folder written before, holding its launched budget, still resumes."""
+    job = tmp_path / "full"
+    first = run(job, "policy=full", "budget.tokens=16", "budget.slack=4")
+    config = OmegaConf.load(job / "config.yaml")
+    assert OmegaConf.to_container(config.budget) == {"tokens": None, "slack": None}
+    assert run_job(cfg("policy=h2o", "budget.tokens=16"), tmp_path / "h2o")["budget"] == 16
+    assert OmegaConf.load(tmp_path / "h2o" / "config.yaml").budget.tokens == 16
+    config.budget.tokens, config.budget.slack = 16, 4  # as folders were written before
+    OmegaConf.save(config, job / "config.yaml")
+    monkeypatch.setattr(ModelSource, "load", lambda self: pytest.fail("model loaded for a finished full cache"))
+    again = run(job, "policy=full", "budget.tokens=32")
+    assert [again[k] for k in ("n", "accuracy", "budget", "slack")] == [first[k] for k in ("n", "accuracy", "budget", "slack")]
+
+
 def test_a_busy_full_cache_folder_is_left_to_a_job_of_the_same_config(tmp_path, monkeypatch):
     """Launched in parallel (SLURM, submitit_local) the full cache's launches race for its folder: the
     losers leave it to the job that runs the same config, and only to that one."""

@@ -237,23 +237,22 @@ def test_duplicate_folders_prefer_the_finished_run(tmp_path):
 
 def test_full_cache_launched_at_several_budgets_is_one_reference(tmp_path):
     rows = [fx.sample_row(f"g{i}", True) for i in range(3)]
-    fx.write_job(tmp_path / "f1", fx.job_config(policy="full", slack=1), rows)
-    fx.write_job(tmp_path / "f2", fx.job_config(policy="full", slack=16), rows)
-    # as the pipeline writes it: the launched budget stays in config.yaml (policy=full,h2o budget=128,256)
-    fx.write_job(tmp_path / "f3", fx.job_config(policy="full", overrides={"budget.tokens": 256}), rows)
+    fx.write_job(tmp_path / "f1", fx.job_config(policy="full"), rows)  # as the pipeline writes it now
     fx.write_job(tmp_path / "h", fx.job_config(), rows)
     result = build_report([tmp_path], tmp_path / "report")
-    (ref,) = [r.cell for r in result.results.values() if r.cell.is_full]
-    # the same run launched three times: one used, two noted, nothing flagged
-    assert len(ref.jobs) == 1 and len(ref.relaunched) == 2
     assert not result.issues
-    assert "2 folders of the same run left out" in result.markdown.read_text()
-    # a second folder launched with the same budget is a real duplicate (overlapping sweeps): flagged
-    fx.write_job(tmp_path / "f4", fx.job_config(policy="full", slack=16), rows[:2], state="failed",
-                 n_target=3, error="boom")
+    # folders written before the full cache's budget was recorded as none hold the budget it was launched
+    # at (`policy=full,h2o budget=256`): they are read as none, so they are the same cell, not another one
+    old = fx.job_config(policy="full", overrides={"budget.tokens": 256, "budget.slack": 16})
+    assert old["budget"] == {"tokens": 256, "slack": 16}
+    fx.write_job(tmp_path / "f2", old, rows)
     result = build_report([tmp_path], tmp_path / "report")
+    (ref,) = [r.cell for r in result.results.values() if r.cell.is_full]
+    assert (ref.tokens, ref.slack, len(ref.jobs)) == (None, None, 1)
+    assert result.table("accuracy", "gsm8k").value("full", "B=128", "n") == 3
+    # a second folder of the same run (overlapping sweeps) is listed like any policy's duplicate
     (ignored,) = _issues(result, "ignored folder")
-    assert ignored.paths[0].name == "f4"
+    assert "duplicate of shard 0" in ignored.detail
 
 
 def test_single_dataset_has_no_category_means(tmp_path):

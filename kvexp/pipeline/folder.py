@@ -57,6 +57,30 @@ def target_keys(problem_ids: Iterable[str], num_samples: int) -> dict[RowKey, in
     return {(str(pid), j): i * num_samples + j for i, pid in enumerate(problem_ids) for j in range(num_samples)}
 
 
+def record_budget(config: dict[str, Any], evicts: bool) -> dict[str, Any]:
+    """A job config (plain, nested) with its budget as the folder's config.yaml records it: none for a policy
+    that never evicts (the full cache), whatever budget it was launched with (`policy=full,h2o budget=128`
+    launches it at 128), so that every launch of it is the same configuration and readers key on a null
+    budget rather than on the policy's name. Changes `config` in place and returns it."""
+    budget = config.get("budget")
+    if not evicts and isinstance(budget, dict):
+        budget.update(tokens=None, slack=None)
+    return config
+
+
+#: The one policy that never evicted when folders still recorded the launched budget for it.
+_FULL_BEFORE_NULL_BUDGETS = "full"
+
+
+def as_recorded_now(config: dict[str, Any]) -> dict[str, Any]:
+    """A config.yaml read from a job folder (plain, nested), as `record_budget` writes it now: folders of the
+    full cache written before hold the budget it was launched with. Changes `config` in place."""
+    policy = config.get("policy")
+    if isinstance(policy, dict) and policy.get("name") == _FULL_BEFORE_NULL_BUDGETS:
+        record_budget(config, evicts=False)
+    return config
+
+
 @contextmanager
 def replaced_atomically(path: Path) -> Iterator[Any]:
     """A text file to write that replaces `path` in one step when the block ends (a reader never sees half

@@ -27,10 +27,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from kvexp.pipeline.cell import FULL, cell_name, differences, run_identity
+from kvexp.pipeline.cell import cell_name, differences, run_identity
 from kvexp.pipeline.folder import (CONFIG, DONE, FAILED, METRICS, PREEMPTED, RUN_META, RUNNING, SAMPLES, STATUS,
-                                  TRACES, CorruptedFile, JobFolder, JobFolderBusy, read_jsonl, row_key, target_keys,
-                                  write_json)
+                                  TRACES, CorruptedFile, JobFolder, JobFolderBusy, as_recorded_now, read_jsonl, record_budget,
+                                  row_key, target_keys, write_json)
 from kvexp.pipeline.meta import now, run_meta, scrub
 from kvexp.pipeline.metrics import compute_metrics
 from kvexp.pipeline.progress import Progress
@@ -112,7 +112,7 @@ def plan_job(cfg: DictConfig) -> Plan:
     recorded = budget.recorded(policy)
     identity = {
         "model": preset.name, "dataset": ds.name, "policy": policy.name, "budget": recorded,
-        "slack": budget.slack if recorded is not None else None, "cell": "full" if recorded is None else cell_name(policy.name, recorded, budget.slack),
+        "slack": budget.slack if recorded is not None else None, "cell": cell_name(policy.name, recorded, budget.slack),
         "seed": cfg.seed, "num_samples": gen.num_samples, "max_new_tokens": gen.max_new_tokens,
         "temperature": settings.temperature, "shard": {"index": ds.shard.index, "count": ds.shard.count},
         "limit": ds.limit, "pass_k": pass_k,
@@ -165,20 +165,20 @@ def run_job(cfg: DictConfig, job_dir: Path | str, *, sweep: str | None = None,
     """Run (or resume) one job in `job_dir`; returns its metrics. Raises on failure after recording it in
     status.json; JobInterrupted / KeyboardInterrupt propagate after the folder is marked preempted.
 
-    The full cache launched at several budgets of one sweep shares one folder (kvexp.pipeline.cell):
-    a launch that finds it busy returns at once ({}), since the job holding it runs the same thing.
+    The full cache launched at several budgets of one sweep shares one folder (kvexp.pipeline.cell), and
+    records no budget: a launch that finds it busy returns at once ({}) when the job holding it runs the
+    same recorded config.
 
     `hydra_files` (file name -> content) are Hydra's records of the launch (config, hydra config,
     overrides), written scrubbed to `.hydra/` once the folder is known to accept this config, so that a
     refused rerun leaves the folder's records alone (conf/config.yaml turns Hydra's own writing off)."""
     folder = JobFolder(job_dir)
-    resolved = scrub(OmegaConf.to_container(cfg, resolve=True))
-    resolved["model"]["fingerprint"] = _weights_fingerprint(cfg)
+    resolved = _recorded_config(cfg)
     with ExitStack() as held:
         try:
             held.enter_context(folder.locked())
         except JobFolderBusy as busy:
-            if cfg.policy.name != FULL or not _runs_the_same(folder, resolved):
+            if resolved["budget"]["tokens"] is not None or not _runs_the_same(folder, resolved):
                 raise
             log.info("%s: the full cache ignores the budget and another job (%s) runs this same config there; "
                      "nothing to do here", folder.path, busy.holder)
@@ -220,6 +220,18 @@ def run_job(cfg: DictConfig, job_dir: Path | str, *, sweep: str | None = None,
             if tracker is not None:
                 tracker.finish(state=state, metrics=metrics, rows=_target_rows(folder, plan)[0],
                                traces=read_jsonl(folder.file(TRACES)))
+
+
+def _recorded_config(cfg: DictConfig) -> dict[str, Any]:
+    """The config as the job folder records it (config.yaml): resolved, secrets masked, the budget none for a
+    policy that never evicts (folder.record_budget), and the fingerprint of the weights."""
+    from kvexp.policies import POLICIES
+
+    resolved = scrub(OmegaConf.to_container(cfg, resolve=True))
+    policy = POLICIES.get(resolved["policy"]["name"])  # an unknown name is refused by plan_job, with the names
+    record_budget(resolved, evicts=getattr(policy, "evicts", True))
+    resolved["model"]["fingerprint"] = _weights_fingerprint(cfg)
+    return resolved
 
 
 def _note_a_dead_holder(folder: JobFolder) -> None:
@@ -267,7 +279,7 @@ def _runs_the_same(folder: JobFolder, resolved: dict[str, Any], wait_s: float = 
 def _differences_from(folder: JobFolder, resolved: dict[str, Any]) -> list[str]:
     """Where `resolved` differs from the config in the folder's config.yaml, beyond what resuming may
     change (kvexp.pipeline.cell.run_identity)."""
-    old = OmegaConf.to_container(OmegaConf.load(folder.file(CONFIG)), resolve=False)
+    old = as_recorded_now(OmegaConf.to_container(OmegaConf.load(folder.file(CONFIG)), resolve=False))
     new = run_identity(resolved)
     if "fingerprint" not in (old.get("model") or {}):  # a folder written before weights were fingerprinted
         new.get("model", {}).pop("fingerprint", None)

@@ -18,8 +18,6 @@ from kvexp.stats.summary import seed_order
 from .config_keys import CORE_KEYS, REPLICATE_KEY, canon, key_kind, show
 from .loading import DONE, FAILED, PREEMPTED, RUNNING, UNKNOWN, Issue, Job, Row
 
-FULL = "full"
-
 #: Order used to pick among duplicate job folders of one shard and to summarise a cell's state.
 _STATE_RANK = {DONE: 0, RUNNING: 1, PREEMPTED: 2, UNKNOWN: 3, FAILED: 4}
 
@@ -35,8 +33,6 @@ class Run:
     state: str
     rows: list[Row]
     ignored: list[tuple[Job, str]] = field(default_factory=list)  # folders not used, and why
-    # full cache only: folders of the same run launched at other budgets (not used, not a problem)
-    relaunched: list[Job] = field(default_factory=list)
     cross_shard_duplicates: int = 0  # rows dropped because another shard had the same key
 
     @property
@@ -92,10 +88,6 @@ class Cell:
         return sorted({i for r in self.runs.values() for i in r.missing_shards})
 
     @property
-    def relaunched(self) -> list[Job]:
-        return [j for r in self.runs.values() for j in r.relaunched]
-
-    @property
     def state(self) -> str:
         return max((r.state for r in self.runs.values()), key=lambda s: _STATE_RANK.get(s, 3), default=UNKNOWN)
 
@@ -105,7 +97,8 @@ class Cell:
 
     @property
     def is_full(self) -> bool:
-        return self.policy == FULL
+        """The full cache, which records no budget (kvexp.pipeline.folder.record_budget)."""
+        return self.tokens is None
 
     @property
     def budget_label(self) -> str:
@@ -127,17 +120,12 @@ class Cell:
 
 def _identity(job: Job) -> tuple:
     cfg = job.config
-    is_full = _is_full(job)
-    items = []
-    for key in sorted(cfg):
-        if key_kind(key) != "identity" or key in ("model.name", "dataset.name"):
-            continue
-        # The full cache has no budget: budgets (and slacks) it was launched with are all the same
-        # run, so they must not split it into several reference cells.
-        if is_full and key.startswith("budget."):
-            continue
-        items.append((key, canon(cfg[key])))
-    return (show(cfg.get("model.name")), show(cfg.get("dataset.name")), tuple(items))
+    items = tuple(
+        (key, canon(cfg[key]))
+        for key in sorted(cfg)
+        if key_kind(key) == "identity" and key not in ("model.name", "dataset.name")
+    )
+    return (show(cfg.get("model.name")), show(cfg.get("dataset.name")), items)
 
 
 def _job_preference(job: Job) -> tuple:
@@ -145,20 +133,12 @@ def _job_preference(job: Job) -> tuple:
     return (_STATE_RANK.get(job.state, 3), -len(job.rows), -job.mtime)
 
 
-def _launched_budget(job: Job) -> tuple:
-    return tuple(sorted((k, canon(v)) for k, v in job.config.items() if k.startswith("budget.")))
-
-
-def _select_shards(
-    jobs: list[Job],
-) -> tuple[int, dict[int, Job], list[tuple[Job, str]], list[Job]]:
-    """Choose one job per shard index; return (shard count, chosen, ignored with reasons, relaunched).
+def _select_shards(jobs: list[Job]) -> tuple[int, dict[int, Job], list[tuple[Job, str]]]:
+    """Choose one job per shard index; return (shard count, chosen, ignored with reasons).
 
     Several folders for one shard arise when overlapping sweep folders are reported together or a
     failed cell was rerun elsewhere: the finished (else the fullest, else the newest) is used, and
-    the others are listed in the report rather than mixed in. The exception is the full cache
-    launched at several budgets (`policy=full,h2o budget=128,256`): it ignores the budget, so those
-    folders hold the same run; they come back as `relaunched`, noted but not flagged.
+    the others are listed in the report rather than mixed in.
     """
     by_count: dict[int, list[Job]] = defaultdict(list)
     for job in jobs:
@@ -183,25 +163,12 @@ def _select_shards(
             slots[job.shard_index].append(job)
         else:
             ignored.append((job, f"shard index {job.shard_index} outside 0..{count - 1}"))
-    chosen, relaunched = {}, []
+    chosen = {}
     for idx, group in slots.items():
         group.sort(key=_job_preference)
         used = chosen[idx] = group[0]
-        # the best folder of each other launched budget is a relaunch; more folders of one launched
-        # budget are duplicates, as for any policy
-        best_of_budget = {}
-        for j in group:
-            best_of_budget.setdefault(_launched_budget(j) if _is_full(j) else None, j)
-        for j in group[1:]:
-            if _is_full(j) and best_of_budget[_launched_budget(j)] is j:
-                relaunched.append(j)
-            else:
-                ignored.append((j, f"duplicate of shard {idx}; used {used.path}"))
-    return count, chosen, ignored, relaunched
-
-
-def _is_full(job: Job) -> bool:
-    return show(job.config.get("policy.name")) == FULL
+        ignored += [(j, f"duplicate of shard {idx}; used {used.path}") for j in group[1:]]
+    return count, chosen, ignored
 
 
 def _cell_state(chosen: dict[int, Job]) -> str:
@@ -298,23 +265,17 @@ def build_cells(jobs: Sequence[Job]) -> list[Cell]:
     cells = []
     for (model, dataset, _), group in groups.items():
         cfg = group[0].config
-        policy = show(cfg.get("policy.name"))
-        is_full = policy == FULL
         by_seed: dict[Any, list[Job]] = defaultdict(list)
         for job in group:
             by_seed[job.config.get(REPLICATE_KEY)].append(job)
         cell = Cell(
             model=model,
             dataset=dataset,
-            policy=policy,
-            tokens=None if is_full else cfg.get("budget.tokens"),
-            slack=None if is_full else cfg.get("budget.slack"),
+            policy=show(cfg.get("policy.name")),
+            tokens=cfg.get("budget.tokens"),
+            slack=cfg.get("budget.slack"),
             params=tuple(
-                (k, cfg[k])
-                for k in sorted(cfg)
-                if key_kind(k) == "identity"
-                and k not in CORE_KEYS
-                and not (is_full and k.startswith("budget."))
+                (k, cfg[k]) for k in sorted(cfg) if key_kind(k) == "identity" and k not in CORE_KEYS
             ),
             runs={seed: _build_run(seed, jobs) for seed, jobs in by_seed.items()},
         )
@@ -323,7 +284,7 @@ def build_cells(jobs: Sequence[Job]) -> list[Cell]:
 
 
 def _build_run(seed: Any, jobs: list[Job]) -> Run:
-    count, chosen, ignored, relaunched = _select_shards(jobs)
+    count, chosen, ignored = _select_shards(jobs)
     rows, duplicates = _merge_rows(chosen)
     return Run(
         seed=seed,
@@ -333,7 +294,6 @@ def _build_run(seed: Any, jobs: list[Job]) -> Run:
         state=_cell_state(chosen),
         rows=rows,
         ignored=ignored,
-        relaunched=relaunched,
         cross_shard_duplicates=duplicates,
     )
 

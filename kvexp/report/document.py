@@ -91,12 +91,6 @@ def _dataset_header(layout: ModelLayout, results: dict[Cell, CellResult], datase
             f" · full cache: {fmt_interval(m.pass1, '.3f')},"
             f" {fmt(m.mean_output_tokens, '.0f')} output tokens on average"
         )
-        if ref.relaunched:
-            n = len(ref.relaunched)
-            text += (
-                f" (also launched at other budgets, which the full cache ignores: {n} folder"
-                f"{'s' if n != 1 else ''} of the same run left out)"
-            )
     else:
         text += " · **no full-cache run**"
     return text

@@ -11,14 +11,14 @@ from kvexp.data.registry import CATEGORIES as CATEGORY_OF
 from kvexp.data.registry import DATASETS
 from kvexp.stats.summary import seed_order
 
-from .cells import FULL, Cell
+from .cells import Cell
 from .config_keys import ABSENT, canon, show
 from .loading import Issue
 
 #: Row order in tables: the policy registry's (kvexp.policies.POLICY_NAMES: the reference first, then
 #: the README's policy table), then anything unregistered by name. Written out here because importing
 #: the registry loads torch, which the report does without; a test holds the two equal.
-POLICY_ORDER = (FULL, "streaming_llm", "h2o", "tova", "snapkv", "knorm", "rkv", "keydiff", "gkv", "random")
+POLICY_ORDER = ("full", "streaming_llm", "h2o", "tova", "snapkv", "knorm", "rkv", "keydiff", "gkv", "random")
 
 #: Categories of the data registry (kvexp.data.registry, the one place a dataset's category is
 #: written), in its order, which also orders datasets in the report. Datasets outside it (the
@@ -60,6 +60,7 @@ class ModelLayout:
     full: dict[tuple[str, str], Cell]  # (dataset, variant) -> full-cache cell
     reference: dict[str, Cell]  # dataset -> the full-cache cell used as reference
     policy_of: dict[str, str]  # variant -> policy name
+    full_variants: frozenset[str]  # the variants of full-cache cells (no budget)
     notes: list[str] = field(default_factory=list)
     missing: list[Issue] = field(default_factory=list)
 
@@ -70,6 +71,9 @@ class ModelLayout:
 
     def cells(self) -> list[Cell]:
         return list(self.full.values()) + list(self.grid.values())
+
+    def is_full(self, variant: str) -> bool:
+        return variant in self.full_variants
 
 
 def _policy_rank(policy: str) -> tuple:
@@ -153,7 +157,7 @@ def layout_model(model: str, cells: list[Cell]) -> ModelLayout:
             grid[(c.dataset, c.variant, _column_of(c, slack_varies))] = c
     reference: dict[str, Cell] = {}
     missing: list[Issue] = []
-    full_variants = [v for v in variants if policy_of[v] == FULL]
+    full_variants = [v for v in variants if v in {c.variant for c in cells if c.is_full}]
     for d in datasets:
         refs = [full[(d, v)] for v in full_variants if (d, v) in full]
         if refs:
@@ -164,7 +168,7 @@ def layout_model(model: str, cells: list[Cell]) -> ModelLayout:
             detail = "no full-cache cell: no deltas or fidelity"
             missing.append(Issue("missing reference", f"{model} / {d}", detail))
         for v in variants:
-            if policy_of[v] == FULL:
+            if v in full_variants:
                 continue
             holes = [col.label for col in columns if (d, v, col) not in grid]
             if holes:
@@ -172,7 +176,8 @@ def layout_model(model: str, cells: list[Cell]) -> ModelLayout:
                 missing.append(Issue("missing cells", f"{model} / {d} / {v}", detail))
         missing += _missing_seeds([c for c in cells if c.dataset == d])
     return ModelLayout(
-        model, datasets, variants, columns, grid, full, reference, policy_of, notes, missing
+        model, datasets, variants, columns, grid, full, reference, policy_of, frozenset(full_variants),
+        notes, missing,
     )
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from kvexp.pipeline.folder import (CONFIG, DONE, FAILED, METRICS, PREEMPTED, RUNNING, SAMPLES, STATUS, TRACES,
-                                  JobFolder, scan_jsonl, target_keys)
+                                  JobFolder, as_recorded_now, scan_jsonl, target_keys)
 from kvexp.stats import Sample as Row  # the fields of one samples.jsonl row, as every statistic reads them
 
 #: Job states are status.json's (kvexp.pipeline.folder), and one of ours: no status.json and no metrics.json.
@@ -88,7 +88,7 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def load_config(path: Path) -> dict[str, Any]:
-    """Read a config.yaml into flattened dotted keys.
+    """Read a config.yaml into flattened dotted keys, as the pipeline records configs now.
 
     The pipeline writes resolved configs; should one still hold interpolations that need Hydra's
     resolvers, they are kept as text rather than failing the whole report.
@@ -103,7 +103,7 @@ def load_config(path: Path) -> dict[str, Any]:
         tree = OmegaConf.to_container(conf, resolve=False)
     if not isinstance(tree, dict):
         raise ReportError(f"{path}: config.yaml is not a mapping")
-    return flatten(tree)
+    return flatten(as_recorded_now(tree))  # an older full-cache folder's launched budget read as none
 
 
 def _job_state(path: Path, status: dict[str, Any]) -> str:
