@@ -22,6 +22,15 @@ from .loading import DONE, FAILED, PREEMPTED, RUNNING, UNKNOWN, Issue, Job, Row
 _STATE_RANK = {DONE: 0, RUNNING: 1, PREEMPTED: 2, UNKNOWN: 3, FAILED: 4}
 
 
+def _state_rank(state: str) -> int:
+    return _STATE_RANK.get(state, _STATE_RANK[UNKNOWN])
+
+
+def _worst_state(states: Iterable[str]) -> str:
+    """The state that says most about what is left to do (a failed shard makes a failed run)."""
+    return max(states, key=_state_rank, default=UNKNOWN)
+
+
 @dataclass(eq=False)
 class Run:
     """One seed of a cell, its shards merged."""
@@ -89,7 +98,7 @@ class Cell:
 
     @property
     def state(self) -> str:
-        return max((r.state for r in self.runs.values()), key=lambda s: _STATE_RANK.get(s, 3), default=UNKNOWN)
+        return _worst_state(r.state for r in self.runs.values())
 
     @property
     def complete(self) -> bool:
@@ -130,7 +139,7 @@ def _identity(job: Job) -> tuple:
 
 def _job_preference(job: Job) -> tuple:
     """Sort key: best job first (finished, then most rows, then most recent)."""
-    return (_STATE_RANK.get(job.state, 3), -len(job.rows), -job.mtime)
+    return (_state_rank(job.state), -len(job.rows), -job.mtime)
 
 
 def _select_shards(jobs: list[Job]) -> tuple[int, dict[int, Job], list[tuple[Job, str]]]:
@@ -169,12 +178,6 @@ def _select_shards(jobs: list[Job]) -> tuple[int, dict[int, Job], list[tuple[Job
         used = chosen[idx] = group[0]
         ignored += [(j, f"duplicate of shard {idx}; used {used.path}") for j in group[1:]]
     return count, chosen, ignored
-
-
-def _cell_state(chosen: dict[int, Job]) -> str:
-    if not chosen:
-        return UNKNOWN
-    return max((j.state for j in chosen.values()), key=lambda s: _STATE_RANK.get(s, 3))
 
 
 def _merge_rows(chosen: dict[int, Job]) -> tuple[list[Row], int]:
@@ -291,7 +294,7 @@ def _build_run(seed: Any, jobs: list[Job]) -> Run:
         shard_count=count,
         jobs=chosen,
         missing_shards=[i for i in range(count) if i not in chosen],
-        state=_cell_state(chosen),
+        state=_worst_state(j.state for j in chosen.values()),
         rows=rows,
         ignored=ignored,
         cross_shard_duplicates=duplicates,
