@@ -13,10 +13,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from kvexp.pipeline.folder import DONE, FAILED, PREEMPTED, RUNNING
 from kvexp.stats.summary import seed_order
 
 from .config_keys import CORE_KEYS, REPLICATE_KEY, canon, key_kind, show
-from .loading import DONE, FAILED, PREEMPTED, RUNNING, UNKNOWN, Issue, Job, Row
+from .loading import UNKNOWN, Issue, Job, Row
 
 #: Order used to pick among duplicate job folders of one shard and to summarise a cell's state.
 _STATE_RANK = {DONE: 0, RUNNING: 1, PREEMPTED: 2, UNKNOWN: 3, FAILED: 4}

@@ -7,12 +7,13 @@ import datetime as _dt
 from collections.abc import Sequence
 from pathlib import Path
 
+from kvexp.pipeline.folder import FAILED, PREEMPTED, RUNNING
 from kvexp.stats.summary import seed_order
 
 from .cells import Cell, state_counts
 from .config_keys import REPLICATE_KEY, show
 from .layout import ModelLayout
-from .loading import FAILED, PREEMPTED, RUNNING, UNKNOWN, Issue, Job
+from .loading import UNKNOWN, Issue, Job
 from .metrics import CellResult
 from .tables import CATEGORY_NOTE, INCOMPLETE_NOTE, KINDS, Table, fmt, fmt_interval
 

@@ -15,8 +15,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from kvexp.pipeline.folder import (CONFIG, DONE, FAILED, METRICS, PREEMPTED, RUNNING, SAMPLES, STATUS, TRACES,
-                                  JobFolder, as_recorded_now, scan_jsonl, target_keys)
+from kvexp.pipeline.folder import (CONFIG, DONE, METRICS, PREEMPTED, RUNNING, SAMPLES, STATUS, TRACES, JobFolder,
+                                  as_recorded_now, scan_jsonl, target_keys)
 from kvexp.stats import Sample as Row  # the fields of one samples.jsonl row, as every statistic reads them
 
 #: Job states are status.json's (kvexp.pipeline.folder), and one of ours: no status.json and no metrics.json.
