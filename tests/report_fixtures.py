@@ -43,7 +43,8 @@ def job_config(
             "shard": {"index": shard[0], "count": shard[1]},
         },
         "policy": {"name": policy, **(policy_params or {})},
-        "budget": {"tokens": None if policy == "full" else tokens, "slack": slack},
+        # the full cache records no budget (kvexp.pipeline.folder.record_budget)
+        "budget": {"tokens": None, "slack": None} if policy == "full" else {"tokens": tokens, "slack": slack},
         "generation": {
             "max_new_tokens": 64,
             "batch_size": 4,

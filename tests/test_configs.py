@@ -176,9 +176,14 @@ def test_resume_identity_ignores_only_harmless_changes():
     for change in ("seed=1", "generation.max_new_tokens=9", "policy.window=3", "budget=512", "dataset=math500"):
         other = OmegaConf.to_container(compose_config(["model=tiny_random", change]), resolve=True)
         assert differences(run_identity(base), run_identity(other)), change
-    full_a, full_b = (OmegaConf.to_container(compose_config(["policy=full", f"budget={b}"]), resolve=True)
-                      for b in (128, 512))
-    assert differences(run_identity(full_a), run_identity(full_b)) == []  # the full cache ignores its budget
+    # the full cache records no budget (kvexp.pipeline.folder.record_budget), so its launches agree
+    from kvexp.pipeline.folder import record_budget
+    from kvexp.policies import POLICIES
+
+    full_a, full_b = (record_budget(OmegaConf.to_container(compose_config(["policy=full", f"budget={b}"]), resolve=True),
+                                    evicts=POLICIES["full"].evicts) for b in (128, 512))
+    assert full_a["budget"] == {"tokens": None, "slack": None}
+    assert differences(run_identity(full_a), run_identity(full_b)) == []
 
 
 def test_sweep_product_is_exactly_as_typed():

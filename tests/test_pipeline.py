@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 
 from kvexp.models import ModelPreset, ModelSource, encode_prompt, format_prompt
 from kvexp.pipeline import IncompatibleJobFolder, JobFolder, JobFolderBusy, read_jsonl, run_job, wilson_interval
+from kvexp.pipeline.folder import scan_jsonl
 from kvexp.pipeline.config import CONFIG_DIR, compose_config
 
 REPO = CONFIG_DIR.parent
@@ -168,9 +169,15 @@ def test_read_jsonl_cuts_a_torn_last_line(tmp_path, content, kept, left):
 
 def test_read_jsonl_refuses_a_corrupted_middle(tmp_path):
     path = tmp_path / "x.jsonl"
-    path.write_bytes(b'{"a": 1}\nnot json\n{"a": 2}\n')
+    path.write_bytes(b'{"a": 1}\nnot json\n[3]\n{"a": 2}\n{"a')
     with pytest.raises(ValueError, match="line 2"):
         read_jsonl(path)
+    # auxiliary files (traces) and the report leave bad lines out instead; the one reader says which
+    assert [r["a"] for r in read_jsonl(path, skip_bad=True)] == [1, 2]
+    scanned = scan_jsonl(path)
+    assert [r["a"] for r in scanned.rows] == [1, 2]
+    assert [n for n, _ in scanned.bad_lines] == [2, 3] and scanned.torn
+    assert path.read_bytes().endswith(b'{"a')  # reading without repair leaves the file alone
 
 
 def test_resume_extends_a_job_to_more_problems(tmp_path):
@@ -223,6 +230,22 @@ def test_the_full_cache_relaunched_at_another_budget_reuses_its_run(tmp_path, mo
     assert [again[k] for k in ("n", "accuracy", "budget", "cell")] == [first[k] for k in ("n", "accuracy", "budget", "cell")]
     assert_complete(job, 2)
     assert len(list((job / "wandb").glob("offline-run-*"))) == 1
+
+
+def test_the_full_cache_records_no_budget_and_resumes_folders_that_did(tmp_path, monkeypatch):
+    """config.yaml of the full cache holds budget null whatever it was launched with (`budget=16` here),
+    so readers key on that; a folder written before, holding its launched budget, still resumes."""
+    job = tmp_path / "full"
+    first = run(job, "policy=full", "budget.tokens=16", "budget.slack=4")
+    config = OmegaConf.load(job / "config.yaml")
+    assert OmegaConf.to_container(config.budget) == {"tokens": None, "slack": None}
+    assert run_job(cfg("policy=h2o", "budget.tokens=16"), tmp_path / "h2o")["budget"] == 16
+    assert OmegaConf.load(tmp_path / "h2o" / "config.yaml").budget.tokens == 16
+    config.budget.tokens, config.budget.slack = 16, 4  # as folders were written before
+    OmegaConf.save(config, job / "config.yaml")
+    monkeypatch.setattr(ModelSource, "load", lambda self: pytest.fail("model loaded for a finished full cache"))
+    again = run(job, "policy=full", "budget.tokens=32")
+    assert [again[k] for k in ("n", "accuracy", "budget", "slack")] == [first[k] for k in ("n", "accuracy", "budget", "slack")]
 
 
 def test_a_busy_full_cache_folder_is_left_to_a_job_of_the_same_config(tmp_path, monkeypatch):

@@ -12,9 +12,10 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
+from kvexp.data.registry import DATASETS, get_spec
 from kvexp.report import ReportError, build_report
 from kvexp.report.cli import main
-from kvexp.report.loading import read_jsonl
+from kvexp.pipeline.folder import scan_jsonl
 from kvexp.stats import (
     binomial_cdf_half,
     bootstrap_mean_interval,
@@ -22,7 +23,7 @@ from kvexp.stats import (
     mcnemar_exact,
     wilson_interval,
 )
-from kvexp.report.cells import category_of
+from kvexp.report.layout import category_of
 
 try:  # tests/ may or may not become a package
     from tests import report_fixtures as fx
@@ -92,6 +93,11 @@ def test_categories():
     assert category_of("reclor") == "Reading"
     assert category_of("commonsenseqa") == "Commonsense"
     assert category_of("my_new_dataset") == "Other"
+    # one definition: the data registry's, so AIME is Math and LogiQA Logic in the report too
+    assert category_of("aime24") == category_of("aime25") == "Math"
+    assert category_of("logiqa") == "Logic"
+    for name in DATASETS:
+        assert category_of(name) == get_spec(name).category
 
 
 # ---------------------------------------------------------------- table values of the standard sweep
@@ -231,23 +237,22 @@ def test_duplicate_folders_prefer_the_finished_run(tmp_path):
 
 def test_full_cache_launched_at_several_budgets_is_one_reference(tmp_path):
     rows = [fx.sample_row(f"g{i}", True) for i in range(3)]
-    fx.write_job(tmp_path / "f1", fx.job_config(policy="full", slack=1), rows)
-    fx.write_job(tmp_path / "f2", fx.job_config(policy="full", slack=16), rows)
-    # as the pipeline writes it: the launched budget stays in config.yaml (policy=full,h2o budget=128,256)
-    fx.write_job(tmp_path / "f3", fx.job_config(policy="full", overrides={"budget.tokens": 256}), rows)
+    fx.write_job(tmp_path / "f1", fx.job_config(policy="full"), rows)  # as the pipeline writes it now
     fx.write_job(tmp_path / "h", fx.job_config(), rows)
     result = build_report([tmp_path], tmp_path / "report")
-    (ref,) = [r.cell for r in result.results.values() if r.cell.is_full]
-    # the same run launched three times: one used, two noted, nothing flagged
-    assert len(ref.jobs) == 1 and len(ref.relaunched) == 2
     assert not result.issues
-    assert "2 folders of the same run left out" in result.markdown.read_text()
-    # a second folder launched with the same budget is a real duplicate (overlapping sweeps): flagged
-    fx.write_job(tmp_path / "f4", fx.job_config(policy="full", slack=16), rows[:2], state="failed",
-                 n_target=3, error="boom")
+    # folders written before the full cache's budget was recorded as none hold the budget it was launched
+    # at (`policy=full,h2o budget=256`): they are read as none, so they are the same cell, not another one
+    old = fx.job_config(policy="full", overrides={"budget.tokens": 256, "budget.slack": 16})
+    assert old["budget"] == {"tokens": 256, "slack": 16}
+    fx.write_job(tmp_path / "f2", old, rows)
     result = build_report([tmp_path], tmp_path / "report")
+    (ref,) = [r.cell for r in result.results.values() if r.cell.is_full]
+    assert (ref.tokens, ref.slack, len(ref.jobs)) == (None, None, 1)
+    assert result.table("accuracy", "gsm8k").value("full", "B=128", "n") == 3
+    # a second folder of the same run (overlapping sweeps) is listed like any policy's duplicate
     (ignored,) = _issues(result, "ignored folder")
-    assert ignored.paths[0].name == "f4"
+    assert "duplicate of shard 0" in ignored.detail
 
 
 def test_single_dataset_has_no_category_means(tmp_path):
@@ -274,8 +279,8 @@ def test_cli_prints_the_chosen_tables(tmp_path, capsys):
 def test_torn_last_line_is_skipped_and_bad_lines_flagged(tmp_path):
     rows = [fx.sample_row(f"g{i}", True) for i in range(3)]
     job = fx.write_job(tmp_path / "full", fx.job_config(policy="full"), rows, torn_tail=True)
-    objs, torn, bad = read_jsonl(job / "samples.jsonl")
-    assert (len(objs), torn, bad) == (3, True, 0)
+    scanned = scan_jsonl(job / "samples.jsonl")
+    assert (len(scanned.rows), scanned.torn, scanned.bad_lines) == (3, True, [])
     result = build_report([tmp_path], tmp_path / "report")
     # Only full-cache runs: the table still has one column to show them in.
     assert result.table("accuracy", "gsm8k").value("full", "full cache", "n") == 3
@@ -545,12 +550,21 @@ def test_wandb_offline_run_is_written(standard, tmp_path, monkeypatch):
     assert list(run_dir.glob("run-*.wandb"))
 
 
-def test_report_imports_without_wandb_or_pyplot():
+def test_report_imports_without_wandb_pyplot_or_torch():
     code = (
         "import sys, kvexp.report, kvexp.report.plots; "
-        "assert 'wandb' not in sys.modules; assert 'matplotlib.pyplot' not in sys.modules"
+        "assert 'wandb' not in sys.modules; assert 'matplotlib.pyplot' not in sys.modules; "
+        "assert 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_report_orders_policies_as_the_registry():
+    """The report keeps its own copy of the order (the registry imports torch): the two must agree."""
+    from kvexp.policies import POLICY_NAMES
+    from kvexp.report.layout import POLICY_ORDER
+
+    assert POLICY_ORDER == POLICY_NAMES, "a policy was added: append its name to kvexp.report.layout.POLICY_ORDER"
 
 
 def test_two_models_slack_columns_and_other_category(tmp_path):

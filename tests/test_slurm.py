@@ -351,6 +351,33 @@ def test_hydra_instantiates_kvexps_launchers(monkeypatch):
     assert launcher.params["qos"] is None and launcher.poll_s == 5 and "poll_s" not in launcher.params
 
 
+def test_each_launcher_holds_its_executors_behaviour(tmp_path):
+    """Without a cluster: what differs between SLURM and local lives in their own classes."""
+    import signal
+    from types import SimpleNamespace
+
+    from hydra.core.plugins import Plugins
+
+    from kvexp.launch import LocalLauncher, SlurmLauncher, register_launchers
+    from kvexp.launch.launcher import JobNotRequeued
+    from kvexp.pipeline.signals import JobInterrupted
+
+    register_launchers()
+    slurm, local = (Plugins.instance()._instantiate(compose_config([f"hydra/launcher={name}"],
+                                                                   return_hydra_config=True).hydra.launcher)
+                    for name in ("slurm", "local"))
+    assert (type(slurm), type(local)) == (SlurmLauncher, LocalLauncher)
+    # submitit_local's time limit (SIGUSR2) requeues a local job; SIGTERM means the sweep is being stopped
+    local._check_requeue(JobInterrupted(signal.SIGUSR2))
+    with pytest.raises(JobNotRequeued, match="SIGTERM"):
+        local._check_requeue(JobInterrupted(signal.SIGTERM))
+    # a job that left no result: SLURM's accounting says why, a local job has no such word
+    job = SimpleNamespace(job_id="12_3", paths=SimpleNamespace(result_pickle=tmp_path / "absent.pkl"),
+                          watcher=SimpleNamespace(get_state=lambda job_id, mode: "OUT_OF_MEMORY"))
+    assert slurm._state_without_result(job) == "OUT_OF_MEMORY" and local._state_without_result(job) is None
+    assert (slurm._job_name(job), local._job_name(job)) == ("SLURM job 12_3", "local job 12_3")
+
+
 def test_shard_count_on_a_multirun_runs_every_shard(capsys):
     assert expand_shards(["-m", "policy=h2o", "dataset.shard.count=3"]) == \
         ["-m", "policy=h2o", "dataset.shard.count=3", "dataset.shard.index=range(0,3)"]

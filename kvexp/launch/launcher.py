@@ -48,6 +48,7 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmitit
 from omegaconf import OmegaConf, open_dict
 
 from kvexp.pipeline.cell import register_resolvers
+from kvexp.pipeline.folder import STATUS
 from kvexp.pipeline.signals import JobInterrupted, ignore_further_signals, signals_as_exceptions
 
 log = logging.getLogger(__name__)
@@ -77,20 +78,16 @@ class JobNotRequeued(RuntimeError):
 @dataclass
 class CellFailure:
     index: int
-    job_id: str
+    job: str  # the job as its launcher names it: "SLURM job 12_3", "local job 4567", "job #3"
     folder: str
     reason: str
     state: str | None = None
     status: str | None = None
     log: str | None = None
 
-    executor: str = "slurm"
-
     @property
     def where(self) -> str:
-        job = {"slurm": f"SLURM job {self.job_id}", "basic": f"job #{self.job_id}"}.get(self.executor,
-                                                                                      f"local job {self.job_id}")
-        return f"{job}, {self.state}" if self.state else job
+        return f"{self.job}, {self.state}" if self.state else self.job
 
     def one_line(self) -> str:
         return f"{self.folder} ({self.where}): {self.reason}"
@@ -144,7 +141,7 @@ def _reason(exc: BaseException, state: str | None = None) -> str:
 def _status_line(folder: Path, reason: str) -> str | None:
     """What the job folder's status.json says, where it adds to `reason`."""
     try:
-        status = json.loads((folder / "status.json").read_text())
+        status = json.loads((folder / STATUS).read_text())
     except (OSError, ValueError):
         return None
     line = str(status.get("state"))
@@ -205,16 +202,21 @@ class FailedCellsCallback(Callback):
             err = ret._return_value
             reason = f"{type(err).__name__}: {_first_line(str(err))}"
             log_file = folder / f"{config.hydra.job.name}.log"
-            failures.append(CellFailure(i, str(config.hydra.job.num), str(folder), reason, None,
-                                        _status_line(folder, reason), str(log_file) if log_file.exists() else None,
-                                        "basic"))
+            failures.append(CellFailure(i, f"job #{config.hydra.job.num}", str(folder), reason, None,
+                                        _status_line(folder, reason), str(log_file) if log_file.exists() else None))
         if not failures:
             return None
         return sweep_failure_report(cls.outcomes[0][0], failures, len(cls.outcomes))
 
 
 class _KvexpSubmititLauncher(BaseSubmititLauncher):
-    _EXECUTOR = "abstract"
+    """What both launchers share: waiting on every job, naming every failed cell, requeueing through
+    submitit. What differs by executor (watching the queue, whether a signal requeues, stopping) is in
+    SlurmLauncher and LocalLauncher."""
+
+    _EXECUTOR = "abstract"  # submitit's name of the executor
+    _JOB_WORD = "job"  # how logs and failures name one of its jobs ("SLURM job 12_3")
+    _BATCH_WORD = "jobs"  # ... and the batch of them one sweep submits ("SLURM array 12")
 
     def __init__(self, **params: Any) -> None:
         own = {k: params.pop(k, default) for k, default in OWN_OPTIONS.items()}
@@ -223,8 +225,6 @@ class _KvexpSubmititLauncher(BaseSubmititLauncher):
         self.params = {k: (None if v == "" else v) for k, v in self.params.items()}
         self.python = own["python"] or None
         self.poll_s = max(1.0, float(own["poll_s"] if own["poll_s"] not in (None, "") else OWN_OPTIONS["poll_s"]))
-        self._pending_seen: dict[str, int] = {}  # pending reason -> tasks, as last logged
-        self._pending_logged = float("-inf")
 
     # ------------------------------------------------------------------ in the job
     def __call__(self, sweep_overrides: list[str], job_dir_key: str, job_num: int, job_id: str,
@@ -245,24 +245,7 @@ class _KvexpSubmititLauncher(BaseSubmititLauncher):
 
         if not isinstance(getattr(handler, "__self__", None), SignalHandler):
             raise JobNotRequeued(f"interrupted by {exc.signal_name} outside a submitit job; rerun to resume") from None
-        if self._EXECUTOR == "slurm":
-            from submitit import JobEnvironment
-
-            from kvexp.launch.slurm import why_stopping
-
-            verdict, state = why_stopping()
-            job_id = JobEnvironment().job_id  # <array job>_<task>, as squeue and the launcher show it
-            if verdict == "cancelled":
-                raise JobCancelled(f"cancelled (SLURM job {job_id}: {state}); not requeued. The rows so far "
-                                   f"are kept: rerun the sweep to resume it") from None
-            if verdict == "ending":
-                raise JobNotRequeued(f"SLURM is ending the job (state {state}) after {exc.signal_name} and the "
-                                     f"accounting does not say why; not requeued. Rerun the sweep to resume it") from None
-            log.warning("%s for SLURM job %s (state %s): checkpoint and requeue through submitit", exc.signal_name,
-                        job_id, state)
-        elif exc.signum != signal.SIGUSR2:
-            # submitit_local sends SIGUSR2 for its time limit; a SIGTERM there means stopping the sweep
-            raise JobNotRequeued(f"interrupted by {exc.signal_name}; rerun the sweep to resume") from None
+        self._check_requeue(exc)
         import subprocess
 
         try:
@@ -274,6 +257,10 @@ class _KvexpSubmititLauncher(BaseSubmititLauncher):
             # SLURM; if it does not come back, the launcher sees its final state and reports it.
             log.error("could not requeue the job (%s); leaving it to SLURM", err)
             sys.exit(-1)
+
+    def _check_requeue(self, exc: JobInterrupted) -> None:
+        """In the job: return when `exc` should requeue it, else raise JobCancelled or JobNotRequeued."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------------ in the launching process
     def _executor(self):
@@ -307,17 +294,10 @@ class _KvexpSubmititLauncher(BaseSubmititLauncher):
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
             job_params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
         jobs = executor.map_array(self, *zip(*job_params))
-        if self._EXECUTOR == "slurm":
-            from kvexp.launch.slurm import array_aware_watcher
-
-            watcher = array_aware_watcher()
-            for job in jobs:
-                job.watcher = watcher
-                watcher.register_job(job.job_id)
+        self._watch(jobs)
         first = jobs[0].job_id.split("_")[0]
         log.info("submitted %d job%s (%s %s); job logs in %s", len(jobs), "s" if len(jobs) > 1 else "",
-                 "SLURM array" if self._EXECUTOR == "slurm" else "local job", first,
-                 Path(str(self.params["submitit_folder"]).replace("%j", first)).parent)
+                 self._BATCH_WORD, first, Path(str(self.params["submitit_folder"]).replace("%j", first)).parent)
         try:
             return self._wait_all(jobs, job_overrides, initial_job_idx)
         finally:
@@ -333,10 +313,144 @@ class _KvexpSubmititLauncher(BaseSubmititLauncher):
             except OSError:
                 pass
 
+    def _watch(self, jobs) -> None:
+        """Set up whatever `_refresh` needs to follow the submitted jobs."""
+
     def _refresh(self, jobs) -> None:
-        """Refresh the job states (SLURM: one sacct call for all jobs), and look at why queued ones wait."""
+        """Refresh the job states, every poll_s seconds while waiting."""
+
+    def _wait_all(self, jobs, job_overrides, initial_job_idx: int) -> list[JobReturn]:
+        n = len(jobs)
+        results: list[JobReturn | None] = [None] * n
+        failures: list[CellFailure] = []
+        pending = list(range(n))
+        finished = 0
+        last_refresh = float("-inf")
+        try:
+            while pending:
+                if time.monotonic() - last_refresh >= self.poll_s:
+                    self._refresh(jobs)
+                    last_refresh = time.monotonic()
+                still = []
+                for i in pending:
+                    if not jobs[i].done():
+                        still.append(i)
+                        continue
+                    ret, failure = self._outcome(i, jobs[i], job_overrides[i], initial_job_idx + i)
+                    results[i] = ret
+                    finished += 1
+                    if failure is not None:
+                        failures.append(failure)
+                        log.error("[%d/%d] cell FAILED: %s", finished, n, failure.one_line())
+                    else:
+                        log.info("[%d/%d] cell done: %s", finished, n,
+                                 self._folder_of(ret, job_overrides[i], initial_job_idx + i, jobs[i]))
+                pending = still
+                if pending:  # each check of a job stats its folder: go easy on a shared filesystem
+                    time.sleep(min(self.poll_s, 2.0 + len(pending) / 50))
+        except (KeyboardInterrupt, JobInterrupted) as stop:
+            ignore_further_signals()
+            self._stop([jobs[i] for i in pending], [job_overrides[i] for i in pending],
+                       [initial_job_idx + i for i in pending], stop)
+            raise
+        if failures:
+            self._fail(failures, n)
+        return [r for r in results if r is not None]
+
+    def _stop(self, jobs, overrides, indices, stop: BaseException) -> None:
+        """The launcher was told to stop (SIGTERM, Ctrl-C) while `jobs` still run: see to them and say how
+        to resume; the caller then re-raises `stop`."""
+        raise NotImplementedError
+
+    def _outcome(self, i: int, job, overrides, idx: int) -> tuple[JobReturn | None, CellFailure | None]:
+        try:
+            ret = job.results()[0]
+        except Exception as e:  # noqa: BLE001 - no result: cancelled, killed, out of memory, time limit, not requeued
+            state = self._state_without_result(job)
+            folder, reason = self._folder_of(None, overrides, idx, job), _reason(e, state)
+            if "timed-out too many times" in reason:
+                reason += (f" It reached its time limit {1 + int(self.params.get('max_num_timeout') or 0)} times: "
+                           "raise hydra.launcher.timeout_min (or max_num_timeout)")
+            return None, CellFailure(i, self._job_name(job), str(folder), reason, state,
+                                     _status_line(folder, reason), self._log(job))
+        if ret.status == JobStatus.FAILED:  # the job raised; Hydra caught it in the job
+            folder, err = self._folder_of(ret, overrides, idx, job), ret._return_value
+            reason = f"{type(err).__name__}: {_first_line(str(err))}"
+            return ret, CellFailure(i, self._job_name(job), str(folder), reason, None, _status_line(folder, reason),
+                                    self._log(job))
+        return ret, None
+
+    def _job_name(self, job) -> str:
+        return f"{self._JOB_WORD} {job.job_id}"
+
+    def _state_without_result(self, job) -> str | None:
+        """The scheduler's word on a job that left no result (None: it has none to give)."""
+        return None
+
+    @staticmethod
+    def _log(job) -> str | None:
+        return str(job.paths.stderr) if job.paths.stderr.exists() else None
+
+    def _folder_of(self, ret: JobReturn | None, overrides, idx: int, job) -> Path:
+        """The job folder of a cell (its Hydra sweep subdir)."""
+        try:
+            if ret is not None and ret.hydra_cfg is not None:
+                return Path(str(ret.hydra_cfg.hydra.runtime.output_dir))
+            assert self.hydra_context is not None and self.config is not None
+            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            with open_dict(cfg.hydra.job):
+                cfg.hydra.job.id = job.job_id
+                cfg.hydra.job.num = idx
+            return Path(os.path.abspath(Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)))
+        except Exception:  # noqa: BLE001 - naming the cell must not hide the failure
+            return Path(str(self.config.hydra.sweep.dir)) / " ".join(filter_overrides(overrides))
+
+    def _fail(self, failures: list[CellFailure], n: int) -> None:
+        raise SweepFailed(sweep_failure_report(self.config, failures, n))
+
+
+class SlurmLauncher(_KvexpSubmititLauncher):
+    """Every cell a job of one SLURM array: the queue is watched (states from sacct, pending reasons from
+    squeue), a signal requeues the job unless SLURM is cancelling or ending it, and a stopped launcher
+    leaves the jobs running."""
+
+    _EXECUTOR = "slurm"
+    _JOB_WORD = "SLURM job"
+    _BATCH_WORD = "SLURM array"
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self._pending_seen: dict[str, int] = {}  # pending reason -> tasks, as last logged
+        self._pending_logged = float("-inf")
+
+    def _check_requeue(self, exc: JobInterrupted) -> None:
+        from submitit import JobEnvironment
+
+        from kvexp.launch.slurm import why_stopping
+
+        verdict, state = why_stopping()
+        job_id = JobEnvironment().job_id  # <array job>_<task>, as squeue and the launcher show it
+        if verdict == "cancelled":
+            raise JobCancelled(f"cancelled (SLURM job {job_id}: {state}); not requeued. The rows so far "
+                               f"are kept: rerun the sweep to resume it") from None
+        if verdict == "ending":
+            raise JobNotRequeued(f"SLURM is ending the job (state {state}) after {exc.signal_name} and the "
+                                 f"accounting does not say why; not requeued. Rerun the sweep to resume it") from None
+        log.warning("%s for SLURM job %s (state %s): checkpoint and requeue through submitit", exc.signal_name,
+                    job_id, state)
+
+    def _watch(self, jobs) -> None:
+        from kvexp.launch.slurm import array_aware_watcher
+
+        watcher = array_aware_watcher()
+        for job in jobs:
+            job.watcher = watcher
+            watcher.register_job(job.job_id)
+
+    def _refresh(self, jobs) -> None:
+        """Refresh the job states (one sacct call for all jobs), and look at why queued ones wait."""
         watcher = getattr(jobs[0], "watcher", None)
-        if self._EXECUTOR == "slurm" and watcher is not None:
+        if watcher is not None:
             watcher.update()
             self._watch_pending(jobs)
 
@@ -381,51 +495,36 @@ class _KvexpSubmititLauncher(BaseSubmititLauncher):
             self._pending_logged = now
         self._pending_seen = waiting
 
-    def _wait_all(self, jobs, job_overrides, initial_job_idx: int) -> list[JobReturn]:
-        n = len(jobs)
-        results: list[JobReturn | None] = [None] * n
-        failures: list[CellFailure] = []
-        pending = list(range(n))
-        finished = 0
-        last_refresh = float("-inf")
-        try:
-            while pending:
-                if time.monotonic() - last_refresh >= self.poll_s:
-                    self._refresh(jobs)
-                    last_refresh = time.monotonic()
-                still = []
-                for i in pending:
-                    if not jobs[i].done():
-                        still.append(i)
-                        continue
-                    ret, failure = self._outcome(i, jobs[i], job_overrides[i], initial_job_idx + i)
-                    results[i] = ret
-                    finished += 1
-                    if failure is not None:
-                        failures.append(failure)
-                        log.error("[%d/%d] cell FAILED: %s", finished, n, failure.one_line())
-                    else:
-                        log.info("[%d/%d] cell done: %s", finished, n,
-                                 self._folder_of(ret, job_overrides[i], initial_job_idx + i, jobs[i]))
-                pending = still
-                if pending:  # each check of a job stats its folder: go easy on a shared filesystem
-                    time.sleep(min(self.poll_s, 2.0 + len(pending) / 50))
-        except (KeyboardInterrupt, JobInterrupted) as stop:
-            ignore_further_signals()
-            if self._EXECUTOR == "local":
-                self._stop_local_jobs([jobs[i] for i in pending], [job_overrides[i] for i in pending],
-                                      [initial_job_idx + i for i in pending], stop)
-                raise
-            first = jobs[0].job_id.split("_")[0]
-            log.warning("stopped waiting: %d job(s) still run under %s %s (scancel %s stops them). Running the same "
-                        "command again with hydra.sweep.dir=%s resumes every cell.", len(pending), self._EXECUTOR,
-                        first, first, self.config.hydra.sweep.dir)
-            raise
-        if failures:
-            self._fail(failures, n)
-        return [r for r in results if r is not None]
+    def _stop(self, jobs, overrides, indices, stop: BaseException) -> None:
+        first = jobs[0].job_id.split("_")[0] if jobs else "?"
+        log.warning("stopped waiting: %d job(s) still run under %s %s (scancel %s stops them). Running the same "
+                    "command again with hydra.sweep.dir=%s resumes every cell.", len(jobs), self._EXECUTOR,
+                    first, first, self.config.hydra.sweep.dir)
 
-    def _stop_local_jobs(self, jobs, overrides, indices, stop: BaseException, wait_s: float = 60.0) -> None:
+    def _state_without_result(self, job) -> str | None:
+        # SLURM's word on a job that left no result (cancelled while queued, killed, out of memory)
+        if job.paths.result_pickle.exists():
+            return None
+        try:
+            return job.watcher.get_state(job.job_id, mode="cache")
+        except Exception:  # noqa: BLE001
+            return "UNKNOWN"
+
+
+class LocalLauncher(_KvexpSubmititLauncher):
+    """Every cell a process on this machine (submitit_local): its time limit (SIGUSR2) requeues a job, and
+    a stopped launcher stops its jobs."""
+
+    _EXECUTOR = "local"
+    _JOB_WORD = "local job"
+    _BATCH_WORD = "local job"
+
+    def _check_requeue(self, exc: JobInterrupted) -> None:
+        if exc.signum != signal.SIGUSR2:
+            # submitit_local sends SIGUSR2 for its time limit; a SIGTERM there means stopping the sweep
+            raise JobNotRequeued(f"interrupted by {exc.signal_name}; rerun the sweep to resume") from None
+
+    def _stop(self, jobs, overrides, indices, stop: BaseException, wait_s: float = 60.0) -> None:
         """The launcher was told to stop: pass SIGTERM on to its local jobs (each flushes its rows and
         marks itself preempted), wait for them, and say what stopped and how to resume."""
         name = getattr(stop, "signal_name", "SIGINT")
@@ -448,62 +547,6 @@ class _KvexpSubmititLauncher(BaseSubmititLauncher):
                 wait_s, " ".join(str(j._process.pid) for j in alive)))
         lines.append(f"Run the same command again with hydra.sweep.dir={self.config.hydra.sweep.dir} to resume them.")
         log.warning("\n".join(lines))
-
-    def _outcome(self, i: int, job, overrides, idx: int) -> tuple[JobReturn | None, CellFailure | None]:
-        slurm = self._EXECUTOR == "slurm"
-        try:
-            ret = job.results()[0]
-        except Exception as e:  # noqa: BLE001 - no result: cancelled, killed, out of memory, time limit, not requeued
-            # SLURM's word on a job that left no result (cancelled while queued, killed, out of memory)
-            state = self._state(job) if slurm and not job.paths.result_pickle.exists() else None
-            folder, reason = self._folder_of(None, overrides, idx, job), _reason(e, state)
-            if "timed-out too many times" in reason:
-                reason += (f" It reached its time limit {1 + int(self.params.get('max_num_timeout') or 0)} times: "
-                           "raise hydra.launcher.timeout_min (or max_num_timeout)")
-            return None, CellFailure(i, job.job_id, str(folder), reason, state, _status_line(folder, reason),
-                                     self._log(job), self._EXECUTOR)
-        if ret.status == JobStatus.FAILED:  # the job raised; Hydra caught it in the job
-            folder, err = self._folder_of(ret, overrides, idx, job), ret._return_value
-            reason = f"{type(err).__name__}: {_first_line(str(err))}"
-            return ret, CellFailure(i, job.job_id, str(folder), reason, None, _status_line(folder, reason),
-                                    self._log(job), self._EXECUTOR)
-        return ret, None
-
-    @staticmethod
-    def _log(job) -> str | None:
-        return str(job.paths.stderr) if job.paths.stderr.exists() else None
-
-    @staticmethod
-    def _state(job) -> str:
-        try:
-            return job.watcher.get_state(job.job_id, mode="cache")
-        except Exception:  # noqa: BLE001
-            return "UNKNOWN"
-
-    def _folder_of(self, ret: JobReturn | None, overrides, idx: int, job) -> Path:
-        """The job folder of a cell (its Hydra sweep subdir)."""
-        try:
-            if ret is not None and ret.hydra_cfg is not None:
-                return Path(str(ret.hydra_cfg.hydra.runtime.output_dir))
-            assert self.hydra_context is not None and self.config is not None
-            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-            with open_dict(cfg.hydra.job):
-                cfg.hydra.job.id = job.job_id
-                cfg.hydra.job.num = idx
-            return Path(os.path.abspath(Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)))
-        except Exception:  # noqa: BLE001 - naming the cell must not hide the failure
-            return Path(str(self.config.hydra.sweep.dir)) / " ".join(filter_overrides(overrides))
-
-    def _fail(self, failures: list[CellFailure], n: int) -> None:
-        raise SweepFailed(sweep_failure_report(self.config, failures, n))
-
-
-class SlurmLauncher(_KvexpSubmititLauncher):
-    _EXECUTOR = "slurm"
-
-
-class LocalLauncher(_KvexpSubmititLauncher):
-    _EXECUTOR = "local"
 
 
 def register_launchers() -> None:

@@ -51,15 +51,12 @@ def register_resolvers() -> None:
 
 
 def run_identity(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of a config that decides what a sample row means: everything except RESUMABLE_CHANGES
-    (and the budget, for the full cache that ignores it)."""
+    """The part of a config that decides what a sample row means: everything except RESUMABLE_CHANGES.
+    (The full cache's budget is recorded as none, so its launches at several budgets agree: folder.record_budget.)"""
     ident = (OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig)
              else copy.deepcopy(dict(cfg)))
     ident.pop("hydra", None)
-    ignored = list(RESUMABLE_CHANGES)
-    if (ident.get("policy") or {}).get("name") == FULL:
-        ignored.append("budget")
-    for dotted in ignored:
+    for dotted in RESUMABLE_CHANGES:
         *parents, leaf = dotted.split(".")
         node = ident
         for p in parents:

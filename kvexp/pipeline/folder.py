@@ -17,13 +17,18 @@ import socket
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
 
+# The files of a job folder; the launcher and the report name them through these too.
 CONFIG, SAMPLES, TRACES = "config.yaml", "samples.jsonl", "traces.jsonl"
 STATUS, RUN_META, METRICS, LOCK = "status.json", "run_meta.json", "metrics.json", ".lock"
+
+# The states status.json records: a job runs, then is done, failed (with its error) or preempted (resumable).
+RUNNING, DONE, FAILED, PREEMPTED = "running", "done", "failed", "preempted"
 
 RowKey = tuple[str, int]
 
@@ -50,6 +55,30 @@ def target_keys(problem_ids: Iterable[str], num_samples: int) -> dict[RowKey, in
     folder may hold more rows, e.g. from an earlier run with a larger dataset.limit). status.json
     records the ids and num_samples under `targets`."""
     return {(str(pid), j): i * num_samples + j for i, pid in enumerate(problem_ids) for j in range(num_samples)}
+
+
+def record_budget(config: dict[str, Any], evicts: bool) -> dict[str, Any]:
+    """A job config (plain, nested) with its budget as the folder's config.yaml records it: none for a policy
+    that never evicts (the full cache), whatever budget it was launched with (`policy=full,h2o budget=128`
+    launches it at 128), so that every launch of it is the same configuration and readers key on a null
+    budget rather than on the policy's name. Changes `config` in place and returns it."""
+    budget = config.get("budget")
+    if not evicts and isinstance(budget, dict):
+        budget.update(tokens=None, slack=None)
+    return config
+
+
+#: The one policy that never evicted when folders still recorded the launched budget for it.
+_FULL_BEFORE_NULL_BUDGETS = "full"
+
+
+def as_recorded_now(config: dict[str, Any]) -> dict[str, Any]:
+    """A config.yaml read from a job folder (plain, nested), as `record_budget` writes it now: folders of the
+    full cache written before hold the budget it was launched with. Changes `config` in place."""
+    policy = config.get("policy")
+    if isinstance(policy, dict) and policy.get("name") == _FULL_BEFORE_NULL_BUDGETS:
+        record_budget(config, evicts=False)
+    return config
 
 
 @contextmanager
@@ -80,41 +109,68 @@ def write_json(path: Path, obj: Any) -> None:
         f.write("\n")
 
 
-def read_jsonl(path: Path, *, repair: bool = False, skip_bad: bool = False) -> list[dict[str, Any]]:
-    """The rows of a JSON-lines file. A torn last line (not JSON, or no newline after it) is dropped,
-    and with `repair` cut off the file so that appends start on a clean line (the one time it is
-    reported). A bad line anywhere else means the file was edited or corrupted: refuse rather than
-    guess (CorruptedFile), or with `skip_bad` (auxiliary files) leave it out with a warning."""
+@dataclass
+class JsonLines:
+    """What a JSON-lines file holds: its rows (JSON objects), where a torn last line starts (None when
+    there is none) and the bad lines elsewhere, as (line number, why), left out of `rows`."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    torn_at: int | None = None
+    bad_lines: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def torn(self) -> bool:
+        return self.torn_at is not None
+
+
+def scan_jsonl(path: Path) -> JsonLines:
+    """Read a JSON-lines file written by an appending, possibly killed, writer, and say what is wrong with
+    it without judging: a last line that is not a JSON object, or has no newline after it, is a write cut
+    short by a kill; any other such line means the file was edited or damaged. A missing file is empty.
+    `read_jsonl` decides what to do about them; the report shows them."""
+    scanned = JsonLines()
     if not path.exists():
-        return []
-    data = path.read_bytes()
-    lines = data.split(b"\n")  # the last element is what follows the final newline ("" if clean)
+        return scanned
+    lines = path.read_bytes().split(b"\n")  # the last element is what follows the final newline ("" if clean)
     last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
-    rows: list[dict[str, Any]] = []
-    good_end = 0  # bytes of complete, valid lines
     for i, line in enumerate(lines[: last + 1]):
-        if line.strip():
-            try:
-                if i == len(lines) - 1:
-                    raise ValueError("no newline after it")
-                rows.append(json.loads(line))
-            except ValueError as e:
-                if i != last:
-                    if skip_bad:
-                        log.warning("%s: line %d is not JSON (%s); left out", path, i + 1, e)
-                        continue
-                    raise CorruptedFile(f"{path}: line {i + 1} is not JSON ({e}); the file was edited or corrupted: "
-                                        f"remove that line (its sample then runs again) or move the folder "
-                                        f"aside") from None
-                if repair:
-                    log.warning("%s: dropping a torn last line (%d bytes) left by an interrupted run",
-                                path.name, len(line))
-                break
-        good_end += len(line) + 1
-    if repair and good_end < len(data):
+        if not line.strip():
+            continue
+        try:
+            if i == len(lines) - 1:
+                raise ValueError("no newline after it")
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as e:
+            if i == last:
+                scanned.torn_at = sum(len(before) + 1 for before in lines[:i])
+            else:
+                scanned.bad_lines.append((i + 1, str(e)))
+            continue
+        scanned.rows.append(row)
+    return scanned
+
+
+def read_jsonl(path: Path, *, repair: bool = False, skip_bad: bool = False) -> list[dict[str, Any]]:
+    """The rows of a JSON-lines file (kvexp's one reader of them). A torn last line is dropped, and with
+    `repair` cut off the file so that appends start on a clean line (the one time it is reported). A bad
+    line anywhere else means the file was edited or corrupted: refuse rather than guess (CorruptedFile),
+    or with `skip_bad` (auxiliary files) leave it out with a warning. The report, which must read damaged
+    folders too, takes `scan_jsonl` and lists the bad lines instead."""
+    scanned = scan_jsonl(path)
+    for number, why in scanned.bad_lines:
+        if not skip_bad:
+            raise CorruptedFile(f"{path}: line {number} is not JSON ({why}); the file was edited or corrupted: "
+                                f"remove that line (its sample then runs again) or move the folder aside")
+        log.warning("%s: line %d is not JSON (%s); left out", path, number, why)
+    if repair and scanned.torn:
+        size = path.stat().st_size
+        log.warning("%s: dropping a torn last line (%d bytes) left by an interrupted run", path.name,
+                    size - scanned.torn_at)
         with open(path, "r+b") as f:
-            f.truncate(good_end)
-    return rows
+            f.truncate(scanned.torn_at)
+    return scanned.rows
 
 
 def _count_lines(path: Path) -> int:

@@ -28,10 +28,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from kvexp.errors import ConfigError
-from kvexp.pipeline.cell import FULL, cell_name, differences, run_identity
-from kvexp.pipeline.folder import (CONFIG, METRICS, RUN_META, SAMPLES, STATUS, TRACES, CorruptedFile, JobFolder,
-                                  JobFolderBusy,
-                                  read_jsonl, row_key, target_keys, write_json)
+from kvexp.pipeline.cell import cell_name, differences, run_identity
+from kvexp.pipeline.folder import (CONFIG, DONE, FAILED, METRICS, PREEMPTED, RUN_META, RUNNING, SAMPLES, STATUS,
+                                  TRACES, CorruptedFile, JobFolder, JobFolderBusy, as_recorded_now, read_jsonl, record_budget,
+                                  row_key, target_keys, write_json)
 from kvexp.pipeline.meta import now, run_meta, scrub
 from kvexp.pipeline.metrics import compute_metrics
 from kvexp.pipeline.progress import Progress
@@ -115,7 +115,7 @@ def plan_job(cfg: DictConfig) -> Plan:
     recorded = budget.recorded(policy)
     identity = {
         "model": preset.name, "dataset": ds.name, "policy": policy.name, "budget": recorded,
-        "slack": budget.slack if recorded is not None else None, "cell": "full" if recorded is None else cell_name(policy.name, recorded, budget.slack),
+        "slack": budget.slack if recorded is not None else None, "cell": cell_name(policy.name, recorded, budget.slack),
         "seed": cfg.seed, "num_samples": gen.num_samples, "max_new_tokens": gen.max_new_tokens,
         "temperature": settings.temperature, "shard": {"index": ds.shard.index, "count": ds.shard.count},
         "limit": ds.limit, "pass_k": pass_k,
@@ -128,7 +128,7 @@ class StatusFile:
 
     def __init__(self, folder: JobFolder):
         self.path = folder.file(STATUS)
-        self.data: dict[str, Any] = {"state": "running", "started_at": now(), "updated_at": None,
+        self.data: dict[str, Any] = {"state": RUNNING, "started_at": now(), "updated_at": None,
                                      "finished_at": None, "error": None, "traceback": None}
         self._written = 0.0
 
@@ -168,20 +168,20 @@ def run_job(cfg: DictConfig, job_dir: Path | str, *, sweep: str | None = None,
     """Run (or resume) one job in `job_dir`; returns its metrics. Raises on failure after recording it in
     status.json; JobInterrupted / KeyboardInterrupt propagate after the folder is marked preempted.
 
-    The full cache launched at several budgets of one sweep shares one folder (kvexp.pipeline.cell):
-    a launch that finds it busy returns at once ({}), since the job holding it runs the same thing.
+    The full cache launched at several budgets of one sweep shares one folder (kvexp.pipeline.cell), and
+    records no budget: a launch that finds it busy returns at once ({}) when the job holding it runs the
+    same recorded config.
 
     `hydra_files` (file name -> content) are Hydra's records of the launch (config, hydra config,
     overrides), written scrubbed to `.hydra/` once the folder is known to accept this config, so that a
     refused rerun leaves the folder's records alone (conf/config.yaml turns Hydra's own writing off)."""
     folder = JobFolder(job_dir)
-    resolved = scrub(OmegaConf.to_container(cfg, resolve=True))
-    resolved["model"]["fingerprint"] = _weights_fingerprint(cfg)
+    resolved = _recorded_config(cfg)
     with ExitStack() as held:
         try:
             held.enter_context(folder.locked())
         except JobFolderBusy as busy:
-            if cfg.policy.name != FULL or not _runs_the_same(folder, resolved):
+            if resolved["budget"]["tokens"] is not None or not _runs_the_same(folder, resolved):
                 raise
             log.info("%s: the full cache ignores the budget and another job (%s) runs this same config there; "
                      "nothing to do here", folder.path, busy.holder)
@@ -191,7 +191,7 @@ def run_job(cfg: DictConfig, job_dir: Path | str, *, sweep: str | None = None,
             _check_resumable(folder, resolved)
         except CorruptedFile as e:  # the folder's own rows are damaged: say so where users look
             if folder.file(STATUS).exists():
-                StatusFile.existing(folder).update(state="failed", finished_at=now(), error=str(e), traceback=None)
+                StatusFile.existing(folder).update(state=FAILED, finished_at=now(), error=str(e), traceback=None)
             raise
         _note_a_dead_holder(folder)
         OmegaConf.save(OmegaConf.create(resolved), folder.file(CONFIG))
@@ -199,7 +199,7 @@ def run_job(cfg: DictConfig, job_dir: Path | str, *, sweep: str | None = None,
             (folder.path / HYDRA_DIR).mkdir(exist_ok=True)
             OmegaConf.save(OmegaConf.create(scrub(content)), folder.path / HYDRA_DIR / name)
         status = StatusFile(folder)
-        tracker, state, metrics, plan = None, "failed", None, None
+        tracker, state, metrics, plan = None, FAILED, None, None
         try:  # from the first write of status.json on, every way out leaves a final state in it
             status.update()
             write_json(folder.file(RUN_META), run_meta(overrides=overrides, started_at=status.data["started_at"]))
@@ -208,21 +208,33 @@ def run_job(cfg: DictConfig, job_dir: Path | str, *, sweep: str | None = None,
             if pending or not _tracked_before(folder):  # a finished, already logged job: no second W&B run
                 tracker = _start_tracker(cfg, plan, folder, sweep, resolved)
             metrics = _execute(cfg, plan, folder, status, tracker, overrides, finished, pending)
-            state = "done"
+            state = DONE
             return metrics
         except (JobInterrupted, KeyboardInterrupt) as e:
-            state = "preempted"
+            state = PREEMPTED
             status.update(state=state, finished_at=now(), error=f"interrupted by {interruption_name(e)}; rerun to resume")
             log.warning("%s: interrupted by %s; rows so far are saved, rerun to resume", folder.path, interruption_name(e))
             raise
         except BaseException as e:
-            status.update(state="failed", finished_at=now(), error=f"{type(e).__name__}: {e}",
+            status.update(state=FAILED, finished_at=now(), error=f"{type(e).__name__}: {e}",
                           traceback=traceback.format_exc())
             raise
         finally:
             if tracker is not None:
                 tracker.finish(state=state, metrics=metrics, rows=_target_rows(folder, plan)[0],
                                traces=read_jsonl(folder.file(TRACES)))
+
+
+def _recorded_config(cfg: DictConfig) -> dict[str, Any]:
+    """The config as the job folder records it (config.yaml): resolved, secrets masked, the budget none for a
+    policy that never evicts (folder.record_budget), and the fingerprint of the weights."""
+    from kvexp.policies import POLICIES
+
+    resolved = scrub(OmegaConf.to_container(cfg, resolve=True))
+    policy = POLICIES.get(resolved["policy"]["name"])  # an unknown name is refused by plan_job, with the names
+    record_budget(resolved, evicts=getattr(policy, "evicts", True))
+    resolved["model"]["fingerprint"] = _weights_fingerprint(cfg)
+    return resolved
 
 
 def _note_a_dead_holder(folder: JobFolder) -> None:
@@ -232,7 +244,7 @@ def _note_a_dead_holder(folder: JobFolder) -> None:
         state = json.loads(folder.file(STATUS).read_text()).get("state")
     except (OSError, ValueError, AttributeError):
         return
-    if state == "running":
+    if state == RUNNING:
         log.warning("%s: the run before this one died without finishing (status.json still said running: killed, "
                     "out of memory or a node crash); resuming from its rows", folder.path)
 
@@ -270,7 +282,7 @@ def _runs_the_same(folder: JobFolder, resolved: dict[str, Any], wait_s: float = 
 def _differences_from(folder: JobFolder, resolved: dict[str, Any]) -> list[str]:
     """Where `resolved` differs from the config in the folder's config.yaml, beyond what resuming may
     change (kvexp.pipeline.cell.run_identity)."""
-    old = OmegaConf.to_container(OmegaConf.load(folder.file(CONFIG)), resolve=False)
+    old = as_recorded_now(OmegaConf.to_container(OmegaConf.load(folder.file(CONFIG)), resolve=False))
     new = run_identity(resolved)
     if "fingerprint" not in (old.get("model") or {}):  # a folder written before weights were fingerprinted
         new.get("model", {}).pop("fingerprint", None)
@@ -326,7 +338,7 @@ def _execute(cfg: DictConfig, plan: Plan, folder: JobFolder, status: StatusFile,
     if rows and metrics["n_errors"] == len(rows):
         first = next(r["error"] for r in rows)
         raise RuntimeError(f"every sample failed ({len(rows)}); the first error: {first.strip().splitlines()[-1]}")
-    status.update(state="done", finished_at=now(), **counts)
+    status.update(state=DONE, finished_at=now(), **counts)
     try:
         print(f"\n{folder.path}\n{format_table([metrics])}\n", flush=True)
     except OSError:  # a closed stdout (e.g. piped into `head`) must not fail a finished job

@@ -8,8 +8,9 @@ or from Python::
     result = build_report([Path("multirun/2025-01-01/12-00-00")], Path("report"))
     result.table("accuracy", "gsm8k").value("h2o", "B=128", "accuracy")
 
-Modules: loading (job folders), cells (grouping, seeds and shard merging, config checks, layout),
-metrics (per-cell numbers, from kvexp.stats), tables, plots, document (report.md), wandb_log, build
+Modules: loading (job folders), config_keys (kinds of config keys, the check that compared jobs
+agree), cells (grouping, seeds and shard merging), layout (rows and columns per model), metrics
+(per-cell numbers, from kvexp.stats), tables, plots, document (report.md), wandb_log, build
 (build_report), cli.
 """
 

@@ -6,8 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cells import Cell, ModelLayout, build_cells, cell_issues, check_consistency, layout_models
+from .cells import Cell, build_cells, cell_issues
+from .config_keys import check_consistency
 from .document import render_markdown
+from .layout import ModelLayout, layout_models
 from .loading import Issue, load_jobs
 from .metrics import CellResult, evaluate
 from .plots import write_plots

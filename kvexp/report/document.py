@@ -7,16 +7,19 @@ import datetime as _dt
 from collections.abc import Sequence
 from pathlib import Path
 
+from kvexp.pipeline.folder import FAILED, PREEMPTED, RUNNING
 from kvexp.stats.summary import seed_order
 
-from .cells import REPLICATE_KEY, Cell, ModelLayout, show, state_counts
-from .loading import Issue, Job
+from .cells import Cell, state_counts
+from .config_keys import REPLICATE_KEY, show
+from .layout import ModelLayout
+from .loading import UNKNOWN, Issue, Job
 from .metrics import CellResult
 from .tables import CATEGORY_NOTE, INCOMPLETE_NOTE, KINDS, Table, fmt, fmt_interval
 
 #: Attention list order: what lost results first, bookkeeping last.
 ISSUE_ORDER = (
-    "failed", "preempted", "running", "unknown", "missing shards", "missing reference",
+    FAILED, PREEMPTED, RUNNING, UNKNOWN, "missing shards", "missing reference",
     "missing cells", "missing seeds", "unreadable", "short", "ignored folder", "bad lines", "duplicates",
 )  # fmt: skip
 _MAX_DETAIL = 300
@@ -89,12 +92,6 @@ def _dataset_header(layout: ModelLayout, results: dict[Cell, CellResult], datase
             f" · full cache: {fmt_interval(m.pass1, '.3f')},"
             f" {fmt(m.mean_output_tokens, '.0f')} output tokens on average"
         )
-        if ref.relaunched:
-            n = len(ref.relaunched)
-            text += (
-                f" (also launched at other budgets, which the full cache ignores: {n} folder"
-                f"{'s' if n != 1 else ''} of the same run left out)"
-            )
     else:
         text += " · **no full-cache run**"
     return text

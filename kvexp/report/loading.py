@@ -15,10 +15,12 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from kvexp.pipeline.folder import (CONFIG, DONE, METRICS, PREEMPTED, RUNNING, SAMPLES, STATUS, TRACES, JobFolder,
+                                  as_recorded_now, scan_jsonl, target_keys)
 from kvexp.stats import Sample as Row  # the fields of one samples.jsonl row, as every statistic reads them
 
-#: Job states, from status.json. "unknown" is ours: no status.json and no metrics.json.
-DONE, RUNNING, PREEMPTED, FAILED, UNKNOWN = "done", "running", "preempted", "failed", "unknown"
+#: Job states are status.json's (kvexp.pipeline.folder), and one of ours: no status.json and no metrics.json.
+UNKNOWN = "unknown"
 
 #: Folders never searched for jobs: Hydra's own copies of the config, W&B run folders and caches
 #: contain a `config.yaml` that is not a kvexp job.
@@ -71,11 +73,7 @@ class Job:
 
     def load_traces(self) -> list[dict[str, Any]]:
         """Rows of traces.jsonl (empty when the job wrote none); loaded on demand for the plots."""
-        path = self.path / "traces.jsonl"
-        if not path.is_file():
-            return []
-        rows, _, _ = read_jsonl(path)
-        return rows
+        return scan_jsonl(self.path / TRACES).rows  # a damaged line costs that line, as in the pipeline
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -90,7 +88,7 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def load_config(path: Path) -> dict[str, Any]:
-    """Read a config.yaml into flattened dotted keys.
+    """Read a config.yaml into flattened dotted keys, as the pipeline records configs now.
 
     The pipeline writes resolved configs; should one still hold interpolations that need Hydra's
     resolvers, they are kept as text rather than failing the whole report.
@@ -105,37 +103,7 @@ def load_config(path: Path) -> dict[str, Any]:
         tree = OmegaConf.to_container(conf, resolve=False)
     if not isinstance(tree, dict):
         raise ReportError(f"{path}: config.yaml is not a mapping")
-    return flatten(tree)
-
-
-def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], bool, int]:
-    """Parse a JSON-lines file written by an appending, possibly killed, writer.
-
-    Returns (objects, torn_last_line, bad_lines). A last line that does not parse is a write cut
-    short by a kill or preemption and is skipped silently (the pipeline drops it on resume too);
-    unparsable lines elsewhere are counted so the report can flag them.
-    """
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        lines = fh.read().split("\n")
-    objects: list[dict[str, Any]] = []
-    torn = False
-    bad = 0
-    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            obj = None
-        if not isinstance(obj, dict):
-            if i == last:
-                torn = True
-            else:
-                bad += 1
-            continue
-        objects.append(obj)
-    return objects, torn, bad
+    return flatten(as_recorded_now(tree))  # an older full-cache folder's launched budget read as none
 
 
 def _job_state(path: Path, status: dict[str, Any]) -> str:
@@ -143,14 +111,14 @@ def _job_state(path: Path, status: dict[str, Any]) -> str:
     if isinstance(state, str) and state:
         return state
     # Jobs from before status.json existed: metrics.json is only written at the end of a run.
-    return DONE if (path / "metrics.json").is_file() else UNKNOWN
+    return DONE if (path / METRICS).is_file() else UNKNOWN
 
 
 def load_job(path: Path) -> Job:
     """Load one job folder."""
-    config = load_config(path / "config.yaml")
+    config = load_config(path / CONFIG)
     status: dict[str, Any] = {}
-    status_path = path / "status.json"
+    status_path = path / STATUS
     if status_path.is_file():
         try:
             loaded = json.loads(status_path.read_text(encoding="utf-8"))
@@ -158,13 +126,14 @@ def load_job(path: Path) -> Job:
         except json.JSONDecodeError:
             # A status.json torn by a kill says nothing reliable; the state becomes "unknown".
             status = {"state": UNKNOWN, "error": "status.json is not valid JSON"}
-    samples_path = path / "samples.jsonl"
+    samples_path = path / SAMPLES
     rows: dict[tuple[str, int], Row] = {}
     torn, bad, dup, mtime = False, 0, 0, 0.0
     if samples_path.is_file():
-        objects, torn, bad = read_jsonl(samples_path)
+        scanned = scan_jsonl(samples_path)  # a damaged line is counted and shown, not a reason to stop
+        torn, bad = scanned.torn, len(scanned.bad_lines)
         mtime = samples_path.stat().st_mtime
-        for obj in objects:
+        for obj in scanned.rows:
             if "id" not in obj:
                 bad += 1
                 continue
@@ -194,8 +163,6 @@ def load_job(path: Path) -> Job:
 
 def _holder_died(path: Path) -> bool:
     """A job folder whose status says running but whose lock no live process holds."""
-    from kvexp.pipeline.folder import JobFolder
-
     return JobFolder(path).holder_alive() is False
 
 
@@ -203,8 +170,6 @@ def _rows_of_cell(rows: list[Row], status: dict[str, Any]) -> tuple[list[Row], i
     """The rows that belong to the job's cell by the pipeline's own rule (kvexp.pipeline.folder.target_keys
     on the `targets` status.json records), and how many others the folder holds. Folders written before
     status.json recorded its targets keep every row."""
-    from kvexp.pipeline.folder import target_keys
-
     targets = status.get("targets")
     if not isinstance(targets, dict) or not isinstance(targets.get("ids"), list):
         return rows, 0
@@ -215,9 +180,7 @@ def _rows_of_cell(rows: list[Row], status: dict[str, Any]) -> tuple[list[Row], i
 
 def is_job_folder(path: Path) -> bool:
     """True for a folder holding a job's config.yaml and samples (or at least its status)."""
-    return (path / "config.yaml").is_file() and (
-        (path / "samples.jsonl").is_file() or (path / "status.json").is_file()
-    )
+    return (path / CONFIG).is_file() and ((path / SAMPLES).is_file() or (path / STATUS).is_file())
 
 
 def find_job_folders(dirs: list[Path], exclude: Path | None = None) -> list[Path]:
@@ -237,7 +200,7 @@ def find_job_folders(dirs: list[Path], exclude: Path | None = None) -> list[Path
             try:
                 job_here = is_job_folder(here)
             except OSError:  # a folder we may list but not enter: loading it reports why
-                job_here = "config.yaml" in files
+                job_here = CONFIG in files
             if job_here:
                 found.add(here)
                 subdirs[:] = []

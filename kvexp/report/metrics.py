@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from kvexp.stats import METHOD_TEXT, CellStats, PairedStats, cell_stats, paired_stats, resolve_pass_k
 
-from .cells import Cell, ModelLayout
+from .cells import Cell
+from .layout import ModelLayout
 
 #: How each interval method reads in report.md.
 CI_METHOD_TEXT = METHOD_TEXT

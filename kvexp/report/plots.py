@@ -20,7 +20,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .cells import FULL, Cell, Column, ModelLayout
+from .cells import Cell
+from .layout import Column, ModelLayout
 from .metrics import CellResult
 from .tables import slug
 
@@ -53,10 +54,10 @@ def _finite(x) -> bool:
 
 def variant_colors(layouts: list[ModelLayout]) -> dict[str, str]:
     """One colour per policy variant, the same in every figure (full cache: black)."""
-    names = sorted({v for l in layouts for v in l.variants if l.policy_of[v] != FULL})
+    names = sorted({v for l in layouts for v in l.variants if not l.is_full(v)})
     cmap = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
     colors = {name: mcolors.to_hex(cmap(i % cmap.N)) for i, name in enumerate(names)}
-    colors.update({v: FULL_COLOR for l in layouts for v in l.variants if l.policy_of[v] == FULL})
+    colors.update({v: FULL_COLOR for l in layouts for v in l.variants if l.is_full(v)})
     return colors
 
 
@@ -122,7 +123,7 @@ def _lines(layout: ModelLayout) -> list[Line]:
     slacks = sorted({c.slack for c in layout.columns if c.tokens is not None}, key=lambda s: s or 0)
     out = []
     for v in layout.variants:
-        if layout.policy_of[v] == FULL:
+        if layout.is_full(v):
             continue
         for i, s in enumerate(slacks):
             cols = [c for c in layout.columns if c.tokens is not None and c.slack == s]
@@ -308,7 +309,7 @@ def plot_prompt_share(
     for col in layout.columns:
         series = []
         for v in layout.variants:
-            if layout.policy_of[v] == FULL:
+            if layout.is_full(v):
                 continue
             cell: Cell | None = layout.cell(dataset, v, col)
             if cell is None:

@@ -16,7 +16,8 @@ from typing import Any
 
 from kvexp.stats import BOOTSTRAP, TWO_LEVEL, WILSON, Estimate, plain
 
-from .cells import CATEGORIES, FULL, OTHER, ModelLayout, category_of, show
+from .config_keys import show
+from .layout import CATEGORIES, OTHER, ModelLayout, category_of
 from .metrics import CI_METHOD_TEXT, CellResult
 
 INCOMPLETE_MARK = "†"
@@ -390,7 +391,7 @@ def _row_cells(
 ) -> tuple[dict[str, TableCell | None], bool]:
     """Cells of one row; returns (cells by column label, is this the reference row)."""
     labels = _column_labels(layout)
-    if layout.policy_of[variant] == FULL:
+    if layout.is_full(variant):
         cell = layout.cell(dataset, variant, None)
         is_ref = ref is not None and cell is ref.cell
         if cell is None:
@@ -432,7 +433,7 @@ def dataset_tables(layout: ModelLayout, results: dict, dataset: str) -> list[Tab
         for variant in layout.variants:
             # Full-cache variants appear only where they ran; policy variants always, so that a
             # policy missing from this dataset shows as a row of dashes instead of vanishing.
-            if layout.policy_of[variant] == FULL and variant not in present:
+            if layout.is_full(variant) and variant not in present:
                 continue
             cells, is_ref = _row_cells(kind, layout, results, dataset, variant, ref)
             rows.append(TableRow(variant, layout.policy_of[variant], is_ref, cells))
@@ -474,7 +475,7 @@ def category_tables(layout: ModelLayout, results: dict) -> list[Table]:
     for name, datasets in scopes:
         rows = []
         for variant in layout.variants:
-            is_full = layout.policy_of[variant] == FULL
+            is_full = layout.is_full(variant)
             cells: dict[str, TableCell | None] = {}
             for col, label in zip([None] * len(labels) if is_full else layout.columns, labels):
                 found = [layout.cell(d, variant, col) for d in datasets]
