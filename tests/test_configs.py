@@ -46,6 +46,15 @@ def test_defaults():
     assert isinstance(cfg.seed, int)
 
 
+def test_every_registered_policy_has_its_class_and_yaml_and_nothing_else_does():
+    """The registry, the classes' names and conf/policy/ agree, so a policy is one module, one entry, one YAML."""
+    from kvexp.policies import POLICY_NAMES, policy_class
+
+    assert sorted(POLICY_NAMES) == options("policy")
+    for name in POLICY_NAMES:
+        assert policy_class(name).name == name
+
+
 @pytest.mark.parametrize("group", [g for g in GROUPS if g != "experiment"])
 def test_every_option_composes_and_resolves(group):
     for option in options(group):

@@ -559,14 +559,6 @@ def test_report_imports_without_wandb_pyplot_or_torch():
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 
-def test_report_orders_policies_as_the_registry():
-    """The report keeps its own copy of the order (the registry imports torch): the two must agree."""
-    from kvexp.policies import POLICY_NAMES
-    from kvexp.report.layout import POLICY_ORDER
-
-    assert POLICY_ORDER == POLICY_NAMES, "a policy was added: append its name to kvexp.report.layout.POLICY_ORDER"
-
-
 def test_two_models_slack_columns_and_other_category(tmp_path):
     rows = [fx.sample_row(f"g{i}", i < 2) for i in range(4)]
     for model in ("A", "B"):

@@ -228,11 +228,11 @@ def run_job(cfg: DictConfig, job_dir: Path | str, *, sweep: str | None = None,
 def _recorded_config(cfg: DictConfig) -> dict[str, Any]:
     """The config as the job folder records it (config.yaml): resolved, secrets masked, the budget none for a
     policy that never evicts (folder.record_budget), and the fingerprint of the weights."""
-    from kvexp.policies import POLICIES
+    from kvexp.policies import policy_class
 
     resolved = scrub(OmegaConf.to_container(cfg, resolve=True))
-    policy = POLICIES.get(resolved["policy"]["name"])  # an unknown name is refused by plan_job, with the names
-    record_budget(resolved, evicts=getattr(policy, "evicts", True))
+    policy = policy_class(resolved["policy"]["name"])  # an unknown name was refused by plan_job
+    record_budget(resolved, evicts=policy.evicts)
     resolved["model"]["fingerprint"] = _weights_fingerprint(cfg)
     return resolved
 
