@@ -228,11 +228,11 @@ def run_job(cfg: DictConfig, job_dir: Path | str, *, sweep: str | None = None,
 def _recorded_config(cfg: DictConfig) -> dict[str, Any]:
     """The config as the job folder records it (config.yaml): resolved, secrets masked, the budget none for a
     policy that never evicts (folder.record_budget), and the fingerprint of the weights."""
-    from kvexp.policies import policy_class
+    from kvexp.policies import POLICY_NAMES, policy_class
 
     resolved = scrub(OmegaConf.to_container(cfg, resolve=True))
-    policy = policy_class(resolved["policy"]["name"])  # an unknown name was refused by plan_job
-    record_budget(resolved, evicts=policy.evicts)
+    name = resolved["policy"]["name"]  # an unknown name is refused by plan_job, in the job's status
+    record_budget(resolved, evicts=name not in POLICY_NAMES or policy_class(name).evicts)
     resolved["model"]["fingerprint"] = _weights_fingerprint(cfg)
     return resolved
 
