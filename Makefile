@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast test-slurm slurm-up slurm-down demo demo-smollm2 bench report clean
+.PHONY: help install lint test test-fast test-slurm slurm-up slurm-down demo demo-smollm2 bench report clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -23,7 +23,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv with kvexp and everything it needs
 
-test: $(STAMP)  ## run the whole test suite
+lint: $(STAMP)  ## the layering contract (pyproject.toml, [tool.importlinter])
+	$(VENV)/bin/lint-imports --no-cache
+
+test: lint  ## the lint, then the whole test suite
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)  ## the suite without the real-model (SmolLM2) tests
