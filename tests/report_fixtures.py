@@ -1,4 +1,4 @@
-"""Synthetic job folders for the report tests (design.md section 5), with hand-chosen rows.
+"""Synthetic job folders for the report tests (README, "Reading results"), with hand-chosen rows.
 
 `write_job` writes one job folder; `write_standard_sweep` writes a small sweep whose table values are
 worked out by hand in tests/test_report.py (and in the comments below).

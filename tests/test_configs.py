@@ -1,4 +1,4 @@
-"""Every config file composes; defaults, folder names and experiment files say what the design says.
+"""Every config file composes; defaults, folder names and experiment files say what the README says.
 Nothing here loads a model or runs a job."""
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def sweep_params(cfg) -> dict[str, list[str]]:
     return {k: str(v).split(",") for k, v in params.items()}
 
 
-def test_design_options_exist():
+def test_documented_options_exist():
     assert options("model") == sorted(["smollm2_135m", "tiny_random", "llama31_8b_instruct", "nemotron_nano_8b",
                                        "r1_distill_llama_8b", "r1_distill_qwen_7b", "r1_distill_qwen_14b", "qwen3_8b",
                                        "organism"])

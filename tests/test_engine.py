@@ -1,4 +1,4 @@
-"""The engine's promises (design section 4): equivalences, per-step reference, invariants, batching."""
+"""The engine's promises (README, "How the engine works"): equivalences, per-step reference, invariants, batching."""
 from __future__ import annotations
 
 import inspect

@@ -1,4 +1,4 @@
-"""The job pipeline end to end with the tiny random model: job folder contents (design section 5),
+"""The job pipeline end to end with the tiny random model: job folder contents (README, "Reading results"),
 resume, interruption, error rows, cheap validation before the model loads, the mission sweep on the
 command line, experiment files, W&B offline output, and one real SmolLM2 run."""
 from __future__ import annotations

@@ -106,7 +106,7 @@ def test_categories():
 def test_accuracy_table(standard):
     t = standard.table("accuracy", "gsm8k")
     assert t.columns == ["B=128", "B=256"]
-    assert [r.label for r in t.rows] == ["full", "h2o", "tova", "snapkv"]  # design order
+    assert [r.label for r in t.rows] == ["full", "h2o", "tova", "snapkv"]  # the registry's order
     assert t.row("full").reference
     # The full cache is the reference in every budget column.
     for col in t.columns:

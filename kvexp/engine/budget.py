@@ -1,4 +1,4 @@
-"""Budget semantics (design section 2) and the checks that run before any model loads."""
+"""Budget semantics (README, "Budget semantics") and the checks that run before any model loads."""
 from __future__ import annotations
 
 from dataclasses import dataclass

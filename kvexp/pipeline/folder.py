@@ -1,4 +1,4 @@
-"""One job folder and its files (design section 5): config.yaml, samples.jsonl, traces.jsonl,
+"""One job folder and its files (README, "Reading results"): config.yaml, samples.jsonl, traces.jsonl,
 status.json, run_meta.json, metrics.json.
 
 samples.jsonl and traces.jsonl are append-only and flushed per row, so a killed job loses at most the

@@ -414,7 +414,7 @@ def _plan_rows(cfg, plan: Plan, model, settings, requests) -> dict[str, Any]:
 
 
 def _sample_row(problem, sample_idx: int, seed: int, prompt: str, out, tokenizer, dataset: str) -> dict[str, Any]:
-    """One samples.jsonl row (design section 5), graded. A grader that raises makes an error row."""
+    """One samples.jsonl row (README, "Reading results"), graded. A grader that raises makes an error row."""
     from kvexp.grading import grade
 
     ids = list(out.output_ids)

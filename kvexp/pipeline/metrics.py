@@ -1,4 +1,4 @@
-"""Job metrics (design section 5) from the rows of samples.jsonl.
+"""Job metrics (README, "Reading results") from the rows of samples.jsonl.
 
 The numbers that the sweep report shows too (accuracy and its interval, pass@k, maj@k, lengths,
 stop reasons, cost) come from kvexp.stats.cell_stats, the one definition both use, so a job's

@@ -1,4 +1,4 @@
-"""Discovery and loading of job folders (design.md section 5).
+"""Discovery and loading of job folders (README, "Reading results").
 
 A job folder is any folder below the report's input folders that holds `config.yaml` together with
 `samples.jsonl` (or, for a job that died before its first sample, `status.json`). Loading keeps only
