@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from kvexp.errors import ConfigError
 from kvexp.models import ModelSource
@@ -136,6 +137,16 @@ def test_a_resume_with_other_weights_is_refused_and_a_moved_copy_resumes(tmp_pat
     with pytest.raises(IncompatibleJobFolder, match="model.fingerprint"):
         run(job, *ORGANISM, f"model.path={retrained}", "dataset.limit=3")
     assert samples(job) == rows
+    # a folder written when the organism had a source of its own (`source: organism`, no path) resumes too
+    config = yaml.safe_load((job / "config.yaml").read_text())
+    config["model"].update(source="organism", path=None)
+    (job / "config.yaml").write_text(yaml.safe_dump(config))
+    run(job, *ORGANISM, "dataset.limit=3")
+    assert samples(job)[:len(rows)] == rows and len(samples(job)) == 3
+    config["model"]["fingerprint"] = "other weights"
+    (job / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(IncompatibleJobFolder, match="model.fingerprint"):
+        run(job, *ORGANISM, "dataset.limit=3")
 
 
 # ---- 3. one rule for which rows belong to a cell ----

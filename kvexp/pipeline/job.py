@@ -284,8 +284,13 @@ def _differences_from(folder: JobFolder, resolved: dict[str, Any]) -> list[str]:
     change (kvexp.pipeline.cell.run_identity)."""
     old = as_recorded_now(OmegaConf.to_container(OmegaConf.load(folder.file(CONFIG)), resolve=False))
     new = run_identity(resolved)
-    if "fingerprint" not in (old.get("model") or {}):  # a folder written before weights were fingerprinted
-        new.get("model", {}).pop("fingerprint", None)
+    old_model, new_model = old.get("model") or {}, new.get("model") or {}
+    if "fingerprint" not in old_model:  # a folder written before weights were fingerprinted
+        new_model.pop("fingerprint", None)
+    elif old_model["fingerprint"] is not None and old_model["fingerprint"] == new_model.get("fingerprint"):
+        # the same weights found another way (the organism's `source: organism` became a local path)
+        old_model.pop("source", None)
+        new_model.pop("source", None)
     return differences(run_identity(old), new)
 
 
