@@ -10,7 +10,8 @@ from kvexp.policies import POLICY_NAMES, build_policy
 from reference import ReferencePolicy, reference_generate
 
 EVICTING = [p for p in POLICY_NAMES if p != "full"]
-SMALL_WINDOWS = {"snapkv": {"obs_window": 4}, "rkv": {"obs_window": 4}, "gkv": {"obs_window": 4}, "h2o": {"window": 4}}
+SMALL_WINDOWS = {"snapkv": {"obs_window": 4}, "rkv": {"obs_window": 4}, "gkv": {"obs_window": 4}, "h2o": {"window": 4},
+                 "triattention": {"protect_prompt": False}}  # its pinned prompt would not fit these budgets
 
 
 def run(model, policy, budget, requests, max_new=30, observer=None, **settings):
@@ -56,6 +57,7 @@ REFERENCE_CASES = [(name, {}, n) for name in EVICTING for n in (9, 22)] + [
     ("h2o", {"normalize": "mean"}, 22), ("h2o", {"protect_prompt": True, "window": 2}, 9),
     ("streaming_llm", {"n_sink": 2, "window": 3}, 22), ("knorm", {"window": 3}, 22), ("keydiff", {"window": 3}, 22), ("random", {"window": 2}, 22),
     ("h2o", {"group_agg": "max"}, 22), ("snapkv", {"group_agg": "sum", "pool": "max", "kernel": 3}, 22),
+    ("triattention", {"protect_prompt": True}, 9), ("triattention", {"group_agg": "mean", "n_sink": 2}, 22),
 ]
 
 
@@ -150,7 +152,8 @@ def test_permuting_storage_slots_changes_no_output(llama, name):
     assert permuted.output_ids == base.output_ids
 
 
-@pytest.mark.parametrize("name,budget", [("full", None), ("h2o", 16), ("snapkv", 16), ("rkv", 12), ("random", 16)])
+@pytest.mark.parametrize("name,budget", [("full", None), ("h2o", 16), ("snapkv", 16), ("rkv", 12), ("random", 16),
+                                         ("triattention", 16)])
 def test_batch_equals_each_prompt_alone(llama, name, budget):
     prompts = [prompt(n, seed=10 + n) for n in (5, 19, 11, 27)]
     policy = build_policy(name, **SMALL_WINDOWS.get(name, {}))
@@ -242,7 +245,7 @@ def test_model_kvexp_cannot_drive_is_refused_from_its_config():
 # ---- continuous batching: rows refilled mid-decode ----
 
 ADMISSION_BUDGETS = {"full": None, "h2o": 16, "snapkv": 16, "rkv": 12, "random": 16, "tova": 16, "knorm": 16, "keydiff": 16, "gkv": 16,
-                     "streaming_llm": 16}
+                     "triattention": 16, "streaming_llm": 16}
 
 
 def _staggered_requests(n=7):

@@ -14,11 +14,12 @@ import json
 import logging
 import os
 import socket
-import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from kvexp.files import replaced_atomically
 
 log = logging.getLogger(__name__)
 
@@ -50,27 +51,6 @@ def target_keys(problem_ids: Iterable[str], num_samples: int) -> dict[RowKey, in
     folder may hold more rows, e.g. from an earlier run with a larger dataset.limit). status.json
     records the ids and num_samples under `targets`."""
     return {(str(pid), j): i * num_samples + j for i, pid in enumerate(problem_ids) for j in range(num_samples)}
-
-
-@contextmanager
-def replaced_atomically(path: Path) -> Iterator[Any]:
-    """A text file to write that replaces `path` in one step when the block ends (a reader never sees half
-    of it). Its mode follows the umask like any new file (tempfile's own 0600 would lock teammates out)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "w") as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
-    os.umask(mask)
-    return mask
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -16,8 +16,9 @@ from kvexp.policies.rkv import RKV
 from kvexp.policies.snapkv import SnapKV
 from kvexp.policies.streaming_llm import StreamingLLM
 from kvexp.policies.tova import TOVA
+from kvexp.policies.triattention import TriAttention
 
-POLICIES: dict[str, type[Policy]] = {p.name: p for p in (Full, StreamingLLM, H2O, TOVA, SnapKV, KNorm, RKV, KeyDiff, GKV, Random)}
+POLICIES: dict[str, type[Policy]] = {p.name: p for p in (Full, StreamingLLM, H2O, TOVA, SnapKV, KNorm, RKV, KeyDiff, GKV, TriAttention, Random)}
 POLICY_NAMES = tuple(POLICIES)
 
 
