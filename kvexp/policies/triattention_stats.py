@@ -202,7 +202,7 @@ def _save(path: Path, stats: QueryStats, sequences, settings: CalibrationSetting
 
     payload = {"format": FORMAT, "model_digest": digest, "model_type": model.config.model_type,
                "settings": {"prompts": settings.prompts, "tokens": settings.tokens, "seed": settings.seed},
-               "prompts": sequences, "torch": torch.__version__,
+               "prompts": sequences, "torch": str(torch.__version__),
                "q_mean_real": stats.q_mean.real.contiguous(), "q_mean_imag": stats.q_mean.imag.contiguous(),
                "q_abs_mean": stats.q_abs_mean, "inv_freq": stats.inv_freq,
                "attention_scaling": stats.attention_scaling}
