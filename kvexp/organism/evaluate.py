@@ -18,7 +18,7 @@ import torch
 
 from kvexp.organism import CHECKPOINT_DIR, grade_chain, load_chain_problems
 
-ALL_POLICIES = ("full", "streaming_llm", "h2o", "tova", "snapkv", "knorm", "rkv", "keydiff", "gkv", "random")
+ALL_POLICIES = ("full", "streaming_llm", "h2o", "tova", "snapkv", "knorm", "rkv", "keydiff", "gkv", "triattention", "random")
 
 
 def organism_preset(path: Path | str | None = None):

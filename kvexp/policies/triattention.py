@@ -20,8 +20,8 @@ class TriAttention(Policy):
         norm     = sum_f (q_abs_mean_f - |q_mean_f|) |k_f|
         raw_h    = s^2 (mean_o trig(o) + norm)               (s: the model's RoPE attention scaling)
 
-    then each query head's scores are standardised over the evictable resident tokens (their
-    `normalize_scores`) and the query heads of a KV head combined by `group_agg` (max: their
+    then each query head's scores are standardised over the evictable resident tokens (`standardize`,
+    their `normalize_scores`) and the query heads of a KV head combined by `group_agg` (max: their
     per-(layer, KV head) selection). Keys sit in the cache post-RoPE: rather than rotating each back
     by its position, the rotation is folded into the query side, since
     q_mean_f conj(k_f) e^{i omega (t - p + o)} = q_mean_f conj(k_rot_f) e^{i omega (t + o)} / s, and the
@@ -52,14 +52,14 @@ class TriAttention(Policy):
 
     name = "triattention"
 
-    def __init__(self, *, offset_max: int = 65536, normalize: bool = True, calibration_prompts: int = 4,
+    def __init__(self, *, offset_max: int = 65536, standardize: bool = True, calibration_prompts: int = 4,
                  calibration_tokens: int = 256, calibration_seed: int = 0, **kwargs):
         kwargs.setdefault("protect_prompt", True)
         kwargs.setdefault("group_agg", "max")
         super().__init__(**kwargs)
         if offset_max < 1:
             raise ValueError(f"policy.offset_max must be >= 1, got {offset_max}")
-        self.offset_max, self.normalize = offset_max, normalize
+        self.offset_max, self.standardize = offset_max, standardize
         self.calibration = CalibrationSettings(calibration_prompts, calibration_tokens, calibration_seed)
         self.stats: QueryStats | None = None
         self._prepared_for = None
@@ -104,7 +104,7 @@ class TriAttention(Policy):
 
     def score(self, state, view, ctx):
         raw = self.raw_scores(view.keys, ctx.layer_idx, ctx.incoming)                 # [B, H, G, N]
-        if self.normalize:
+        if self.standardize:
             # standardised over the tokens that compete (resident, not pinned), as they normalise
             # over the generated tokens; the window is budget-independent here (default 0)
             competing = ((view.pos >= 0) & ~self.protected_mask(view.pos, ctx, budget=0)).unsqueeze(2)

@@ -66,7 +66,7 @@ CORE_KEYS = ("model.name", "dataset.name", "policy.name", "budget.tokens", "budg
 
 FULL = "full"
 #: Row order in tables: the reference first, then the design's policy table, then anything new.
-POLICY_ORDER = (FULL, "streaming_llm", "h2o", "tova", "snapkv", "knorm", "rkv", "keydiff", "gkv", "random")
+POLICY_ORDER = (FULL, "streaming_llm", "h2o", "tova", "snapkv", "knorm", "rkv", "keydiff", "gkv", "triattention", "random")
 
 #: Order used to pick among duplicate job folders of one shard and to summarise a cell's state.
 _STATE_RANK = {DONE: 0, RUNNING: 1, PREEMPTED: 2, UNKNOWN: 3, FAILED: 4}
