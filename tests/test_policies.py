@@ -435,3 +435,10 @@ def test_triattention_calibration_is_cached_once_reused_and_kept_per_model(tmp_p
     files[0].write_bytes(b"torn")                                       # a damaged entry is recomputed
     assert torch.equal(ts.load_or_calibrate(model, settings).q_mean, first.q_mean)
     assert torch.load(files[0], weights_only=True)["prompts"] == payload["prompts"]
+
+
+def test_triattention_refuses_a_rope_whose_frequencies_follow_the_length():
+    from engine_models import tiny_model
+    model = tiny_model("llama", rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0})
+    with pytest.raises(ValueError, match="rope_type 'dynamic'"):
+        Engine(model, build_policy("triattention"), Budget(16), GenerationSettings(max_new_tokens=4))

@@ -72,10 +72,23 @@ class TriAttention(Policy):
 
     def use_stats(self, stats: QueryStats) -> None:
         self.stats = stats
+        self._extra = stats.q_abs_mean - stats.q_mean.abs()                          # [L, Hq, F]
+        self._weight_for, self._weight = None, None
 
     def offsets(self) -> torch.Tensor:
         """1, 2, 4, ... up to offset_max (the authors' build_geometric_offsets)."""
         return torch.tensor([float(2 ** i) for i in range(int(math.log2(self.offset_max)) + 1)], dtype=torch.float64)
+
+    def future_weight(self, t: torch.Tensor) -> torch.Tensor:
+        """[B, F] complex: the mean over offsets o of e^{i omega_f (t + o)}, angles in fp64 reduced mod
+        2 pi before fp32. Every layer of a step shares it (the same ctx.incoming), so it is kept."""
+        if self._weight_for is not t:
+            omega = self.stats.inv_freq.to(t.device, torch.float64)
+            angle = torch.remainder((t.to(torch.float64).view(-1, 1, 1) + self.offsets().to(t.device).view(1, -1, 1))
+                                    * omega.view(1, 1, -1), 2 * math.pi)                # [B, O, F]
+            self._weight = torch.polar(torch.ones_like(angle), angle).mean(dim=1).to(torch.complex64)
+            self._weight_for = t
+        return self._weight
 
     def raw_scores(self, keys: torch.Tensor, layer: int, t: torch.Tensor) -> torch.Tensor:
         """[B, H, G, N] unnormalised scores of post-RoPE keys [B, H, N, D] for query positions t [B]."""
@@ -85,14 +98,9 @@ class TriAttention(Policy):
         b, h, n, d = keys.shape
         f = d // 2
         q_mean = self.stats.q_mean[layer].to(keys.device).view(h, -1, f)               # [H, G, F]
-        extra = self.stats.q_abs_mean[layer].to(keys.device).view(h, -1, f) - q_mean.abs()
+        extra = self._extra[layer].to(keys.device).view(h, -1, f)
         scale = self.stats.attention_scaling
-        omega = self.stats.inv_freq.to(keys.device, torch.float64)
-        # mean over offsets of e^{i omega (t + o)}, angles in fp64 reduced mod 2 pi before fp32
-        angle = torch.remainder((t.to(torch.float64).view(-1, 1, 1) + self.offsets().to(keys.device).view(1, -1, 1))
-                                * omega.view(1, 1, -1), 2 * math.pi)                    # [B, O, F]
-        weight = torch.polar(torch.ones_like(angle), angle).mean(dim=1).to(torch.complex64)  # [B, F]
-        side = q_mean.unsqueeze(0) * weight.view(b, 1, 1, f)                          # [B, H, G, F]
+        side = q_mean.unsqueeze(0) * self.future_weight(t).view(b, 1, 1, f)           # [B, H, G, F]
         # Re(c conj(k)) = Re c Re k + Im c Im k, with the pair (k[f], k[f + D/2]) as Re, Im
         query_side = torch.cat([side.real, side.imag], dim=-1)                        # [B, H, G, D]
         k = keys.float()
