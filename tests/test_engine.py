@@ -10,8 +10,7 @@ from kvexp.policies import POLICY_NAMES, build_policy
 from reference import ReferencePolicy, reference_generate
 
 EVICTING = [p for p in POLICY_NAMES if p != "full"]
-SMALL_WINDOWS = {"snapkv": {"obs_window": 4}, "rkv": {"obs_window": 4}, "gkv": {"obs_window": 4}, "h2o": {"window": 4},
-                 "triattention": {"protect_prompt": False}}  # its pinned prompt would not fit these budgets
+SMALL_WINDOWS = {"snapkv": {"obs_window": 4}, "rkv": {"obs_window": 4}, "gkv": {"obs_window": 4}, "h2o": {"window": 4}}
 
 
 def run(model, policy, budget, requests, max_new=30, observer=None, **settings):

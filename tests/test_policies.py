@@ -328,7 +328,7 @@ def _triattention_case(seed=0, scaling=1.3):
     return stats, LayerView(keys, pos), c, group
 
 
-@pytest.mark.parametrize("params", [{}, {"protect_prompt": False, "group_agg": "mean"}, {"n_sink": 3, "window": 4}])
+@pytest.mark.parametrize("params", [{}, {"protect_prompt": True, "group_agg": "mean"}, {"n_sink": 3, "window": 4}])
 def test_triattention_matches_the_authors_formula_over_resident_slots(params):
     from reference import triattention_scores
     policy = build_policy("triattention", **params)

@@ -41,15 +41,6 @@ RANDOM_MODELS: dict[str, RandomSpec] = {
 MODEL_NAMES = (SMOLLM2, *RANDOM_MODELS)
 
 
-def bench_policy(name: str):
-    """A policy as the bench runs it: its defaults, except that the prompt is never pinned. The bench's
-    prompts fill the budget on purpose (every step evicts), which a pinned prompt cannot (TriAttention
-    pins by default); pinning changes which tokens compete, not what a step costs."""
-    from kvexp.policies import build_policy
-
-    return build_policy(name, protect_prompt=False)
-
-
 def load_model(name: str, device: torch.device, dtype: torch.dtype):
     """A transformers causal LM in eval mode on `device`, with sdpa attention (what `generate` uses)."""
     if name == SMOLLM2:

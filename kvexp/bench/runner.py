@@ -68,11 +68,11 @@ class _Clock:
 
 def run_kvexp(model, spec: RunSpec, prompts: list[list[int]]) -> Timing:
     from kvexp.engine import Budget, Engine, GenerationSettings, Request
-    from kvexp.bench.models import bench_policy
+    from kvexp.policies import build_policy
 
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
-    policy = bench_policy(spec.policy)
+    policy = build_policy(spec.policy)
     budget = Budget(spec.budget, spec.slack or 1) if policy.evicts else Budget(None)
     settings = GenerationSettings(max_new_tokens=spec.new_tokens, batch_size=spec.batch, eos_token_ids=())
     clock = _Clock(device)

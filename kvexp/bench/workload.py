@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kvexp.bench.models import RANDOM_MODELS, bench_policy, load_model, random_prompts
+from kvexp.bench.models import RANDOM_MODELS, load_model, random_prompts
 from kvexp.bench.targets import check, check_at_most
 from kvexp.engine import Budget, Engine, GenerationSettings, Request
 from kvexp.engine.memory import GiB, ModelShape, plan_for_model, plan_rows, row_capacity, row_cost, weight_bytes
@@ -91,7 +91,7 @@ def with_cpu_ratio(target: dict, num: dict, den: dict) -> dict:
 
 def run_workload(model, policy_name: str, budget: int | None, slack: int, requests: list[Request], *, rows: int,
                  continuous: bool, max_new_tokens: int, eos: tuple[int, ...] = (), label: str) -> dict:
-    policy = bench_policy(policy_name)
+    policy = build_policy(policy_name)
     live, allocated, events = [], [], []   # events: (time, prefill?, tokens this forward produced)
 
     def watch(cache, keys):
@@ -264,7 +264,7 @@ def ops_table(plan: WorkloadPlan, device, dtype) -> tuple[list[dict], list[dict]
     prompt = random_prompts(model.config.vocab_size, 1, plan.ops_prompt, seed=9)[0]
     rows = []
     for name in POLICY_NAMES:
-        policy = bench_policy(name)
+        policy = build_policy(name)
         for slack in ((plan.slack, 1) if policy.evicts else (None,)):
             counter, marks = _OpCounter(), []
             budget = Budget(plan.budget, slack) if policy.evicts else Budget(None)

@@ -28,21 +28,26 @@ class TriAttention(Policy):
     mean over offsets becomes one complex weight per frequency: the score is one matrix product of
     the keys with G vectors per row, with no state between steps.
 
-    Defaults follow the authors' released recipe (`scripts/cli.py`): the prompt pinned
-    (protect_prompt, their allow_prefill_compression=false; it counts toward the budget, their
-    count_prompt_tokens=true), no recent window and no sinks, group_agg max. Their schedule (let the
-    cache grow to b + 128, then compress to b: slack_budget_trigger with divide_length 128) is
-    `budget.tokens=b+128 budget.slack=128` here; at an eviction kvexp scores the same tokens at the
-    same t as theirs does after the step that fills the cache.
+    Defaults follow the authors' released recipe (`scripts/cli.py`) but for the prompt: no recent
+    window and no sinks, group_agg max, the prompt counting toward the budget (their
+    count_prompt_tokens=true). Their schedule (let the cache grow to b + 128, then compress to b:
+    slack_budget_trigger with divide_length 128) is `budget.tokens=b+128 budget.slack=128` here; at an
+    eviction kvexp scores the same tokens at the same t as theirs does after the step that fills the
+    cache.
 
-    Differences kvexp forces or chooses (README, "TriAttention"):
+    Differences kvexp forces or chooses (README, "TriAttention's calibration"):
+    - The prompt is not pinned by default. They never compress it (allow_prefill_compression=false),
+      but under kvexp's semantics a pinned prompt longer than B - S is an error row, which would take
+      TriAttention out of every cell whose prompts exceed the budget (the study's B=128 with chat
+      templates, the smoke sweep); here prompt tokens compete under the same score, and a prompt
+      longer than B is compressed at prefill by it. `policy.protect_prompt=true` is their rule
+      where the prompts fit; the standardisation then runs over the generated tokens alone, as theirs.
     - Per (layer, KV head) sets: their released recipe (per_head_pruning) shares one selection per KV
       head across all layers, scored by the mean over layers of each layer's group maximum; kvexp
       keeps each layer's own set, which is their per_layer_perhead_pruning mode.
     - Ties go to the older token; they add seeded noise of 1e-6 to the scores.
-    - A pinned prompt longer than B - S is an error row (design, section 2); theirs then keeps the
-      first b prompt tokens and drops every generated one. With protect_prompt=false a prompt longer
-      than B is compressed at prefill by the same score.
+    - With protect_prompt=true, a prompt longer than B - S is an error row (design, section 2); theirs
+      then keeps the first b prompt tokens and drops every generated one.
     - Calibration runs on the model's own sampled text rather than on a text file (see
       triattention_stats), over every token of several sequences; their calibrated queries carry
       an extra factor s (calibrate.py rotates them with a scaled table and scales once more), a
@@ -54,7 +59,6 @@ class TriAttention(Policy):
 
     def __init__(self, *, offset_max: int = 65536, standardize: bool = True, calibration_prompts: int = 4,
                  calibration_tokens: int = 256, calibration_seed: int = 0, **kwargs):
-        kwargs.setdefault("protect_prompt", True)
         kwargs.setdefault("group_agg", "max")
         super().__init__(**kwargs)
         if offset_max < 1:
