@@ -13,11 +13,13 @@ from kvexp.policies.random import hash_uniform
 
 class ReferencePolicy:
     def __init__(self, name, budget, slack, *, window=None, n_sink=None, protect_prompt=False, normalize="sum",
-                 obs_window=None, kernel=None, lam=None, threshold=0.5, seed=0, group_agg=None, pool="avg", alpha=0.8):
+                 obs_window=None, kernel=None, lam=None, threshold=0.5, seed=0, group_agg=None, pool="avg", alpha=0.8,
+                 stats=None):
         self.name, self.budget, self.slack = name, budget, slack
         defaults = {"streaming_llm": dict(n_sink=4, window=0), "h2o": dict(n_sink=0, window=budget // 2),
                     "snapkv": dict(n_sink=0, obs_window=32, kernel=5), "rkv": dict(n_sink=0, obs_window=8, kernel=7),
-                    "gkv": dict(n_sink=0, obs_window=16, kernel=1, lam=0.5, group_agg="max")}
+                    "gkv": dict(n_sink=0, obs_window=16, kernel=1, lam=0.5, group_agg="max"),
+                    "triattention": dict(group_agg="max")}
         d = defaults.get(name, {})
         self.n_sink = n_sink if n_sink is not None else d.get("n_sink", 0)
         self.obs_window = obs_window if obs_window is not None else d.get("obs_window", 0)
@@ -29,6 +31,8 @@ class ReferencePolicy:
         self.group_agg = group_agg or d.get("group_agg", "mean")
         self.pool, self.alpha = pool, alpha
         self.history = {}  # gkv: (layer, head) -> {position: global score at the last eviction it survived}
+        self.stats = stats  # triattention: its calibrated query statistics (set by reference_generate if None)
+        self.prompt_len = 0
 
     # one (layer, head): positions ascending, keys [n, D], received {pos: float}, rows [{pos: prob}]
     def scores(self, layer, head, positions, keys, received, rows, t):
@@ -47,6 +51,11 @@ class ReferencePolicy:
             return [-float(u @ anchor) / max(float(anchor.norm()), 1e-8) for u in unit]
         if self.name == "random":
             return [float(hash_uniform(self.seed, layer, head, t, p)) for p in positions]
+        if self.name == "triattention":
+            competing = [not (p < self.n_sink or p >= t - self.window or (self.protect_prompt and p < self.prompt_len))
+                         for p in positions]
+            return triattention_scores(keys, positions, t, self.stats, layer, head, self.groups, competing,
+                                       self.group_agg)
         window = rows[-self.obs_window:]
         mean = [sum(r.get(p, 0.0) for r in window) / min(t, self.obs_window) for p in positions]
         half = self.kernel // 2
@@ -84,6 +93,7 @@ class ReferencePolicy:
         return [e / sum(exp) for e in exp]
 
     def evict(self, layer, head, positions, keys, received, rows, t, prompt_len, count):
+        self.prompt_len = prompt_len
         scores = self.scores(layer, head, positions, keys, received, rows, t)
         candidates = []
         for p, s in zip(positions, scores):
@@ -92,6 +102,47 @@ class ReferencePolicy:
                 candidates.append((s, p))
         candidates.sort()
         return {p for _, p in candidates[:count]}
+
+
+def triattention_scores(keys, positions, t, stats, layer, kv_head, group, competing, group_agg, offset_max=65536):
+    """TriAttention's score as the authors' code computes it (pruning_utils.invert_rope,
+    compute_frequency_statistics_from_means, score_keys_for_round with mean over geometric offsets,
+    then TriAttention's per-head standardisation over the competing tokens and the per-(layer, KV head)
+    combination of its query heads), in float64 loops: keys [n, D] post-RoPE at `positions`, the
+    token at position t about to be generated."""
+    n, d = keys.shape
+    f = d // 2
+    omega = [float(w) for w in stats.inv_freq]
+    s = stats.attention_scaling
+    offsets = [float(2 ** i) for i in range(int(math.log2(offset_max)) + 1)]
+    per_head = []
+    for qh in range(kv_head * group, (kv_head + 1) * group):
+        q_mean = [complex(stats.q_mean[layer, qh, j]) for j in range(f)]
+        q_abs = [float(stats.q_abs_mean[layer, qh, j]) for j in range(f)]
+        raw = []
+        for i in range(n):
+            p = positions[i]
+            k_rot = [float(x) for x in keys[i]]
+            # invert_rope: base = k / s, cos_unit = cos(p w), k = base * cos_unit - rotate_half(base) * sin_unit
+            k_pre = []
+            for j in range(f):
+                c, si = math.cos(p * omega[j]), math.sin(p * omega[j])
+                re = k_rot[j] / s * c + k_rot[j + f] / s * si
+                im = k_rot[j + f] / s * c - k_rot[j] / s * si
+                k_pre.append(complex(re, im))
+            amp = [abs(q_mean[j]) * abs(k_pre[j]) for j in range(f)]
+            phi = [math.atan2((q_mean[j] * k_pre[j].conjugate()).imag, (q_mean[j] * k_pre[j].conjugate()).real)
+                   for j in range(f)]
+            extra = [(q_abs[j] - abs(q_mean[j])) * abs(k_pre[j]) for j in range(f)]
+            scale = s * s  # freq_scale_sq
+            trig = [sum(amp[j] * scale * math.cos((t - p + o) * omega[j] + phi[j]) for j in range(f)) for o in offsets]
+            raw.append(sum(trig) / len(trig) + sum(extra[j] * scale for j in range(f)))
+        pool = [r for r, c in zip(raw, competing) if c]
+        mean = sum(pool) / max(len(pool), 1)
+        std = math.sqrt(sum((r - mean) ** 2 for r in pool) / max(len(pool), 1))
+        per_head.append([(r - mean) / max(std, 1e-6) for r in raw])
+    combine = {"max": max, "sum": sum, "mean": lambda v: sum(v) / len(v)}[group_agg]
+    return [combine([h[i] for h in per_head]) for i in range(n)]
 
 
 def _attentions(out, groups, agg):
@@ -110,6 +161,10 @@ def reference_generate(model, prompt_ids, policy: ReferencePolicy, max_new_token
     config = model.config
     groups = config.num_attention_heads // config.num_key_value_heads
     layers, heads = config.num_hidden_layers, config.num_key_value_heads
+    if policy.name == "triattention" and policy.stats is None:
+        from kvexp.policies.triattention_stats import CalibrationSettings, load_or_calibrate
+        policy.stats = load_or_calibrate(model, CalibrationSettings())  # calibration is tested on its own
+    policy.groups = groups
     previous = config._attn_implementation
     config._attn_implementation = "eager"
     try:

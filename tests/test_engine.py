@@ -72,6 +72,7 @@ REFERENCE_CASES = [(name, {}, n) for name in EVICTING for n in (9, 22)] + [
     ("h2o", {"normalize": "mean"}, 22), ("h2o", {"protect_prompt": True, "window": 2}, 9),
     ("streaming_llm", {"n_sink": 2, "window": 3}, 22), ("knorm", {"window": 3}, 22), ("keydiff", {"window": 3}, 22), ("random", {"window": 2}, 22),
     ("h2o", {"group_agg": "max"}, 22), ("snapkv", {"group_agg": "sum", "pool": "max", "kernel": 3}, 22),
+    ("triattention", {"protect_prompt": True}, 9), ("triattention", {"group_agg": "mean", "n_sink": 2}, 22),
 ]
 
 

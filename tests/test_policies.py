@@ -302,3 +302,144 @@ def test_gkv_matches_its_published_update_over_resident_slots_in_any_slot_order(
     assert (state["history"][0, 0, slots[n - w:]] == 0).all()       # the window carries no history
     # the history matters: a token whose cached score beats its local attention keeps it (times alpha)
     assert (expected_cache[:5] > rows.mean(0)[:5] / rows.mean(0)[:n - w].max()).any()
+
+
+# ---- TriAttention ----
+
+def _triattention_case(seed=0, scaling=1.3):
+    """Two rows, two KV heads of two query heads each, head_dim 8: random calibrated statistics, keys
+    rotated by RoPE (with attention scaling) at scattered positions, empty slots holding stale keys."""
+    from kvexp.policies.triattention_stats import QueryStats
+    g = torch.Generator().manual_seed(seed)
+    b, h, group, n, d = 2, 2, 2, 12, 8
+    f = d // 2
+    q_mean = torch.complex(torch.randn(1, h * group, f, generator=g), torch.randn(1, h * group, f, generator=g))
+    stats = QueryStats(q_mean, q_mean.abs() + torch.rand(1, h * group, f, generator=g),
+                       1.0 / 10000 ** (torch.arange(0, d, 2).float() / d), scaling)
+    pos = torch.stack([torch.stack([torch.randperm(40, generator=g)[:n] for _ in range(h)]) for _ in range(b)])
+    pos[0, 1, 3] = pos[1, 0, 7] = -1                                     # empty slots
+    k_pre = torch.randn(b, h, n, d, generator=g)
+    angle = pos.clamp(min=0).float().unsqueeze(-1) * stats.inv_freq      # as the model computes it
+    cos, sin = torch.cat([angle, angle], -1).cos() * scaling, torch.cat([angle, angle], -1).sin() * scaling
+    keys = k_pre * cos + torch.cat([-k_pre[..., f:], k_pre[..., :f]], -1) * sin
+    keys[pos < 0] = 50.0                                                 # stale keys must not count
+    incoming, prompt_len = torch.tensor([40, 57]), torch.tensor([5, 9])
+    c = StepContext(prefill=False, incoming=incoming, query_pos=incoming.view(-1, 1), prompt_len=prompt_len,
+                    row_seed=torch.tensor([0, 1]), layer_idx=0)
+    return stats, LayerView(keys, pos), c, group
+
+
+@pytest.mark.parametrize("params", [{}, {"protect_prompt": True, "group_agg": "mean"}, {"n_sink": 3, "window": 4}])
+def test_triattention_matches_the_authors_formula_over_resident_slots(params):
+    from reference import triattention_scores
+    policy = build_policy("triattention", **params)
+    stats, v, c, group = _triattention_case()
+    policy.use_stats(stats)
+    score = policy.score(policy.init_state(2, 2, 12, "cpu"), v, c)
+    protected = policy.protected_mask(v.pos, c, budget=64)
+    for b in range(2):
+        for h in range(2):
+            pos = v.pos[b, h].tolist()
+            live = [i for i, p in enumerate(pos) if p >= 0]
+            competing = [not bool(protected[b, h, i]) for i in live]
+            expected = triattention_scores(v.keys[b, h, live].double(), [pos[i] for i in live], int(c.incoming[b]),
+                                           stats, 0, h, group, competing, policy.group_agg)
+            got = [float(score[b, h, i]) for i in live]
+            ranked = [i for i, flag in zip(range(len(live)), competing) if flag]
+            assert max(abs(got[i] - expected[i]) for i in ranked) < 2e-4, (b, h)
+            assert sorted(ranked, key=lambda i: got[i]) == sorted(ranked, key=lambda i: expected[i])
+
+
+def test_triattention_score_ignores_the_storage_order_and_needs_its_statistics():
+    policy = build_policy("triattention")
+    stats, v, c, _ = _triattention_case(seed=1)
+    with pytest.raises(RuntimeError, match="calibration statistics"):
+        policy.score(None, v, c)
+    policy.use_stats(stats)
+    base = policy.score(None, v, c)
+    perm = torch.randperm(12, generator=torch.Generator().manual_seed(5))
+    shuffled = policy.score(None, LayerView(v.keys[:, :, perm], v.pos[:, :, perm]), c)
+    assert torch.allclose(shuffled, base[:, :, perm], atol=1e-5)
+
+
+def _captured_queries(model, ids):
+    """Pre-RoPE queries [B, T, Hq, D] read straight off the projections (after Qwen3's q_norm)."""
+    config = model.config
+    out = {}
+    hooks = []
+    for i, layer in enumerate(model.model.layers):
+        attn = layer.self_attn
+        site = getattr(attn, "q_norm", None) or attn.q_proj
+        hooks.append(site.register_forward_hook(lambda m, a, o, i=i: out.__setitem__(i, o.detach())))
+    try:
+        with torch.inference_mode():
+            model(input_ids=torch.tensor(ids))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    d = config.head_dim if getattr(config, "head_dim", None) else config.hidden_size // config.num_attention_heads
+    return [out[i].reshape(len(ids), len(ids[0]), config.num_attention_heads, d) for i in range(len(out))]
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3"])
+def test_triattention_calibration_equals_a_plain_recomputation(arch):
+    from engine_models import tiny_model
+    from kvexp.policies.triattention_stats import CalibrationSettings, calibration_sequences, query_statistics
+    model = tiny_model(arch)
+    settings = CalibrationSettings(prompts=3, tokens=10, seed=4)
+    ids = calibration_sequences(model, settings)
+    bos = model.config.bos_token_id
+    start = 2 if isinstance(bos, int) else 1                               # BOS, if any, then a seeded token
+    assert len(ids) == 3 and all(len(s) == start + 10 for s in ids) and all(s[0] == bos for s in ids if start == 2)
+    assert calibration_sequences(model, settings) == ids
+    assert calibration_sequences(model, CalibrationSettings(prompts=3, tokens=10, seed=5)) != ids
+    stats = query_statistics(model, ids)
+    for layer, q in enumerate(_captured_queries(model, ids)):
+        f = q.shape[-1] // 2
+        pairs = torch.complex(q[..., :f].double(), q[..., f:].double())   # [B, T, Hq, F]
+        assert torch.allclose(stats.q_mean[layer].to(torch.complex128), pairs.mean(dim=(0, 1)), atol=1e-5)
+        assert torch.allclose(stats.q_abs_mean[layer].double(), pairs.abs().mean(dim=(0, 1)), atol=1e-5)
+    assert torch.equal(stats.inv_freq, model.model.rotary_emb.inv_freq.float())
+
+
+def test_triattention_calibration_is_cached_once_reused_and_kept_per_model(tmp_path, monkeypatch):
+    from engine_models import tiny_model
+    from kvexp.policies import triattention_stats as ts
+    monkeypatch.setenv("KVEXP_CACHE", str(tmp_path))
+    settings = ts.CalibrationSettings(prompts=2, tokens=8)
+    model = tiny_model("llama")
+    first = ts.load_or_calibrate(model, settings)
+    files = list((tmp_path / "triattention").iterdir())
+    assert [f.name for f in files] == [ts.cache_path(model, settings).name]  # no temporary file left behind
+    payload = torch.load(files[0], weights_only=True)
+    assert payload["prompts"] == ts.calibration_sequences(model, settings)
+    assert payload["settings"] == {"prompts": 2, "tokens": 8, "seed": 0}
+    assert torch.equal(torch.complex(payload["q_mean_real"], payload["q_mean_imag"]), first.q_mean)
+
+    def no_calibration(*args):
+        raise AssertionError("calibrated again")
+    monkeypatch.setattr(ts, "query_statistics", no_calibration)
+    again = ts.load_or_calibrate(model, settings)                       # reused, not recomputed
+    assert torch.equal(again.q_mean, first.q_mean) and torch.equal(again.q_abs_mean, first.q_abs_mean)
+    policy = build_policy("triattention", calibration_prompts=2, calibration_tokens=8)
+    Engine(model, policy, Budget(16), GenerationSettings(max_new_tokens=4))  # the engine prepares it from the cache
+    assert torch.equal(policy.stats.q_mean, first.q_mean)
+    other = tiny_model("llama", seed=1)                                   # other weights: another entry
+    with pytest.raises(AssertionError, match="calibrated again"):
+        ts.load_or_calibrate(other, settings)
+    with pytest.raises(AssertionError, match="calibrated again"):
+        ts.load_or_calibrate(model, ts.CalibrationSettings(prompts=2, tokens=9))  # other settings too
+    monkeypatch.undo()
+    monkeypatch.setenv("KVEXP_CACHE", str(tmp_path))
+    ts.load_or_calibrate(other, settings)
+    assert len(list((tmp_path / "triattention").iterdir())) == 2
+    files[0].write_bytes(b"torn")                                       # a damaged entry is recomputed
+    assert torch.equal(ts.load_or_calibrate(model, settings).q_mean, first.q_mean)
+    assert torch.load(files[0], weights_only=True)["prompts"] == payload["prompts"]
+
+
+def test_triattention_refuses_a_rope_whose_frequencies_follow_the_length():
+    from engine_models import tiny_model
+    model = tiny_model("llama", rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0})
+    with pytest.raises(ValueError, match="rope_type 'dynamic'"):
+        Engine(model, build_policy("triattention"), Budget(16), GenerationSettings(max_new_tokens=4))

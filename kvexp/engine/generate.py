@@ -129,6 +129,7 @@ class Engine:
         newcomers) with the cache and the request key of each of its rows (None: a free row)."""
         check_model_config(model.config)
         budget.check(policy)
+        policy.prepare(model)
         self.model, self.policy, self.budget, self.settings = model, policy, budget, settings
         self.observer = observer
         self.sampler = Sampler(settings.temperature, settings.top_p, settings.top_k)

@@ -85,8 +85,13 @@ class ModelPreset:
         model.cache_dir, else $KVEXP_CACHE/models/<name>, else ~/.cache/kvexp/models/<name>."""
         if self.cache_dir:
             return Path(self.cache_dir).expanduser()
-        root = os.environ.get("KVEXP_CACHE") or "~/.cache/kvexp"
-        return Path(root).expanduser() / "models" / self.name
+        return cache_root() / "models" / self.name
+
+
+def cache_root() -> Path:
+    """kvexp's cache folder for things computed once and reused by later jobs (converted weights,
+    TriAttention's calibration): $KVEXP_CACHE, else ~/.cache/kvexp."""
+    return Path(os.environ.get("KVEXP_CACHE") or "~/.cache/kvexp").expanduser()
 
 
 def resolve_model_path(path: str) -> Path:

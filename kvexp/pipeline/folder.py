@@ -14,12 +14,13 @@ import json
 import logging
 import os
 import socket
-import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from kvexp.files import replaced_atomically
 
 log = logging.getLogger(__name__)
 
@@ -79,27 +80,6 @@ def as_recorded_now(config: dict[str, Any]) -> dict[str, Any]:
     if isinstance(policy, dict) and policy.get("name") == _FULL_BEFORE_NULL_BUDGETS:
         record_budget(config, evicts=False)
     return config
-
-
-@contextmanager
-def replaced_atomically(path: Path) -> Iterator[Any]:
-    """A text file to write that replaces `path` in one step when the block ends (a reader never sees half
-    of it). Its mode follows the umask like any new file (tempfile's own 0600 would lock teammates out)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "w") as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
-    os.umask(mask)
-    return mask
 
 
 def write_json(path: Path, obj: Any) -> None:

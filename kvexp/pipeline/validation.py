@@ -42,6 +42,11 @@ _POLICY_RULES: dict[str, tuple[Callable[[Any], bool], str, str]] = {
     "protect_prompt": (lambda v: isinstance(v, bool), "true or false", "policy.protect_prompt=true"),
     "group_agg": (lambda v: v in ("mean", "max", "sum"), "mean, max or sum", "policy.group_agg=mean"),
     "normalize": (lambda v: v in ("sum", "mean"), "sum or mean", "policy.normalize=sum"),
+    "standardize": (lambda v: isinstance(v, bool), "true or false", "policy.standardize=true"),
+    "offset_max": (lambda v: _is_int(v) and v >= 1, "an integer >= 1", "policy.offset_max=65536"),
+    "calibration_prompts": (lambda v: _is_int(v) and v >= 1, "an integer >= 1", "policy.calibration_prompts=4"),
+    "calibration_tokens": (lambda v: _is_int(v) and v >= 1, "an integer >= 1", "policy.calibration_tokens=256"),
+    "calibration_seed": (lambda v: _is_int(v) and v >= 0, "an integer >= 0", "policy.calibration_seed=0"),
 }
 
 

@@ -27,6 +27,7 @@ REGISTRY: dict[str, str] = {
     "rkv": "kvexp.policies.rkv:RKV",
     "keydiff": "kvexp.policies.keydiff:KeyDiff",
     "gkv": "kvexp.policies.gkv:GKV",
+    "triattention": "kvexp.policies.triattention:TriAttention",
     "random": "kvexp.policies.random:Random",
 }
 POLICY_NAMES = tuple(REGISTRY)

@@ -172,6 +172,10 @@ class Policy:
         return prot & (pos >= 0)
 
     # ---- scoring (per policy) ----
+    def prepare(self, model) -> None:
+        """Called by the engine with the model before it generates anything: a policy that needs
+        per-model data (TriAttention's calibration) gets it here, so a failure comes before any work."""
+
     def init_state(self, batch: int, heads: int, n_slots: int, device: torch.device) -> PolicyState:
         return PolicyState()
 
