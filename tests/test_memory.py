@@ -46,7 +46,7 @@ def test_rkv_keeps_no_pairwise_state():
     policy = build_policy("rkv")
     assert policy.state_bytes(8, 640) == 8 * 8 * 640 * 4                   # its 8-query window only
     assert policy.state_bytes(8, 4096) == 8 * 8 * 4096 * 4                 # grows linearly
-    per_row, shared = policy.eviction_workspace_bytes(8, 640, 128)
+    per_row, shared = policy.eviction_workspace_bytes(8, 32, 640, 128)
     one_layer_kv = 640 * LLAMA_8B.kv_bytes_per_token // LLAMA_8B.layers
     assert shared <= 32 * 2**20 and per_row < 1.2 * one_layer_kv   # mostly an fp32 copy of one layer's keys
 

@@ -227,7 +227,7 @@ def state_table(plan: WorkloadPlan) -> tuple[list[dict], list[dict]]:
     n, rows, targets = plan.state_budget, [], []
     for name in EVICTING:
         policy = build_policy(name)
-        per_row, shared = policy.eviction_workspace_bytes(shape.kv_heads, n, shape.head_dim)
+        per_row, shared = policy.eviction_workspace_bytes(shape.kv_heads, shape.query_heads, n, shape.head_dim)
         cost = row_cost(shape, policy, n)
         kv, state = cost.kv, cost.policy_state
         rows.append({"policy": name, "budget": n, "kv_bytes_per_row": kv, "state_bytes_per_row": state,

@@ -85,7 +85,7 @@ class RowPlan:
 def row_cost(shape: ModelShape, policy: Policy, capacity: int) -> RowCost:
     n, h = capacity, shape.kv_heads
     state = shape.layers * policy.state_bytes(h, n)
-    eviction, _ = policy.eviction_workspace_bytes(h, n, shape.head_dim) if policy.evicts else (0, 0)
+    eviction, _ = policy.eviction_workspace_bytes(h, shape.query_heads, n, shape.head_dim) if policy.evicts else (0, 0)
     if policy.needs_attention:  # scores in the model's dtype, fp32 probabilities, their group aggregate
         attention = shape.query_heads * n * (shape.dtype_bytes + 8) + h * n * 4
     else:                       # the fused kernel; its boolean mask
@@ -102,7 +102,7 @@ def shared_workspace(shape: ModelShape, policy: Policy, longest_prompt: int, max
     per_token = (4 * shape.hidden + 3 * shape.intermediate
                  + 2 * (shape.query_heads + 2 * shape.kv_heads) * shape.head_dim) * shape.dtype_bytes
     prompt_state = policy.state_bytes(shape.kv_heads, longest_prompt)
-    _, fixed = policy.eviction_workspace_bytes(shape.kv_heads, longest_prompt, shape.head_dim) if policy.evicts \
+    _, fixed = policy.eviction_workspace_bytes(shape.kv_heads, shape.query_heads, longest_prompt, shape.head_dim) if policy.evicts \
         else (0, 0)
     return tokens * per_token + 3 * PREFILL_CHUNK_BYTES + prompt_state + fixed
 

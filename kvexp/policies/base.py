@@ -192,10 +192,10 @@ class Policy:
         """Persistent state of one row in one layer, measured from `init_state` without allocating."""
         return self.init_state(1, heads, n_slots, torch.device("meta")).nbytes()
 
-    def eviction_workspace_bytes(self, heads: int, n_slots: int, head_dim: int) -> tuple[int, int]:
+    def eviction_workspace_bytes(self, heads: int, query_heads: int, n_slots: int, head_dim: int) -> tuple[int, int]:
         """Peak transient memory of one layer's eviction as (bytes per row, bytes shared by the
-        batch): the score, the eviction order (two sorts) and the masks, [H, N] each per row.
-        Policies that need more say so."""
+        batch), for `heads` KV heads shared by `query_heads` query heads: the score, the eviction
+        order (two sorts) and the masks, [H, N] each per row. Policies that need more say so."""
         return heads * n_slots * (4 + 3 * 8 + 2), 0
 
     # ---- helpers shared by policies ----

@@ -32,7 +32,7 @@ class KeyDiff(Policy):
         cosine = (unit @ anchor.transpose(-1, -2)).squeeze(-1) / anchor.norm(dim=-1).clamp(min=1e-8)
         return -cosine
 
-    def eviction_workspace_bytes(self, heads, n_slots, head_dim):
+    def eviction_workspace_bytes(self, heads, query_heads, n_slots, head_dim):
         # per row: the fp32 keys and their unit copy on top of the shared score and order
-        per_row, shared = super().eviction_workspace_bytes(heads, n_slots, head_dim)
+        per_row, shared = super().eviction_workspace_bytes(heads, query_heads, n_slots, head_dim)
         return per_row + heads * n_slots * head_dim * 4 * 2, shared

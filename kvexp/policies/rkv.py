@@ -52,10 +52,10 @@ class RKV(Policy):
         per_row = batch * heads * n_slots * (4 + 4 + 1)  # similarities, duplicate positions, mask
         return max(1, min(n_slots, SIMILARITY_BLOCK_BYTES // per_row))
 
-    def eviction_workspace_bytes(self, heads, n_slots, head_dim):
+    def eviction_workspace_bytes(self, heads, query_heads, n_slots, head_dim):
         # per row: fp32 unit keys, row and dropped totals, the base score and order, and at least one
         # row of similarities (a block holds one when the batch is large); shared: one block
-        per_row, _ = super().eviction_workspace_bytes(heads, n_slots, head_dim)
+        per_row, _ = super().eviction_workspace_bytes(heads, query_heads, n_slots, head_dim)
         return per_row + heads * n_slots * ((head_dim + 2) * 4 + 9), SIMILARITY_BLOCK_BYTES
 
     def redundancy(self, keys: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,7 @@ import math
 
 import torch
 
+from kvexp.errors import ConfigError
 from kvexp.policies.base import Policy
 from kvexp.policies.triattention_stats import CalibrationSettings, QueryStats, load_or_calibrate, rotary
 
@@ -46,7 +47,7 @@ class TriAttention(Policy):
       head across all layers, scored by the mean over layers of each layer's group maximum; kvexp
       keeps each layer's own set, which is their per_layer_perhead_pruning mode.
     - Ties go to the older token; they add seeded noise of 1e-6 to the scores.
-    - With protect_prompt=true, a prompt longer than B - S is an error row (design, section 2); theirs
+    - With protect_prompt=true, a prompt longer than B - S is an error row (README, "Budget semantics"); theirs
       then keeps the first b prompt tokens and drops every generated one.
     - Calibration runs on the model's own sampled text rather than on a text file (see
       triattention_stats), over every token of several sequences; their calibrated queries carry
@@ -62,7 +63,7 @@ class TriAttention(Policy):
         kwargs.setdefault("group_agg", "max")
         super().__init__(**kwargs)
         if offset_max < 1:
-            raise ValueError(f"policy.offset_max must be >= 1, got {offset_max}")
+            raise ConfigError(f"policy.offset_max must be >= 1, got {offset_max}")
         self.offset_max, self.standardize = offset_max, standardize
         self.calibration = CalibrationSettings(calibration_prompts, calibration_tokens, calibration_seed)
         self.stats: QueryStats | None = None
@@ -126,8 +127,8 @@ class TriAttention(Policy):
             raw = (raw - mean) / var.sqrt().clamp(min=1e-6)
         return self.aggregate_groups(raw.unsqueeze(-2)).squeeze(-2)
 
-    def eviction_workspace_bytes(self, heads, n_slots, head_dim):
+    def eviction_workspace_bytes(self, heads, query_heads, n_slots, head_dim):
         # per row: the fp32 keys, their pair norms, and two [G, N] score blocks per KV head
-        # (up to 8 query heads per KV head: Llama-3.1-8B has 4, Qwen2.5-7B 7); known before calibration
-        per_row, shared = super().eviction_workspace_bytes(heads, n_slots, head_dim)
-        return per_row + heads * n_slots * 4 * (head_dim + head_dim // 2 + 2 * 8), shared
+        per_row, shared = super().eviction_workspace_bytes(heads, query_heads, n_slots, head_dim)
+        group = query_heads // heads
+        return per_row + heads * n_slots * 4 * (head_dim + head_dim // 2 + 2 * group), shared

@@ -32,6 +32,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from kvexp.errors import ConfigError
+from kvexp.files import replaced_atomically
+from kvexp.models.preset import cache_root
+
 log = logging.getLogger(__name__)
 
 FORMAT = 1                      # bump when the statistics or the file change meaning
@@ -64,7 +68,7 @@ class CalibrationSettings:
 
     def __post_init__(self):
         if self.prompts < 1 or self.tokens < 1:
-            raise ValueError(f"policy.calibration_prompts and policy.calibration_tokens must be >= 1, "
+            raise ConfigError(f"policy.calibration_prompts and policy.calibration_tokens must be >= 1, "
                              f"got {self.prompts} and {self.tokens}")
 
 
@@ -73,11 +77,11 @@ def rotary(model):
     body = getattr(model, "model", model)
     rope = getattr(body, "rotary_emb", None)
     if rope is None or not hasattr(rope, "inv_freq"):
-        raise ValueError(f"TriAttention needs the model's rotary embedding (model.model.rotary_emb with inv_freq); "
+        raise ConfigError(f"TriAttention needs the model's rotary embedding (model.model.rotary_emb with inv_freq); "
                          f"{type(model).__name__} has none")
     rope_type = getattr(rope, "rope_type", "default")
     if rope_type in _LENGTH_DEPENDENT_ROPE:
-        raise ValueError(f"TriAttention cannot score keys under rope_type {rope_type!r}: its frequencies change with "
+        raise ConfigError(f"TriAttention cannot score keys under rope_type {rope_type!r}: its frequencies change with "
                          f"the sequence length; use a checkpoint with a fixed RoPE")
     return rope
 
@@ -101,8 +105,6 @@ def model_digest(model) -> str:
 
 
 def cache_path(model, settings: CalibrationSettings, digest: str | None = None) -> Path:
-    from kvexp.models.preset import cache_root
-
     digest = digest or model_digest(model)
     key = hashlib.sha256(json.dumps({"format": FORMAT, "model": digest, "prompts": settings.prompts,
                                      "tokens": settings.tokens, "seed": settings.seed}).encode()).hexdigest()[:20]
@@ -198,8 +200,6 @@ def query_statistics(model, sequences: list[list[int]]) -> QueryStats:
 
 
 def _save(path: Path, stats: QueryStats, sequences, settings: CalibrationSettings, digest: str, model) -> None:
-    from kvexp.files import replaced_atomically
-
     payload = {"format": FORMAT, "model_digest": digest, "model_type": model.config.model_type,
                "settings": {"prompts": settings.prompts, "tokens": settings.tokens, "seed": settings.seed},
                "prompts": sequences, "torch": str(torch.__version__),
