@@ -23,7 +23,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv with kvexp and everything it needs
 
-lint: $(STAMP)  ## the layering contract (pyproject.toml, [tool.importlinter])
+lint: $(STAMP)  ## ruff (lint and format check) and the layering contract (pyproject.toml)
+	$(VENV)/bin/ruff check kvexp tests
+	$(VENV)/bin/ruff format --check kvexp tests
 	$(VENV)/bin/lint-imports --no-cache
 
 test: lint  ## the lint, then the whole test suite
