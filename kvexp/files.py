@@ -1,5 +1,6 @@
 """Writing shared files safely: a file replaced in one step, with the mode the umask gives, so a
 reader (another job, a teammate) never sees half of it and can read it."""
+
 from __future__ import annotations
 
 import os

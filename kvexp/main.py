@@ -12,6 +12,7 @@ hydra/launcher=slurm or local, every failed cell is listed with its folder, job 
 128 + signal number when interrupted (SIGTERM: 143, SIGUSR2: 140, Ctrl-C: 130), after the job folder is
 flushed. Under hydra/launcher=slurm an interrupted job is requeued and resumes (kvexp.launch).
 """
+
 from __future__ import annotations
 
 import sys
@@ -44,10 +45,14 @@ register_launchers()
 def main(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     sweep = Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
-    hydra_files = {"config.yaml": OmegaConf.to_container(cfg, resolve=False), "hydra.yaml": {"hydra": OmegaConf.to_container(hc, resolve=False)},
-                   "overrides.yaml": list(hc.overrides.task)}
-    metrics = run_job(cfg, Path(hc.runtime.output_dir), sweep=sweep, overrides=list(hc.overrides.task),
-                      hydra_files=hydra_files)
+    hydra_files = {
+        "config.yaml": OmegaConf.to_container(cfg, resolve=False),
+        "hydra.yaml": {"hydra": OmegaConf.to_container(hc, resolve=False)},
+        "overrides.yaml": list(hc.overrides.task),
+    }
+    metrics = run_job(
+        cfg, Path(hc.runtime.output_dir), sweep=sweep, overrides=list(hc.overrides.task), hydra_files=hydra_files
+    )
     return metrics.get("accuracy")  # the objective, for sweepers that optimise one
 
 

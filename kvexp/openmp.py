@@ -6,6 +6,7 @@ decode steps ran 3-8x slower and erratically on a 2-core machine, and a job besi
 decoded ~50x slower. Passive waiting costs nothing on an idle CPU. It must be set before torch loads,
 so the entry points call this first.
 """
+
 import os
 import sys
 

@@ -14,4 +14,5 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 @pytest.fixture(scope="session")
 def llama():
     from engine_models import tiny_model
+
     return tiny_model("llama")

@@ -2,6 +2,7 @@
 DynamicCache and eager attention (the model returns its attention weights), pruned after every step
 by the policy's rule with Python loops over (layer, head, position). Only random's hash is shared,
 because that hash *is* random's rule."""
+
 from __future__ import annotations
 
 import math
@@ -12,14 +13,35 @@ from kvexp.policies.random import hash_uniform
 
 
 class ReferencePolicy:
-    def __init__(self, name, budget, slack, *, window=None, n_sink=None, protect_prompt=False, normalize="sum",
-                 obs_window=None, kernel=None, lam=None, threshold=0.5, seed=0, group_agg=None, pool="avg", alpha=0.8,
-                 stats=None):
+    def __init__(
+        self,
+        name,
+        budget,
+        slack,
+        *,
+        window=None,
+        n_sink=None,
+        protect_prompt=False,
+        normalize="sum",
+        obs_window=None,
+        kernel=None,
+        lam=None,
+        threshold=0.5,
+        seed=0,
+        group_agg=None,
+        pool="avg",
+        alpha=0.8,
+        stats=None,
+    ):
         self.name, self.budget, self.slack = name, budget, slack
-        defaults = {"streaming_llm": dict(n_sink=4, window=0), "h2o": dict(n_sink=0, window=budget // 2),
-                    "snapkv": dict(n_sink=0, obs_window=32, kernel=5), "rkv": dict(n_sink=0, obs_window=8, kernel=7),
-                    "gkv": dict(n_sink=0, obs_window=16, kernel=1, lam=0.5, group_agg="max"),
-                    "triattention": dict(group_agg="max")}
+        defaults = {
+            "streaming_llm": dict(n_sink=4, window=0),
+            "h2o": dict(n_sink=0, window=budget // 2),
+            "snapkv": dict(n_sink=0, obs_window=32, kernel=5),
+            "rkv": dict(n_sink=0, obs_window=8, kernel=7),
+            "gkv": dict(n_sink=0, obs_window=16, kernel=1, lam=0.5, group_agg="max"),
+            "triattention": dict(group_agg="max"),
+        }
         d = defaults.get(name, {})
         self.n_sink = n_sink if n_sink is not None else d.get("n_sink", 0)
         self.obs_window = obs_window if obs_window is not None else d.get("obs_window", 0)
@@ -52,11 +74,14 @@ class ReferencePolicy:
         if self.name == "random":
             return [float(hash_uniform(self.seed, layer, head, t, p)) for p in positions]
         if self.name == "triattention":
-            competing = [not (p < self.n_sink or p >= t - self.window or (self.protect_prompt and p < self.prompt_len))
-                         for p in positions]
-            return triattention_scores(keys, positions, t, self.stats, layer, head, self.groups, competing,
-                                       self.group_agg)
-        window = rows[-self.obs_window:]
+            competing = [
+                not (p < self.n_sink or p >= t - self.window or (self.protect_prompt and p < self.prompt_len))
+                for p in positions
+            ]
+            return triattention_scores(
+                keys, positions, t, self.stats, layer, head, self.groups, competing, self.group_agg
+            )
+        window = rows[-self.obs_window :]
         mean = [sum(r.get(p, 0.0) for r in window) / min(t, self.obs_window) for p in positions]
         half = self.kernel // 2
         if self.name == "snapkv" and self.pool == "avg":  # zero padding at the ends, as avg_pool1d
@@ -114,7 +139,7 @@ def triattention_scores(keys, positions, t, stats, layer, kv_head, group, compet
     f = d // 2
     omega = [float(w) for w in stats.inv_freq]
     s = stats.attention_scaling
-    offsets = [float(2 ** i) for i in range(int(math.log2(offset_max)) + 1)]
+    offsets = [float(2**i) for i in range(int(math.log2(offset_max)) + 1)]
     per_head = []
     for qh in range(kv_head * group, (kv_head + 1) * group):
         q_mean = [complex(stats.q_mean[layer, qh, j]) for j in range(f)]
@@ -131,8 +156,10 @@ def triattention_scores(keys, positions, t, stats, layer, kv_head, group, compet
                 im = k_rot[j + f] / s * c - k_rot[j] / s * si
                 k_pre.append(complex(re, im))
             amp = [abs(q_mean[j]) * abs(k_pre[j]) for j in range(f)]
-            phi = [math.atan2((q_mean[j] * k_pre[j].conjugate()).imag, (q_mean[j] * k_pre[j].conjugate()).real)
-                   for j in range(f)]
+            phi = [
+                math.atan2((q_mean[j] * k_pre[j].conjugate()).imag, (q_mean[j] * k_pre[j].conjugate()).real)
+                for j in range(f)
+            ]
             extra = [(q_abs[j] - abs(q_mean[j])) * abs(k_pre[j]) for j in range(f)]
             scale = s * s  # freq_scale_sq
             trig = [sum(amp[j] * scale * math.cos((t - p + o) * omega[j] + phi[j]) for j in range(f)) for o in offsets]
@@ -163,6 +190,7 @@ def reference_generate(model, prompt_ids, policy: ReferencePolicy, max_new_token
     layers, heads = config.num_hidden_layers, config.num_key_value_heads
     if policy.name == "triattention" and policy.stats is None:
         from kvexp.policies.triattention_stats import CalibrationSettings, load_or_calibrate
+
         policy.stats = load_or_calibrate(model, CalibrationSettings())  # calibration is tested on its own
     policy.groups = groups
     previous = config._attn_implementation
@@ -177,37 +205,46 @@ def reference_generate(model, prompt_ids, policy: ReferencePolicy, max_new_token
         rows = [[[] for _ in range(heads)] for _ in range(layers)]
 
         def observe(attn):
-            for l in range(layers):
+            for layer in range(layers):
                 for h in range(heads):
-                    for q in range(attn[l].shape[1]):
-                        row = {p: float(attn[l][h, q, i]) for i, p in enumerate(positions[l][h])}
+                    for q in range(attn[layer].shape[1]):
+                        row = {p: float(attn[layer][h, q, i]) for i, p in enumerate(positions[layer][h])}
                         for p, v in row.items():
-                            received[l][h][p] += v
-                        rows[l][h].append(row)
+                            received[layer][h][p] += v
+                        rows[layer][h].append(row)
 
         def prune(count):
-            for l in range(layers):
-                keys, values = cache.layers[l].keys, cache.layers[l].values
+            for layer in range(layers):
+                keys, values = cache.layers[layer].keys, cache.layers[layer].values
                 keep_idx = []
                 for h in range(heads):
-                    gone = policy.evict(l, h, positions[l][h], keys[0, h], received[l][h], rows[l][h], t,
-                                        prompt_len, count)
-                    keep = [i for i, p in enumerate(positions[l][h]) if p not in gone]
-                    positions[l][h] = [positions[l][h][i] for i in keep]
+                    gone = policy.evict(
+                        layer,
+                        h,
+                        positions[layer][h],
+                        keys[0, h],
+                        received[layer][h],
+                        rows[layer][h],
+                        t,
+                        prompt_len,
+                        count,
+                    )
+                    keep = [i for i, p in enumerate(positions[layer][h]) if p not in gone]
+                    positions[layer][h] = [positions[layer][h][i] for i in keep]
                     keep_idx.append(keep)
                 index = torch.tensor(keep_idx).view(1, heads, -1, 1)
-                cache.layers[l].keys = keys.gather(2, index.expand(-1, -1, -1, keys.shape[-1]))
-                cache.layers[l].values = values.gather(2, index.expand(-1, -1, -1, values.shape[-1]))
+                cache.layers[layer].keys = keys.gather(2, index.expand(-1, -1, -1, keys.shape[-1]))
+                cache.layers[layer].values = values.gather(2, index.expand(-1, -1, -1, values.shape[-1]))
 
         # prefill: causal rows over the prompt
         attn = _attentions(out, groups, policy.group_agg)
-        for l in range(layers):
+        for layer in range(layers):
             for h in range(heads):
                 for q in range(t):
-                    row = {p: float(attn[l][h, q, p]) for p in range(q + 1)}
+                    row = {p: float(attn[layer][h, q, p]) for p in range(q + 1)}
                     for p, v in row.items():
-                        received[l][h][p] += v
-                    rows[l][h].append(row)
+                        received[layer][h][p] += v
+                    rows[layer][h].append(row)
         if t > policy.budget:
             prune(t - policy.budget)
         tokens = [int(out.logits[0, -1].argmax())]
@@ -215,13 +252,18 @@ def reference_generate(model, prompt_ids, policy: ReferencePolicy, max_new_token
             if len(positions[0][0]) + 1 > policy.budget:
                 prune(policy.slack)
             n = len(positions[0][0])
-            out = model(input_ids=torch.tensor([[tokens[-1]]]), position_ids=torch.tensor([[t]]),
-                        attention_mask=torch.ones(1, n + 1, dtype=torch.long), past_key_values=cache,
-                        use_cache=True, output_attentions=True)
-            for l in range(layers):
+            out = model(
+                input_ids=torch.tensor([[tokens[-1]]]),
+                position_ids=torch.tensor([[t]]),
+                attention_mask=torch.ones(1, n + 1, dtype=torch.long),
+                past_key_values=cache,
+                use_cache=True,
+                output_attentions=True,
+            )
+            for layer in range(layers):
                 for h in range(heads):
-                    positions[l][h].append(t)
-                    received[l][h][t] = 0.0
+                    positions[layer][h].append(t)
+                    received[layer][h][t] = 0.0
             observe(_attentions(out, groups, policy.group_agg))
             t += 1
             tokens.append(int(out.logits[0, -1].argmax()))

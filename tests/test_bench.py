@@ -1,5 +1,6 @@
 """`make bench` (kvexp.bench): the quick smoke run writes a well-formed bench.json with a row for every
 requested policy. Timings are never asserted: they depend on the machine and on what else runs on it."""
+
 from __future__ import annotations
 
 import json
@@ -13,17 +14,33 @@ import pytest
 from kvexp.policies import POLICY_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
-ROW_FIELDS = {"model": str, "engine": str, "policy": str, "new_tokens": int, "batch": int, "prompt_len": int,
-              "decode_tokens_per_s": float, "ms_per_step": float, "prefill_s": float,
-              "peak_resident_tokens": int, "kv_bytes_peak": int}
+ROW_FIELDS = {
+    "model": str,
+    "engine": str,
+    "policy": str,
+    "new_tokens": int,
+    "batch": int,
+    "prompt_len": int,
+    "decode_tokens_per_s": float,
+    "ms_per_step": float,
+    "prefill_s": float,
+    "peak_resident_tokens": int,
+    "kv_bytes_peak": int,
+}
 MACHINE_FIELDS = ("torch", "transformers", "threads", "cpu_model", "device")
 
 
 def _bench(tmp_path: Path, *args: str) -> tuple[dict, str]:
     out = tmp_path / "bench.json"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-m", "kvexp.bench", "--quick", "--threads", "1", "--out", str(out), *args],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [sys.executable, "-m", "kvexp.bench", "--quick", "--threads", "1", "--out", str(out), *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads(out.read_text()), proc.stdout
 
@@ -54,8 +71,12 @@ def _check_rows(result: dict, policies: list[str]) -> None:
     for t in result["targets"]:
         assert t["status"] in ("PASS", "FAIL", "INFO", "n/a")
         assert {"target", "detail", "ratio", "threshold"} <= set(t)
-    assert {t["target"] for t in result["targets"]} >= {"full_vs_generate", "budget_vs_full_long",
-                                                       "budget_vs_full_early", "batch_hi_vs_1"}
+    assert {t["target"] for t in result["targets"]} >= {
+        "full_vs_generate",
+        "budget_vs_full_long",
+        "budget_vs_full_early",
+        "batch_hi_vs_1",
+    }
 
 
 def test_quick_bench_every_policy(tmp_path):
@@ -80,11 +101,16 @@ def test_quick_bench_workload_section(tmp_path):
     assert {r["policy"] for r in section["state"]} == set(POLICY_NAMES) - {"full"}
     assert all(r["state_over_kv"] <= 0.3 for r in section["state"])
     assert {(r["policy"], r["slack"]) for r in section["ops"]} >= {("full", None), ("rkv", 1), ("rkv", 8)}
-    assert {t["target"] for t in result["targets"]} == {"continuous_vs_static", "continuous_vs_equal_lengths",
-                                                       "continuous_vs_equal_lengths_steady",
-                                                       "auto_rows_vs_full", "auto_tokens_vs_full",
-                                                       "auto_tokens_vs_full_whole", "state_vs_kv",
-                                                       "ops_vs_full"}
+    assert {t["target"] for t in result["targets"]} == {
+        "continuous_vs_static",
+        "continuous_vs_equal_lengths",
+        "continuous_vs_equal_lengths_steady",
+        "auto_rows_vs_full",
+        "auto_tokens_vs_full",
+        "auto_tokens_vs_full_whole",
+        "state_vs_kv",
+        "ops_vs_full",
+    }
     assert "aten ops per decode step" in stdout and "utilization" in stdout
 
 
@@ -97,7 +123,12 @@ def test_quick_bench_filters(tmp_path):
 
 def test_unknown_policy_is_refused(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-m", "kvexp.bench", "--quick", "--policies", "nope",
-                           "--out", str(tmp_path / "b.json")], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "kvexp.bench", "--quick", "--policies", "nope", "--out", str(tmp_path / "b.json")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "unknown policy 'nope'" in proc.stderr

@@ -1,5 +1,6 @@
 """Every config file composes; defaults, folder names and experiment files say what the README says.
 Nothing here loads a model or runs a job."""
+
 from __future__ import annotations
 
 import itertools
@@ -28,19 +29,48 @@ def sweep_params(cfg) -> dict[str, list[str]]:
 
 
 def test_documented_options_exist():
-    assert options("model") == sorted(["smollm2_135m", "tiny_random", "llama31_8b_instruct", "nemotron_nano_8b",
-                                       "r1_distill_llama_8b", "r1_distill_qwen_7b", "r1_distill_qwen_14b", "qwen3_8b",
-                                       "organism"])
-    assert options("dataset") == sorted(["gsm8k", "math500", "aime24", "aime25", "strategyqa", "folio", "drop",
-                                         "reclor", "openbookqa", "commonsenseqa", "logiqa", "chain"])
+    assert options("model") == sorted(
+        [
+            "smollm2_135m",
+            "tiny_random",
+            "llama31_8b_instruct",
+            "nemotron_nano_8b",
+            "r1_distill_llama_8b",
+            "r1_distill_qwen_7b",
+            "r1_distill_qwen_14b",
+            "qwen3_8b",
+            "organism",
+        ]
+    )
+    assert options("dataset") == sorted(
+        [
+            "gsm8k",
+            "math500",
+            "aime24",
+            "aime25",
+            "strategyqa",
+            "folio",
+            "drop",
+            "reclor",
+            "openbookqa",
+            "commonsenseqa",
+            "logiqa",
+            "chain",
+        ]
+    )
     assert options("logger") == ["none", "wandb"]
     assert {"local"} <= set(options("hydra/launcher"))
 
 
 def test_defaults():
     cfg = compose_config()
-    assert (cfg.model.name, cfg.dataset.name, cfg.policy.name, cfg.budget.tokens, cfg.logger.name) == \
-        ("smollm2_135m", "gsm8k", "h2o", 128, "wandb")
+    assert (cfg.model.name, cfg.dataset.name, cfg.policy.name, cfg.budget.tokens, cfg.logger.name) == (
+        "smollm2_135m",
+        "gsm8k",
+        "h2o",
+        128,
+        "wandb",
+    )
     assert cfg.dataset.shard == {"index": 0, "count": 1} and cfg.dataset.source == "auto"
     assert cfg.generation.temperature == cfg.model.sampling.temperature  # model preset drives sampling defaults
     assert isinstance(cfg.seed, int)
@@ -106,9 +136,17 @@ def test_smoke_experiment_is_offline():
     assert cfg.model.name == "smollm2_135m"
 
 
-@pytest.mark.parametrize("override, group", [("policy=foo", "policy"), ("model=gpt5", "model"),
-                                             ("dataset=mmlu", "dataset"), ("budget=100", "budget"),
-                                             ("experiment=nope", "experiment"), ("logger=tensorboard", "logger")])
+@pytest.mark.parametrize(
+    "override, group",
+    [
+        ("policy=foo", "policy"),
+        ("model=gpt5", "model"),
+        ("dataset=mmlu", "dataset"),
+        ("budget=100", "budget"),
+        ("experiment=nope", "experiment"),
+        ("logger=tensorboard", "logger"),
+    ],
+)
 def test_unknown_option_lists_valid_ones(override, group):
     with pytest.raises(MissingConfigException) as err:
         compose_config([override])
@@ -118,15 +156,21 @@ def test_unknown_option_lists_valid_ones(override, group):
 
 
 def test_numeric_budget_choices_work_as_typed():
-    assert quote_numeric_choices(["budget=128,512", "budget=64", "budget.tokens=5", "policy=h2o", "budget=none"]) == \
-        ["budget='128','512'", "budget='64'", "budget.tokens=5", "policy=h2o", "budget=none"]
+    assert quote_numeric_choices(["budget=128,512", "budget=64", "budget.tokens=5", "policy=h2o", "budget=none"]) == [
+        "budget='128','512'",
+        "budget='64'",
+        "budget.tokens=5",
+        "policy=h2o",
+        "budget=none",
+    ]
     assert compose_config(["budget=512"]).budget.tokens == 512
     assert compose_config(["budget.tokens=300", "budget.slack=8"]).budget == {"tokens": 300, "slack": 8}
 
 
 def test_job_folders_name_the_cell():
-    cfg = compose_config(["policy=snapkv", "budget=512", "model=tiny_random", "dataset=math500"],
-                         return_hydra_config=True)
+    cfg = compose_config(
+        ["policy=snapkv", "budget=512", "model=tiny_random", "dataset=math500"], return_hydra_config=True
+    )
     assert cfg.hydra.sweep.subdir == "tiny_random/math500/snapkv-b512-s1"
     assert cfg.hydra.run.dir.endswith("/tiny_random/math500/snapkv-b512-s1")
     full = compose_config(["policy=full", "budget=none"], return_hydra_config=True)
@@ -166,6 +210,7 @@ def test_model_generation_defaults_follow_the_model_cards():
     def sampling(model):
         g = compose_config([f"model={model}"]).generation
         return g.temperature, g.top_p, g.top_k
+
     for r1 in ("r1_distill_llama_8b", "r1_distill_qwen_7b", "r1_distill_qwen_14b"):
         assert sampling(r1) == (0.6, 0.95, 0)
         assert compose_config([f"model={r1}"]).model.system_prompt is None  # the card: no system prompt
@@ -179,8 +224,9 @@ def test_model_generation_defaults_follow_the_model_cards():
 
 def test_resume_identity_ignores_only_harmless_changes():
     base = OmegaConf.to_container(compose_config(["model=tiny_random"]), resolve=True)
-    same = OmegaConf.to_container(compose_config(["model=tiny_random", "dataset.limit=7", "logger=none",
-                                                  "generation.batch_size=3"]), resolve=True)
+    same = OmegaConf.to_container(
+        compose_config(["model=tiny_random", "dataset.limit=7", "logger=none", "generation.batch_size=3"]), resolve=True
+    )
     assert differences(run_identity(base), run_identity(same)) == []
     for change in ("seed=1", "generation.max_new_tokens=9", "policy.window=3", "budget=512", "dataset=math500"):
         other = OmegaConf.to_container(compose_config(["model=tiny_random", change]), resolve=True)
@@ -189,8 +235,13 @@ def test_resume_identity_ignores_only_harmless_changes():
     from kvexp.pipeline.folder import record_budget
     from kvexp.policies import POLICIES
 
-    full_a, full_b = (record_budget(OmegaConf.to_container(compose_config(["policy=full", f"budget={b}"]), resolve=True),
-                                    evicts=POLICIES["full"].evicts) for b in (128, 512))
+    full_a, full_b = (
+        record_budget(
+            OmegaConf.to_container(compose_config(["policy=full", f"budget={b}"]), resolve=True),
+            evicts=POLICIES["full"].evicts,
+        )
+        for b in (128, 512)
+    )
     assert full_a["budget"] == {"tokens": None, "slack": None}
     assert differences(run_identity(full_a), run_identity(full_b)) == []
 

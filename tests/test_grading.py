@@ -31,8 +31,7 @@ GSM8K_GOLD = "Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day.\n#### 18"
     [
         ("so \\boxed{42}.", "42"),
         ("\\boxed{\\frac{1}{2}}", "\\frac{1}{2}"),
-        ("nested \\boxed{\\left\\{ 1, \\frac{a}{b^{2}} \\right\\}} end",
-         "\\left\\{ 1, \\frac{a}{b^{2}} \\right\\}"),
+        ("nested \\boxed{\\left\\{ 1, \\frac{a}{b^{2}} \\right\\}} end", "\\left\\{ 1, \\frac{a}{b^{2}} \\right\\}"),
         ("space \\boxed {7}", "7"),
         ("fbox \\fbox{C}", "C"),
         ("no braces \\boxed 5$", "5"),
@@ -82,8 +81,15 @@ def test_math_equal_equivalent(prediction, gold):
 
 @pytest.mark.parametrize(
     "prediction, gold",
-    [("1001", "1000"), ("0.51", "\\frac{1}{2}"), ("\\frac{2}{3}", "\\frac{3}{2}"), ("18.5", "18"),
-     ("", "18"), (None, "18"), ("x" * 5000, "18")],
+    [
+        ("1001", "1000"),
+        ("0.51", "\\frac{1}{2}"),
+        ("\\frac{2}{3}", "\\frac{3}{2}"),
+        ("18.5", "18"),
+        ("", "18"),
+        (None, "18"),
+        ("x" * 5000, "18"),
+    ],
 )
 def test_math_equal_different(prediction, gold):
     assert not math_equal(prediction, gold)
@@ -116,8 +122,14 @@ def test_gsm8k_thousands_gold():
 
 @pytest.mark.parametrize(
     "text, number",
-    [("earns 1,250.50 dollars.", "1,250.50"), ("from 3-5", "5"), ("it is -7 degrees", "-7"),
-     ("(2)-4", "4"), ("x5 and .5", ".5"), ("no digits", None)],
+    [
+        ("earns 1,250.50 dollars.", "1,250.50"),
+        ("from 3-5", "5"),
+        ("it is -7 degrees", "-7"),
+        ("(2)-4", "4"),
+        ("x5 and .5", ".5"),
+        ("no digits", None),
+    ],
 )
 def test_last_number(text, number):
     from kvexp.grading.extract import last_number
@@ -172,9 +184,7 @@ def test_math_grading_works_off_the_main_thread():
     # math-verify's signal-based timeouts only work in the main thread; elsewhere we must still
     # grade (without them) rather than raise.
     results = []
-    worker = threading.Thread(
-        target=lambda: results.append(grade("math500", "\\boxed{0.5}", "\\frac{1}{2}"))
-    )
+    worker = threading.Thread(target=lambda: results.append(grade("math500", "\\boxed{0.5}", "\\frac{1}{2}")))
     worker.start()
     worker.join(30)
     assert results == [("0.5", True)]
@@ -298,13 +308,15 @@ def test_drop_normalisation():
         ("3.0", {"spans": ["3"], "types": ["number"]}, 1.0, 1.0),
         ("4", {"spans": ["3"], "types": ["number"]}, 0.0, 0.0),
         ("3 points", {"spans": ["3"], "types": ["number"]}, 0.0, 0.67),
-        ("the Buccaneers", {"spans": ["Buccaneers", "Tampa Bay Buccaneers"],
-                            "types": ["span", "span"]}, 1.0, 1.0),
+        ("the Buccaneers", {"spans": ["Buccaneers", "Tampa Bay Buccaneers"], "types": ["span", "span"]}, 1.0, 1.0),
         ("Tampa Bay", {"spans": ["Tampa Bay Buccaneers"], "types": ["span"]}, 0.0, 0.8),
-        ("Jason Hanson and Connor Barth",
-         {"spans": ["Jason Hanson", "Connor Barth"], "types": ["span", "span"]}, 1.0, 1.0),
-        ("Jason Hanson", {"spans": ["Jason Hanson", "Connor Barth"], "types": ["span", "span"]},
-         1.0, 1.0),
+        (
+            "Jason Hanson and Connor Barth",
+            {"spans": ["Jason Hanson", "Connor Barth"], "types": ["span", "span"]},
+            1.0,
+            1.0,
+        ),
+        ("Jason Hanson", {"spans": ["Jason Hanson", "Connor Barth"], "types": ["span", "span"]}, 1.0, 1.0),
         ("12 December 2010", {"spans": ["12 December 2010"], "types": ["date"]}, 1.0, 1.0),
         (None, {"spans": ["3"], "types": ["number"]}, 0.0, 0.0),
     ],
@@ -349,9 +361,16 @@ def test_unknown_dataset_is_a_value_error():
 
 @pytest.mark.parametrize("dataset", sorted(SUPPORTED_DATASETS))
 def test_no_answer_is_none_and_incorrect(dataset):
-    gold = {"gsm8k": GSM8K_GOLD, "strategyqa": True, "folio": "True", "reclor": 0, "logiqa": 0,
-            "drop": {"spans": ["3"], "types": ["number"]}, "openbookqa": "A",
-            "commonsenseqa": "A"}.get(dataset, "5")
+    gold = {
+        "gsm8k": GSM8K_GOLD,
+        "strategyqa": True,
+        "folio": "True",
+        "reclor": 0,
+        "logiqa": 0,
+        "drop": {"spans": ["3"], "types": ["number"]},
+        "openbookqa": "A",
+        "commonsenseqa": "A",
+    }.get(dataset, "5")
     assert grade(dataset, "", gold) == (None, False)
     assert grade(dataset, None, gold) == (None, False)
 

@@ -1,12 +1,14 @@
 """Batch sizing from memory (kvexp.engine.memory) with the real configs of the 8B models, no weights:
 bytes per token and per row, policy state against the KV it manages, the row count a memory figure
 gives; and `generation.batch_size=auto` end to end on the tiny model."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 import torch
+from test_pipeline import run
 from transformers import LlamaConfig, Qwen2Config
 
 from kvexp.bench.models import RANDOM_MODELS
@@ -15,21 +17,28 @@ from kvexp.engine.cache import PREFILL_CHUNK_BYTES
 from kvexp.engine.memory import GiB, ModelShape, plan_rows, row_capacity, row_cost
 from kvexp.pipeline import read_jsonl
 from kvexp.policies import POLICY_NAMES, build_policy
-from test_pipeline import run
 
 LLAMA_8B = ModelShape.of(LlamaConfig(**RANDOM_MODELS["llama8b_shaped"].shape), torch.bfloat16)
 # DeepSeek-R1-Distill-Qwen-7B's config: 28 layers, 28 query / 4 KV heads of 128, vocab 152064
-QWEN_7B = ModelShape.of(Qwen2Config(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-                                    num_attention_heads=28, num_key_value_heads=4, vocab_size=152064),
-                        torch.bfloat16)
+QWEN_7B = ModelShape.of(
+    Qwen2Config(
+        hidden_size=3584,
+        intermediate_size=18944,
+        num_hidden_layers=28,
+        num_attention_heads=28,
+        num_key_value_heads=4,
+        vocab_size=152064,
+    ),
+    torch.bfloat16,
+)
 EVICTING = [p for p in POLICY_NAMES if p != "full"]
 
 
 def test_shapes_come_from_the_config():
     assert LLAMA_8B.kv_bytes_per_token == 2 * 32 * 8 * 128 * 2 == 128 * 1024
     assert QWEN_7B.kv_bytes_per_token == 2 * 28 * 4 * 128 * 2
-    assert abs(LLAMA_8B.weight_bytes() / 2 - 8.03e9) / 8.03e9 < 0.01        # Llama-3.1-8B: 8.03B parameters
-    assert abs(QWEN_7B.weight_bytes() / 2 - 7.62e9) / 7.62e9 < 0.01         # Qwen2.5-7B: 7.62B parameters
+    assert abs(LLAMA_8B.weight_bytes() / 2 - 8.03e9) / 8.03e9 < 0.01  # Llama-3.1-8B: 8.03B parameters
+    assert abs(QWEN_7B.weight_bytes() / 2 - 7.62e9) / 7.62e9 < 0.01  # Qwen2.5-7B: 7.62B parameters
 
 
 @pytest.mark.parametrize("name", EVICTING)
@@ -44,11 +53,11 @@ def test_policy_state_is_a_small_fraction_of_the_kv_it_manages(name, shape):
 def test_rkv_keeps_no_pairwise_state():
     # before: an fp32 [N, N] similarity matrix per (layer, KV head), ~420 MB per row at N = 640
     policy = build_policy("rkv")
-    assert policy.state_bytes(8, 640) == 8 * 8 * 640 * 4                   # its 8-query window only
-    assert policy.state_bytes(8, 4096) == 8 * 8 * 4096 * 4                 # grows linearly
+    assert policy.state_bytes(8, 640) == 8 * 8 * 640 * 4  # its 8-query window only
+    assert policy.state_bytes(8, 4096) == 8 * 8 * 4096 * 4  # grows linearly
     per_row, shared = policy.eviction_workspace_bytes(8, 32, 640, 128)
     one_layer_kv = 640 * LLAMA_8B.kv_bytes_per_token // LLAMA_8B.layers
-    assert shared <= 32 * 2**20 and per_row < 1.2 * one_layer_kv   # mostly an fp32 copy of one layer's keys
+    assert shared <= 32 * 2**20 and per_row < 1.2 * one_layer_kv  # mostly an fp32 copy of one layer's keys
 
 
 def test_row_count_is_what_the_formula_says():
@@ -59,11 +68,19 @@ def test_row_count_is_what_the_formula_says():
     workspace = max(attention, eviction) + vocab * (2 + 16) + (4 * hidden + 3 * inter + 2 * (hq + 2 * h) * d) * 2
     shared = 8192 * (4 * hidden + 3 * inter + 2 * (hq + 2 * h) * d) * 2 + 3 * PREFILL_CHUNK_BYTES
     available = 80 * GiB - LLAMA_8B.weight_bytes()
-    plan = plan_rows(LLAMA_8B, build_policy("streaming_llm"), 640, 200, available_bytes=available, max_rows=10**6,
-                     n_requests=10**6, max_prefill_tokens=8192)
+    plan = plan_rows(
+        LLAMA_8B,
+        build_policy("streaming_llm"),
+        640,
+        200,
+        available_bytes=available,
+        max_rows=10**6,
+        n_requests=10**6,
+        max_prefill_tokens=8192,
+    )
     assert plan.per_row.total == kv + workspace and plan.shared_bytes == shared
     assert plan.rows == (available - shared) // (kv + workspace) and plan.limited_by == "memory"
-    assert 500 < plan.rows < 800   # R-KV's paper: batch 402 at b=512 on an 80 GB GPU (with its own overheads)
+    assert 500 < plan.rows < 800  # R-KV's paper: batch 402 at b=512 on an 80 GB GPU (with its own overheads)
 
 
 def test_an_evicting_policy_fits_many_more_rows_than_the_full_cache():
@@ -84,8 +101,16 @@ def test_rows_are_capped_and_a_plan_that_fits_nothing_is_refused():
     few = plan_rows(LLAMA_8B, policy, 640, 200, max_rows=64, n_requests=5, **common)
     assert (few.rows, few.limited_by) == (5, "requests")
     with pytest.raises(ConfigError, match="not even one row fits.*generation.memory_gb"):
-        plan_rows(LLAMA_8B, build_policy("full"), 200 + 16384, 200, available_bytes=1 * GiB, max_rows=64,
-                  n_requests=5, max_prefill_tokens=8192)
+        plan_rows(
+            LLAMA_8B,
+            build_policy("full"),
+            200 + 16384,
+            200,
+            available_bytes=1 * GiB,
+            max_rows=64,
+            n_requests=5,
+            max_prefill_tokens=8192,
+        )
 
 
 def test_auto_rows_run_matches_a_fixed_batch_and_is_recorded(tmp_path):
@@ -93,14 +118,17 @@ def test_auto_rows_run_matches_a_fixed_batch_and_is_recorded(tmp_path):
     run(tmp_path / "fixed", *common, "generation.batch_size=1")
     run(tmp_path / "auto", *common, "generation.batch_size=auto")
     run(tmp_path / "small", *common, "generation.batch_size=auto", "generation.max_batch_size=2")
-    by_key = {name: {(r["id"], r["sample_idx"]): r for r in read_jsonl(tmp_path / name / "samples.jsonl")}
-              for name in ("fixed", "auto", "small")}
+    by_key = {
+        name: {(r["id"], r["sample_idx"]): r for r in read_jsonl(tmp_path / name / "samples.jsonl")}
+        for name in ("fixed", "auto", "small")
+    }
     timing = {"prefill_s", "decode_s"}
     for name in ("auto", "small"):
         assert by_key[name].keys() == by_key["fixed"].keys()
         for key, row in by_key["fixed"].items():
-            assert {k: v for k, v in by_key[name][key].items() if k not in timing} == \
-                   {k: v for k, v in row.items() if k not in timing}
+            assert {k: v for k, v in by_key[name][key].items() if k not in timing} == {
+                k: v for k, v in row.items() if k not in timing
+            }
     auto = json.loads((tmp_path / "auto" / "run_meta.json").read_text())["batch"]
     assert (auto["rows"], auto["limited_by"]) == (5, "requests") and auto["bytes_per_row"] > 0
     assert auto["capacity"] == 16 and auto["bytes_per_row"] == sum(auto["per_row"].values())

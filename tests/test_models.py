@@ -1,5 +1,6 @@
 """Model presets: loading (tiny_random in process, SmolLM2 from its GGUF via the conversion cache),
 chat prompts that round-trip through the tokenizer, thinking switches, and the errors that name a fix."""
+
 from __future__ import annotations
 
 import threading
@@ -9,9 +10,16 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from kvexp.models import (ModelConfigError, ModelPreset, ModelSource, ModelUnavailableError, chat_messages,
-                          encode_prompt, format_prompt)
-from kvexp.models import gguf
+from kvexp.models import (
+    ModelConfigError,
+    ModelPreset,
+    ModelSource,
+    ModelUnavailableError,
+    chat_messages,
+    encode_prompt,
+    format_prompt,
+    gguf,
+)
 from kvexp.pipeline.config import compose_config
 
 QUESTION = "Natalia sold clips to 48 of her friends in April. How many clips did she sell?\n\nPut it in \\boxed{}."
@@ -52,8 +60,11 @@ def test_tiny_prompt_round_trips(tiny):
     ids = encode_prompt(tiny.tokenizer, text)
     assert ids == tiny.tokenizer(text, add_special_tokens=False)["input_ids"]
     assert tiny.tokenizer.decode(ids) == text
-    assert ids == list(tiny.tokenizer.apply_chat_template(chat_messages(p, QUESTION)[0], add_generation_prompt=True,
-                                                          tokenize=True, return_dict=True)["input_ids"])
+    assert ids == list(
+        tiny.tokenizer.apply_chat_template(
+            chat_messages(p, QUESTION)[0], add_generation_prompt=True, tokenize=True, return_dict=True
+        )["input_ids"]
+    )
 
 
 def test_thinking_switches():
@@ -62,8 +73,10 @@ def test_thinking_switches():
     assert chat_messages(preset("qwen3_8b", "model.thinking=false"), "q")[1] == {"enable_thinking": False}
     nemotron = chat_messages(preset("nemotron_nano_8b"), "q")[0]
     assert nemotron[0] == {"role": "system", "content": "detailed thinking on"}
-    assert chat_messages(preset("nemotron_nano_8b", "model.thinking=false"), "q")[0][0]["content"] == \
-        "detailed thinking off"
+    assert (
+        chat_messages(preset("nemotron_nano_8b", "model.thinking=false"), "q")[0][0]["content"]
+        == "detailed thinking off"
+    )
     assert chat_messages(preset("r1_distill_qwen_7b"), "q") == ([{"role": "user", "content": "q"}], {})
     with pytest.raises(ModelConfigError, match="system prompt"):
         preset("nemotron_nano_8b", "model.system_prompt=hello")
@@ -80,6 +93,7 @@ def test_weights_inside_a_package_are_a_local_folder_like_any_other():
     organism.check()
     assert Path(organism.origin) == CHECKPOINT_DIR  # the yaml and the training program name one folder
     import omegaconf
+
     assert resolve_model_path("pkg://omegaconf/version.py") == Path(omegaconf.__file__).resolve().parent / "version.py"
     with pytest.raises(ModelConfigError, match="'no_such_pkg' is not an installed package"):
         resolve_model_path("pkg://no_such_pkg/weights")
@@ -93,8 +107,12 @@ def test_every_config_mistake_is_one_exception_class():
     from kvexp.policies import build_policy
 
     assert EngineConfigError is ConfigError and issubclass(ModelConfigError, ConfigError)
-    for mistake in (lambda: build_policy("h2o", normalize="median"), lambda: build_policy("snapkv", obs_window=0),
-                    lambda: build_policy("h2o", group_agg="median"), lambda: preset("organism", "model.dtype=int3")):
+    for mistake in (
+        lambda: build_policy("h2o", normalize="median"),
+        lambda: build_policy("snapkv", obs_window=0),
+        lambda: build_policy("h2o", group_agg="median"),
+        lambda: preset("organism", "model.dtype=int3"),
+    ):
         with pytest.raises(ConfigError):
             mistake()
 
@@ -124,6 +142,7 @@ def _fake_convert(delay: float):
         (out / "config.json").write_text("{}")
         threading.Event().wait(delay)  # widen the race window
         (out / "model.safetensors").write_text(out.name)
+
     return convert
 
 
@@ -174,9 +193,12 @@ def test_smollm2_loads_offline_and_round_trips():
     assert text.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
     ids = encode_prompt(loaded.tokenizer, text)
     assert loaded.tokenizer.decode(ids) == text
-    assert ids == list(loaded.tokenizer.apply_chat_template(chat_messages(p, QUESTION)[0], add_generation_prompt=True,
-                                                            tokenize=True, return_dict=True)["input_ids"])
+    assert ids == list(
+        loaded.tokenizer.apply_chat_template(
+            chat_messages(p, QUESTION)[0], add_generation_prompt=True, tokenize=True, return_dict=True
+        )["input_ids"]
+    )
     # the converted weights are the model, not noise: it answers a trivial question
     prompt = torch.tensor([encode_prompt(loaded.tokenizer, format_prompt(loaded.tokenizer, p, "What is 2+3?"))])
     out = loaded.model.generate(prompt, max_new_tokens=12, do_sample=False)
-    assert "5" in loaded.tokenizer.decode(out[0, prompt.shape[1]:])
+    assert "5" in loaded.tokenizer.decode(out[0, prompt.shape[1] :])

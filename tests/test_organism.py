@@ -1,5 +1,6 @@
 """The model organism (kvexp.organism): the chain task generator, its tokenizer, the training entry
 point and the committed checkpoint's full-cache accuracy."""
+
 from __future__ import annotations
 
 import hashlib
@@ -9,9 +10,9 @@ import re
 import pytest
 import torch
 
-from kvexp.data.problem import Problem
 from kvexp.data import chain as task
 from kvexp.data.chain import load_chain_problems, make_problem
+from kvexp.data.problem import Problem
 from kvexp.errors import ConfigError
 from kvexp.grading.chain import grade_chain
 from kvexp.organism import CHECKPOINT_DIR
@@ -74,7 +75,9 @@ def test_generator_is_deterministic_per_seed():
     a = make_problem(123, 20, 8, 4)
     assert a == make_problem(123, 20, 8, 4)
     assert make_problem(124, 20, 8, 4) != a
-    assert [p.to_dict() for p in load_chain_problems(5, seed=3)] == [p.to_dict() for p in load_chain_problems(5, seed=3)]
+    assert [p.to_dict() for p in load_chain_problems(5, seed=3)] == [
+        p.to_dict() for p in load_chain_problems(5, seed=3)
+    ]
     # a problem does not depend on how many others are drawn with it
     assert load_chain_problems(3, seed=3)[2] == load_chain_problems(9, seed=3)[2]
 
@@ -112,7 +115,7 @@ def test_problem_list_matches_the_data_layer():
     json.dumps([q.to_dict() for q in problems])
     train = load_chain_problems(20, seed=0, steps=6, facts=5, distractors=2, split="train")
     assert {p.meta["problem_seed"] for p in train}.isdisjoint(p.meta["problem_seed"] for p in problems)
-    assert min(p.meta["problem_seed"] for p in train) >= task.TRAIN_SEED_OFFSET > task.SPLIT_STRIDE ** 2
+    assert min(p.meta["problem_seed"] for p in train) >= task.TRAIN_SEED_OFFSET > task.SPLIT_STRIDE**2
 
 
 def test_bad_knobs_are_refused_with_the_reason():
@@ -129,8 +132,9 @@ def test_problems_are_those_every_earlier_version_generated():
     two seeds' test and train problems, taken when the task moved from kvexp.organism to kvexp.data."""
     digest = hashlib.sha256()
     for split in ("test", "train"):
-        for p in (load_chain_problems(100, seed=0, steps=20, facts=8, distractors=4, split=split)
-                  + load_chain_problems(30, seed=5, steps=3, facts=2, distractors=1, split=split)):
+        for p in load_chain_problems(100, seed=0, steps=20, facts=8, distractors=4, split=split) + load_chain_problems(
+            30, seed=5, steps=3, facts=2, distractors=1, split=split
+        ):
             digest.update(json.dumps([p.id, p.question, p.gold, p.meta], sort_keys=True).encode())
     assert digest.hexdigest() == "8105181d7ce4952339c6e93267cce7f631d9158202bf576a10befd498c2c2e7f"
 
@@ -151,8 +155,9 @@ def test_chat_template_round_trips_to_the_training_ids():
     tok = build_tokenizer()
     for seed in range(20):
         p = make_problem(seed, 1 + seed, 1 + seed % 12, seed % 5)
-        text = tok.apply_chat_template([{"role": "user", "content": p.question}], tokenize=False,
-                                       add_generation_prompt=True)
+        text = tok.apply_chat_template(
+            [{"role": "user", "content": p.question}], tokenize=False, add_generation_prompt=True
+        )
         prompt, completion = training_text(p.question, p.trace)
         assert text == prompt
         ids = tok(text, add_special_tokens=False)["input_ids"]
@@ -168,10 +173,42 @@ def test_training_entry_point_runs_and_its_loss_falls(tmp_path):
     from kvexp.organism.train import main
 
     log = tmp_path / "ckpt"
-    main(["--max-steps", "24", "--layers", "1", "--hidden", "32", "--intermediate", "64", "--batch-size", "8",
-          "--warmup", "4", "--lr", "1e-2", "--log-every", "4", "--eval-problems", "0",
-          "--steps-short", "1", "4", "--steps-long", "5", "6", "--facts", "1", "4", "--distractors", "0", "2",
-          "--out", str(log)])
+    main(
+        [
+            "--max-steps",
+            "24",
+            "--layers",
+            "1",
+            "--hidden",
+            "32",
+            "--intermediate",
+            "64",
+            "--batch-size",
+            "8",
+            "--warmup",
+            "4",
+            "--lr",
+            "1e-2",
+            "--log-every",
+            "4",
+            "--eval-problems",
+            "0",
+            "--steps-short",
+            "1",
+            "4",
+            "--steps-long",
+            "5",
+            "6",
+            "--facts",
+            "1",
+            "4",
+            "--distractors",
+            "0",
+            "2",
+            "--out",
+            str(log),
+        ]
+    )
     record = json.loads((log / "TRAINING.json").read_text())
     losses = [r["loss"] for r in record["losses"]]
     assert len(losses) == 6 and losses[-1] < 0.8 * losses[0]
@@ -185,8 +222,20 @@ def test_training_entry_point_runs_and_its_loss_falls(tmp_path):
 def test_training_is_seeded():
     from kvexp.organism.train import TrainConfig, train
 
-    cfg = dict(max_steps=3, layers=1, hidden=16, intermediate=32, batch_size=4, warmup=1, log_every=1,
-               eval_problems=0, steps_short=(1, 3), steps_long=(4, 4), facts=(1, 3), distractors=(0, 1))
+    cfg = dict(
+        max_steps=3,
+        layers=1,
+        hidden=16,
+        intermediate=32,
+        batch_size=4,
+        warmup=1,
+        log_every=1,
+        eval_problems=0,
+        steps_short=(1, 3),
+        steps_long=(4, 4),
+        facts=(1, 3),
+        distractors=(0, 1),
+    )
     a, b = train(TrainConfig(**cfg), None, log=lambda *_: None), train(TrainConfig(**cfg), None, log=lambda *_: None)
     assert a["losses"] == b["losses"]
     assert all(torch.equal(x, y) for x, y in zip(a["model"].state_dict().values(), b["model"].state_dict().values()))
@@ -221,7 +270,7 @@ def test_committed_tokenizer_gives_the_training_ids(organism):
     p = make_problem(5, 9, 6, 3)
     ids, labels = encode_example(tokenizer, p.question, p.trace)
     prompt = prompt_ids(tokenizer, p.question)
-    assert ids[:len(prompt)] == prompt and labels[len(prompt)] != -100 and labels[len(prompt) - 1] == -100
+    assert ids[: len(prompt)] == prompt and labels[len(prompt)] != -100 and labels[len(prompt) - 1] == -100
     assert tokenizer.eos_token_id == ids[-1]
 
 

@@ -1,6 +1,7 @@
 """The job pipeline end to end with the tiny random model: job folder contents (README, "Reading results"),
 resume, interruption, error rows, cheap validation before the model loads, the mission sweep on the
 command line, experiment files, W&B offline output, and one real SmolLM2 run."""
+
 from __future__ import annotations
 
 import itertools
@@ -17,16 +18,44 @@ from omegaconf import OmegaConf
 
 from kvexp.models import ModelPreset, ModelSource, encode_prompt, format_prompt
 from kvexp.pipeline import IncompatibleJobFolder, JobFolder, JobFolderBusy, read_jsonl, run_job, wilson_interval
-from kvexp.pipeline.folder import scan_jsonl
 from kvexp.pipeline.config import CONFIG_DIR, compose_config
+from kvexp.pipeline.folder import scan_jsonl
 
 REPO = CONFIG_DIR.parent
 FAST = ["model=tiny_random", "logger=none", "dataset.limit=2", "generation.max_new_tokens=8"]
-SAMPLE_FIELDS = {"id", "sample_idx", "prompt", "output", "output_ids", "prediction", "gold", "correct",
-                 "n_prompt_tokens", "n_output_tokens", "stop_reason", "peak_resident_tokens", "n_evicted_tokens",
-                 "kv_bytes_peak", "prefill_s", "decode_s", "error"}
-METRIC_FIELDS = {"model", "dataset", "policy", "budget", "n", "n_errors", "accuracy", "accuracy_ci95",
-                 "mean_output_tokens", "truncation_rate", "decode_tokens_per_s", "kv_bytes_peak"}
+SAMPLE_FIELDS = {
+    "id",
+    "sample_idx",
+    "prompt",
+    "output",
+    "output_ids",
+    "prediction",
+    "gold",
+    "correct",
+    "n_prompt_tokens",
+    "n_output_tokens",
+    "stop_reason",
+    "peak_resident_tokens",
+    "n_evicted_tokens",
+    "kv_bytes_peak",
+    "prefill_s",
+    "decode_s",
+    "error",
+}
+METRIC_FIELDS = {
+    "model",
+    "dataset",
+    "policy",
+    "budget",
+    "n",
+    "n_errors",
+    "accuracy",
+    "accuracy_ci95",
+    "mean_output_tokens",
+    "truncation_rate",
+    "decode_tokens_per_s",
+    "kv_bytes_peak",
+}
 JOB_FILES = {"config.yaml", "samples.jsonl", "metrics.json", "status.json", "run_meta.json", "traces.jsonl"}
 
 
@@ -51,12 +80,26 @@ def keys(rows: list[dict]) -> list[tuple]:
 
 
 def cli(*args: str, cwd: Path = REPO, env_overrides: dict | None = None, env_remove=(), **popen) -> subprocess.Popen:
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1",
-           "HF_DATASETS_OFFLINE": "1", "HYDRA_FULL_ERROR": "1", **(env_overrides or {})}
+    env = {
+        **os.environ,
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "HYDRA_FULL_ERROR": "1",
+        **(env_overrides or {}),
+    }
     for name in env_remove:
         env.pop(name, None)
-    return subprocess.Popen([sys.executable, "-m", "kvexp.main", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+    return subprocess.Popen(
+        [sys.executable, "-m", "kvexp.main", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **popen,
+    )
 
 
 def tiny_preset() -> ModelPreset:
@@ -81,6 +124,7 @@ def assert_complete(job_dir: Path, n_rows: int) -> list[dict]:
 
 # ---- one job ----
 
+
 def test_job_folder_holds_every_contracted_file(tmp_path):
     job = tmp_path / "job"
     metrics = run(job, "trace.n_problems=1")
@@ -88,8 +132,12 @@ def test_job_folder_holds_every_contracted_file(tmp_path):
     assert not (job / "wandb").exists()  # logger=none writes no W&B files
 
     assert metrics == load(job, "metrics.json")
-    assert (metrics["model"], metrics["dataset"], metrics["policy"], metrics["budget"]) == \
-        ("tiny_random", "gsm8k", "h2o", 128)
+    assert (metrics["model"], metrics["dataset"], metrics["policy"], metrics["budget"]) == (
+        "tiny_random",
+        "gsm8k",
+        "h2o",
+        128,
+    )
     assert metrics["n"] == 2 and metrics["n_errors"] == 0 and 0 <= metrics["accuracy"] <= 1
     lo, hi = metrics["accuracy_ci95"]
     assert lo <= metrics["accuracy"] <= hi
@@ -138,6 +186,7 @@ def test_samples_do_not_depend_on_batch_layout(tmp_path):
 
 # ---- resume ----
 
+
 def test_resume_drops_a_torn_line_and_duplicates_nothing(tmp_path):
     job = tmp_path / "job"
     run(job, "dataset.limit=3")
@@ -153,13 +202,16 @@ def test_resume_drops_a_torn_line_and_duplicates_nothing(tmp_path):
     assert len(traces) == len({(t["id"], t["step"]) for t in traces})  # no duplicated trace rows
 
 
-@pytest.mark.parametrize("content, kept, left", [
-    (b'{"a": 1}\n{"a": 2}\n', [1, 2], b'{"a": 1}\n{"a": 2}\n'),
-    (b'{"a": 1}\n{"a": 2}\n{"a', [1, 2], b'{"a": 1}\n{"a": 2}\n'),     # torn mid-row
-    (b'{"a": 1}\n{"a": 2}', [1], b'{"a": 1}\n'),                       # the newline never made it
-    (b'{"a": 1}\n{"a\n', [1], b'{"a": 1}\n'),                         # garbage last line
-    (b'', [], b''),
-])
+@pytest.mark.parametrize(
+    "content, kept, left",
+    [
+        (b'{"a": 1}\n{"a": 2}\n', [1, 2], b'{"a": 1}\n{"a": 2}\n'),
+        (b'{"a": 1}\n{"a": 2}\n{"a', [1, 2], b'{"a": 1}\n{"a": 2}\n'),  # torn mid-row
+        (b'{"a": 1}\n{"a": 2}', [1], b'{"a": 1}\n'),  # the newline never made it
+        (b'{"a": 1}\n{"a\n', [1], b'{"a": 1}\n'),  # garbage last line
+        (b"", [], b""),
+    ],
+)
 def test_read_jsonl_cuts_a_torn_last_line(tmp_path, content, kept, left):
     path = tmp_path / "x.jsonl"
     path.write_bytes(content)
@@ -227,7 +279,9 @@ def test_the_full_cache_relaunched_at_another_budget_reuses_its_run(tmp_path, mo
     wandb = ["logger=wandb", "logger.mode=offline"]
     again = run(job, "policy=full", "budget.tokens=32", *wandb)  # first W&B logging of this folder: a run
     again = run(job, "policy=full", "budget.tokens=64", *wandb)  # logged already: none
-    assert [again[k] for k in ("n", "accuracy", "budget", "cell")] == [first[k] for k in ("n", "accuracy", "budget", "cell")]
+    assert [again[k] for k in ("n", "accuracy", "budget", "cell")] == [
+        first[k] for k in ("n", "accuracy", "budget", "cell")
+    ]
     assert_complete(job, 2)
     assert len(list((job / "wandb").glob("offline-run-*"))) == 1
 
@@ -245,7 +299,9 @@ def test_the_full_cache_records_no_budget_and_resumes_folders_that_did(tmp_path,
     OmegaConf.save(config, job / "config.yaml")
     monkeypatch.setattr(ModelSource, "load", lambda self: pytest.fail("model loaded for a finished full cache"))
     again = run(job, "policy=full", "budget.tokens=32")
-    assert [again[k] for k in ("n", "accuracy", "budget", "slack")] == [first[k] for k in ("n", "accuracy", "budget", "slack")]
+    assert [again[k] for k in ("n", "accuracy", "budget", "slack")] == [
+        first[k] for k in ("n", "accuracy", "budget", "slack")
+    ]
 
 
 def test_a_busy_full_cache_folder_is_left_to_a_job_of_the_same_config(tmp_path, monkeypatch):
@@ -264,14 +320,14 @@ def test_a_busy_full_cache_folder_is_left_to_a_job_of_the_same_config(tmp_path, 
     assert load(job, "status.json")["state"] == "done"
     # a holder that has not written its config.yaml yet is waited for, then not trusted
     from kvexp.pipeline.job import _runs_the_same
+
     monkeypatch.undo()
     assert not _runs_the_same(JobFolder(tmp_path / "empty"), {}, wait_s=0.2)
 
 
 def test_sigterm_marks_preempted_and_a_rerun_resumes(tmp_path):
     job = tmp_path / "job"
-    args = [*FAST, "dataset.limit=3", "generation.batch_size=1", "generation.max_new_tokens=16",
-            f"hydra.run.dir={job}"]
+    args = [*FAST, "dataset.limit=3", "generation.batch_size=1", "generation.max_new_tokens=16", f"hydra.run.dir={job}"]
     proc = cli(*args)
     deadline = time.monotonic() + 60
     while not (job / "samples.jsonl").exists() or not (job / "samples.jsonl").read_text().count("\n"):
@@ -292,12 +348,15 @@ def test_sigterm_marks_preempted_and_a_rerun_resumes(tmp_path):
 
 # ---- errors ----
 
+
 def _prompt_lengths(n: int) -> list[int]:
     from kvexp.data import load_problems
 
     preset, tokenizer = tiny_preset(), tiny_tokenizer()
-    return [len(encode_prompt(tokenizer, format_prompt(tokenizer, preset, p.question)))
-            for p in load_problems("gsm8k", limit=n)]
+    return [
+        len(encode_prompt(tokenizer, format_prompt(tokenizer, preset, p.question)))
+        for p in load_problems("gsm8k", limit=n)
+    ]
 
 
 def test_a_sample_that_fails_is_an_error_row_and_the_job_goes_on(tmp_path):
@@ -349,18 +408,21 @@ def test_retry_errors_reruns_only_error_rows(tmp_path, monkeypatch):
     assert len(calls) == 3 and all(r["error"] is None for r in rows)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["dataset.limit=0"], "limit must be a positive integer"),
-    (["dataset.shard.index=2", "dataset.shard.count=2"], "shard index"),
-    (["policy.window=200"], "raise budget.tokens"),
-    (["budget.slack=128"], "budget.slack"),
-    (["policy.name=nosuch"], "valid policies: full, streaming_llm"),
-    (["policy=h2o", "budget=none"], "needs a token budget"),
-    (["generation.num_samples=0"], "num_samples"),
-    (["generation.num_samples=2", "metrics.pass_k=[1,4]"], r"metrics.pass_k has k=\[4\]"),
-    (["model.path=/nonexistent/model"], "/nonexistent/model"),
-    (["dataset=folio"], "unavailable"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["dataset.limit=0"], "limit must be a positive integer"),
+        (["dataset.shard.index=2", "dataset.shard.count=2"], "shard index"),
+        (["policy.window=200"], "raise budget.tokens"),
+        (["budget.slack=128"], "budget.slack"),
+        (["policy.name=nosuch"], "valid policies: full, streaming_llm"),
+        (["policy=h2o", "budget=none"], "needs a token budget"),
+        (["generation.num_samples=0"], "num_samples"),
+        (["generation.num_samples=2", "metrics.pass_k=[1,4]"], r"metrics.pass_k has k=\[4\]"),
+        (["model.path=/nonexistent/model"], "/nonexistent/model"),
+        (["dataset=folio"], "unavailable"),
+    ],
+)
 def test_bad_input_fails_before_the_model_loads(tmp_path, monkeypatch, overrides, message):
     monkeypatch.setattr(ModelSource, "load", lambda self: pytest.fail("the model loaded before validation"))
     with pytest.raises(Exception, match=message):
@@ -391,14 +453,23 @@ def test_wilson_interval():
 
 # ---- the command line, sweeps, experiments ----
 
+
 def test_mission_sweep_on_the_command_line(tmp_path):
-    proc = cli("-m", "policy=h2o,snapkv", "budget=128,512", "model=tiny_random", "dataset.limit=2",
-               "generation.max_new_tokens=8", f"hydra.sweep.dir={tmp_path}/sweep")
+    proc = cli(
+        "-m",
+        "policy=h2o,snapkv",
+        "budget=128,512",
+        "model=tiny_random",
+        "dataset.limit=2",
+        "generation.max_new_tokens=8",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+    )
     out = proc.communicate(timeout=170)[0]
     assert proc.returncode == 0, out
     cells = sorted(p.parent for p in (tmp_path / "sweep").rglob("metrics.json"))
     assert [c.relative_to(tmp_path / "sweep").as_posix() for c in cells] == [
-        f"tiny_random/gsm8k/{p}-b{b}-s1" for p in ("h2o", "snapkv") for b in (128, 512)]
+        f"tiny_random/gsm8k/{p}-b{b}-s1" for p in ("h2o", "snapkv") for b in (128, 512)
+    ]
     for cell in cells:
         assert_complete(cell, 2)
         metrics = load(cell, "metrics.json")
@@ -413,8 +484,17 @@ def test_mission_sweep_on_the_command_line(tmp_path):
 def test_swept_keys_outside_the_cell_name_get_their_own_folders(tmp_path):
     """policy.window=16,32 used to send both jobs into h2o-b128-s1, where the second refused the first's
     rows after the first had run; now each value has its folder, named after it."""
-    proc = cli("-m", "policy=h2o", "policy.window=16,32", "seed=0,1", "model=tiny_random", "dataset.limit=2",
-               "generation.max_new_tokens=8", "logger=none", f"hydra.sweep.dir={tmp_path}/sweep")
+    proc = cli(
+        "-m",
+        "policy=h2o",
+        "policy.window=16,32",
+        "seed=0,1",
+        "model=tiny_random",
+        "dataset.limit=2",
+        "generation.max_new_tokens=8",
+        "logger=none",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+    )
     out = proc.communicate(timeout=170)[0]
     assert proc.returncode == 0, out
     cells = sorted(p.parent.name for p in (tmp_path / "sweep").rglob("metrics.json"))
@@ -430,17 +510,38 @@ def test_swept_keys_outside_the_cell_name_get_their_own_folders(tmp_path):
 def test_which_swept_keys_the_folder_name_must_show(monkeypatch):
     from kvexp.launch import axes
 
-    assert axes.swept_axes(["-m", "policy=h2o,snapkv", "budget='128','512'", "budget.slack=1,8",
-                            "dataset.shard.index=range(0,2)", "model=a,b", "hydra/launcher=local"]) == []
-    assert axes.swept_axes(["-m", "policy.n_sink=0,4", "seed=range(0,3)", "generation=default,long",
-                            "generation.batch_size=4", "+extra=[1,2]", "x='a,b'"]) == \
-        ["policy.n_sink", "seed", "generation"]
+    assert (
+        axes.swept_axes(
+            [
+                "-m",
+                "policy=h2o,snapkv",
+                "budget='128','512'",
+                "budget.slack=1,8",
+                "dataset.shard.index=range(0,2)",
+                "model=a,b",
+                "hydra/launcher=local",
+            ]
+        )
+        == []
+    )
+    assert axes.swept_axes(
+        [
+            "-m",
+            "policy.n_sink=0,4",
+            "seed=range(0,3)",
+            "generation=default,long",
+            "generation.batch_size=4",
+            "+extra=[1,2]",
+            "x='a,b'",
+        ]
+    ) == ["policy.n_sink", "seed", "generation"]
     assert axes.swept_axes(["-m", "experiment=organism"]) == []  # it sweeps policy and budget.tokens only
     # Hydra's own flags and their values, and what Hydra will refuse itself, are not overrides
     assert axes.swept_axes(["-m", "--config-name", "config", "--cfg", "job", "seed=0,1", "bad=[1,"]) == ["seed"]
     # an experiment file that sweeps a policy parameter
-    fake = OmegaConf.create({"hydra": {"sweeper": {"params": {"policy.window": "16,32", "budget.tokens": "128",
-                                                              "seed": "7"}}}})
+    fake = OmegaConf.create(
+        {"hydra": {"sweeper": {"params": {"policy.window": "16,32", "budget.tokens": "128", "seed": "7"}}}}
+    )
     monkeypatch.setattr("kvexp.pipeline.config.compose_config", lambda *a, **k: fake)
     assert axes.swept_axes(["-m", "experiment=mine"]) == ["policy.window"]
 
@@ -448,9 +549,12 @@ def test_which_swept_keys_the_folder_name_must_show(monkeypatch):
 def test_folder_naming_of_swept_keys_leaves_other_command_lines_alone():
     from kvexp.launch import name_swept_axes
 
-    for args in (["policy.window=16"], ["-m", "policy=h2o,snapkv"],
-                 ["-m", "policy.window=16,32", "hydra.sweep.subdir=mine/${policy.window}"],
-                 ["-m", "experiment=nope", "seed=0,1"]):  # Hydra reports the unknown experiment itself
+    for args in (
+        ["policy.window=16"],
+        ["-m", "policy=h2o,snapkv"],
+        ["-m", "policy.window=16,32", "hydra.sweep.subdir=mine/${policy.window}"],
+        ["-m", "experiment=nope", "seed=0,1"],
+    ):  # Hydra reports the unknown experiment itself
         assert name_swept_axes(args) == args
     [added] = name_swept_axes(["-m", "policy.window=16,32"])[2:]
     assert added.startswith("hydra.sweep.subdir='${model.name}/${dataset.name}/${kvexp.cell:")
@@ -475,8 +579,16 @@ def test_smoke_experiment_runs_every_cell(tmp_path):
         assert_complete(tmp_path / str(i), 2)
 
 
-@pytest.mark.parametrize("experiment", ["paper_llama31_8b_instruct", "paper_nemotron_nano_8b",
-                                        "paper_r1_distill_llama_8b", "paper_r1_distill_qwen_7b", "paper_full"])
+@pytest.mark.parametrize(
+    "experiment",
+    [
+        "paper_llama31_8b_instruct",
+        "paper_nemotron_nano_8b",
+        "paper_r1_distill_llama_8b",
+        "paper_r1_distill_qwen_7b",
+        "paper_full",
+    ],
+)
 def test_paper_experiment_runs_a_bundled_cell(tmp_path, experiment):
     cell = _cells(experiment, only_bundled=True)[0]
     metrics = run_job(compose_config([f"experiment={experiment}", *cell, *FAST]), tmp_path / "job")
@@ -489,7 +601,6 @@ def test_default_job_on_smollm2(tmp_path):
     metrics = run_job(compose_config(["dataset.limit=2", "generation.max_new_tokens=16"]), tmp_path / "job")
     rows = assert_complete(tmp_path / "job", 2)
     assert metrics["model"] == "smollm2_135m" and metrics["policy"] == "h2o" and metrics["budget"] == 128
-    assert all(r["prompt"].startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
-               for r in rows)
+    assert all(r["prompt"].startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM") for r in rows)
     assert all(r["output"].strip() for r in rows)  # real text, not noise
     assert list((tmp_path / "job" / "wandb").glob("offline-run-*"))

@@ -1,20 +1,26 @@
 """Scoring rules on hand-built tensors: one batch row, one KV head unless stated."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from engine_models import prompt
 
 from kvexp.engine import Budget, Engine, GenerationSettings, Request
-from kvexp.policies import build_policy
 from kvexp.engine.selection import eviction_order
+from kvexp.policies import build_policy
 from kvexp.policies.base import LayerView, StepContext
-from engine_models import prompt
 
 
 def ctx(incoming, prompt_len=None, seed=0):
     incoming = torch.tensor([incoming])
-    return StepContext(prefill=False, incoming=incoming, query_pos=incoming.view(1, 1),
-                       prompt_len=torch.tensor([prompt_len or 1]), row_seed=torch.tensor([seed]))
+    return StepContext(
+        prefill=False,
+        incoming=incoming,
+        query_pos=incoming.view(1, 1),
+        prompt_len=torch.tensor([prompt_len or 1]),
+        row_seed=torch.tensor([seed]),
+    )
 
 
 def view(positions, keys=None, dim=4):
@@ -59,8 +65,9 @@ def test_h2o_state_is_per_layer_in_a_real_run(llama):
     def keep_states(cache, keys):
         states["received"] = [layer.state["received"].clone() for layer in cache.layers]
 
-    Engine(llama, build_policy("h2o", window=4), Budget(16), GenerationSettings(max_new_tokens=12),
-           observer=keep_states).generate([Request(0, prompt(10))]).__next__()
+    Engine(
+        llama, build_policy("h2o", window=4), Budget(16), GenerationSettings(max_new_tokens=12), observer=keep_states
+    ).generate([Request(0, prompt(10))]).__next__()
     r0, r1 = states["received"]
     assert r0.data_ptr() != r1.data_ptr() and not torch.allclose(r0, r1)
 
@@ -124,8 +131,8 @@ def test_rkv_subtracts_redundancy_and_keeps_the_most_recent_duplicate():
     state = policy.init_state(1, 1, n, "cpu")
     policy.observe(state, torch.full((1, 1, 1, n), 1.0 / n), ctx(n))
     score = policy.score(state, v, ctx(n))[0, 0]
-    assert score[0] < score[1] < score[3]                    # redundant keys score lower: it is subtracted
-    assert torch.isclose(score[2], score[4])                 # the newest copy loses its pairs: it looks unique
+    assert score[0] < score[1] < score[3]  # redundant keys score lower: it is subtracted
+    assert torch.isclose(score[2], score[4])  # the newest copy loses its pairs: it looks unique
     assert first_evicted(policy, state, v, ctx(n), count=2) == [0, 1]  # the newest duplicate stays
     # with lam = 1 redundancy is ignored and uniform attention leaves only the age tie-break
     importance_only = build_policy("rkv", obs_window=1, kernel=1, window=0, lam=1.0)
@@ -180,11 +187,12 @@ def test_rkv_redundancy_matches_the_published_rule_on_random_keys_in_any_slot_or
     g = torch.Generator().manual_seed(0)
     base = torch.randn(4, 8, generator=g)
     # clusters of near-duplicates plus loners, so several rows have 2+ duplicates and some none
-    keys = torch.cat([base[i % 4] + 0.35 * torch.randn(1, 8, generator=g) for i in range(14)]
-                     + [torch.randn(3, 8, generator=g)])
+    keys = torch.cat(
+        [base[i % 4] + 0.35 * torch.randn(1, 8, generator=g) for i in range(14)] + [torch.randn(3, 8, generator=g)]
+    )
     expected = _rkv_redundancy_as_published(keys, 0.5)
     perm = torch.randperm(len(keys), generator=g)
-    red = _rkv_redundancy(keys[perm], perm.tolist())    # slot s holds position perm[s]
+    red = _rkv_redundancy(keys[perm], perm.tolist())  # slot s holds position perm[s]
     assert torch.allclose(red, expected[perm], atol=1e-6)
     counts = ((keys / keys.norm(dim=-1, keepdim=True)) @ (keys / keys.norm(dim=-1, keepdim=True)).T > 0.5).sum(-1) - 1
     assert (counts >= 2).any() and (counts == 0).any()  # the case the row rule got wrong, and the stated difference
@@ -257,9 +265,9 @@ def _gkv_as_published(rows, keys, score_cache, window, lam=0.5, alpha=0.8, thres
     in position order: rows [W, N] the window queries' attention, keys [N, D], score_cache [C] the
     previous global scores of the first C tokens. Returns (score, new score cache) of the N - W
     tokens outside the window."""
-    final = rows.mean(dim=0)[:-window]                      # compute_attention_scores drops the window's keys
+    final = rows.mean(dim=0)[:-window]  # compute_attention_scores drops the window's keys
     final = final / final.max()
-    old = torch.cat([score_cache, final[len(score_cache):]])
+    old = torch.cat([score_cache, final[len(score_cache) :]])
     final = torch.maximum(old * alpha, final)
     # cal_similarity_triton: column j loses its pair with the latest row i whose cosine is > threshold
     unit = keys / (keys.norm(dim=-1, keepdim=True) + 1e-6)
@@ -279,15 +287,16 @@ def test_gkv_matches_its_published_update_over_resident_slots_in_any_slot_order(
     g = torch.Generator().manual_seed(2)
     n, w, d = 12, 3, 8
     base = torch.randn(3, d, generator=g)
-    keys = torch.cat([base[i % 3] + 0.4 * torch.randn(1, d, generator=g) for i in range(n - 2)]
-                     + [torch.randn(2, d, generator=g)])               # near-duplicates and loners
+    keys = torch.cat(
+        [base[i % 3] + 0.4 * torch.randn(1, d, generator=g) for i in range(n - 2)] + [torch.randn(2, d, generator=g)]
+    )  # near-duplicates and loners
     rows = torch.rand(w, n, generator=g).softmax(dim=-1)
-    score_cache = 1.0 + 0.5 * torch.rand(5, generator=g)               # tokens 0..4 survived an eviction
+    score_cache = 1.0 + 0.5 * torch.rand(5, generator=g)  # tokens 0..4 survived an eviction
     expected, expected_cache = _gkv_as_published(rows, keys, score_cache, w)
 
     policy = build_policy("gkv", obs_window=w)
     n_slots = n + 2
-    slots = torch.randperm(n_slots, generator=g)[:n]                   # slot of position p; two stay empty
+    slots = torch.randperm(n_slots, generator=g)[:n]  # slot of position p; two stay empty
     stored = torch.randn(1, 1, n_slots, d, generator=g) * 30
     stored[0, 0, slots] = keys
     pos = torch.full((1, 1, n_slots), -1)
@@ -296,42 +305,55 @@ def test_gkv_matches_its_published_update_over_resident_slots_in_any_slot_order(
     state["recent"][0, 0, :, slots] = rows
     state["history"][0, 0, slots[:5]] = score_cache
     score = policy.score(state, LayerView(stored, pos), ctx(n))
-    outside = slots[:n - w]
+    outside = slots[: n - w]
     assert torch.allclose(score[0, 0, outside], expected, atol=1e-5)
     assert torch.allclose(state["history"][0, 0, outside], expected_cache, atol=1e-5)
-    assert (state["history"][0, 0, slots[n - w:]] == 0).all()       # the window carries no history
+    assert (state["history"][0, 0, slots[n - w :]] == 0).all()  # the window carries no history
     # the history matters: a token whose cached score beats its local attention keeps it (times alpha)
-    assert (expected_cache[:5] > rows.mean(0)[:5] / rows.mean(0)[:n - w].max()).any()
+    assert (expected_cache[:5] > rows.mean(0)[:5] / rows.mean(0)[: n - w].max()).any()
 
 
 # ---- TriAttention ----
+
 
 def _triattention_case(seed=0, scaling=1.3):
     """Two rows, two KV heads of two query heads each, head_dim 8: random calibrated statistics, keys
     rotated by RoPE (with attention scaling) at scattered positions, empty slots holding stale keys."""
     from kvexp.policies.triattention_stats import QueryStats
+
     g = torch.Generator().manual_seed(seed)
     b, h, group, n, d = 2, 2, 2, 12, 8
     f = d // 2
     q_mean = torch.complex(torch.randn(1, h * group, f, generator=g), torch.randn(1, h * group, f, generator=g))
-    stats = QueryStats(q_mean, q_mean.abs() + torch.rand(1, h * group, f, generator=g),
-                       1.0 / 10000 ** (torch.arange(0, d, 2).float() / d), scaling)
+    stats = QueryStats(
+        q_mean,
+        q_mean.abs() + torch.rand(1, h * group, f, generator=g),
+        1.0 / 10000 ** (torch.arange(0, d, 2).float() / d),
+        scaling,
+    )
     pos = torch.stack([torch.stack([torch.randperm(40, generator=g)[:n] for _ in range(h)]) for _ in range(b)])
-    pos[0, 1, 3] = pos[1, 0, 7] = -1                                     # empty slots
+    pos[0, 1, 3] = pos[1, 0, 7] = -1  # empty slots
     k_pre = torch.randn(b, h, n, d, generator=g)
-    angle = pos.clamp(min=0).float().unsqueeze(-1) * stats.inv_freq      # as the model computes it
+    angle = pos.clamp(min=0).float().unsqueeze(-1) * stats.inv_freq  # as the model computes it
     cos, sin = torch.cat([angle, angle], -1).cos() * scaling, torch.cat([angle, angle], -1).sin() * scaling
     keys = k_pre * cos + torch.cat([-k_pre[..., f:], k_pre[..., :f]], -1) * sin
-    keys[pos < 0] = 50.0                                                 # stale keys must not count
+    keys[pos < 0] = 50.0  # stale keys must not count
     incoming, prompt_len = torch.tensor([40, 57]), torch.tensor([5, 9])
-    c = StepContext(prefill=False, incoming=incoming, query_pos=incoming.view(-1, 1), prompt_len=prompt_len,
-                    row_seed=torch.tensor([0, 1]), layer_idx=0)
+    c = StepContext(
+        prefill=False,
+        incoming=incoming,
+        query_pos=incoming.view(-1, 1),
+        prompt_len=prompt_len,
+        row_seed=torch.tensor([0, 1]),
+        layer_idx=0,
+    )
     return stats, LayerView(keys, pos), c, group
 
 
 @pytest.mark.parametrize("params", [{}, {"protect_prompt": True, "group_agg": "mean"}, {"n_sink": 3, "window": 4}])
 def test_triattention_matches_the_authors_formula_over_resident_slots(params):
     from reference import triattention_scores
+
     policy = build_policy("triattention", **params)
     stats, v, c, group = _triattention_case()
     policy.use_stats(stats)
@@ -342,8 +364,17 @@ def test_triattention_matches_the_authors_formula_over_resident_slots(params):
             pos = v.pos[b, h].tolist()
             live = [i for i, p in enumerate(pos) if p >= 0]
             competing = [not bool(protected[b, h, i]) for i in live]
-            expected = triattention_scores(v.keys[b, h, live].double(), [pos[i] for i in live], int(c.incoming[b]),
-                                           stats, 0, h, group, competing, policy.group_agg)
+            expected = triattention_scores(
+                v.keys[b, h, live].double(),
+                [pos[i] for i in live],
+                int(c.incoming[b]),
+                stats,
+                0,
+                h,
+                group,
+                competing,
+                policy.group_agg,
+            )
             got = [float(score[b, h, i]) for i in live]
             ranked = [i for i, flag in zip(range(len(live)), competing) if flag]
             assert max(abs(got[i] - expected[i]) for i in ranked) < 2e-4, (b, h)
@@ -384,19 +415,21 @@ def _captured_queries(model, ids):
 @pytest.mark.parametrize("arch", ["llama", "qwen3"])
 def test_triattention_calibration_equals_a_plain_recomputation(arch):
     from engine_models import tiny_model
+
     from kvexp.policies.triattention_stats import CalibrationSettings, calibration_sequences, query_statistics
+
     model = tiny_model(arch)
     settings = CalibrationSettings(prompts=3, tokens=10, seed=4)
     ids = calibration_sequences(model, settings)
     bos = model.config.bos_token_id
-    start = 2 if isinstance(bos, int) else 1                               # BOS, if any, then a seeded token
+    start = 2 if isinstance(bos, int) else 1  # BOS, if any, then a seeded token
     assert len(ids) == 3 and all(len(s) == start + 10 for s in ids) and all(s[0] == bos for s in ids if start == 2)
     assert calibration_sequences(model, settings) == ids
     assert calibration_sequences(model, CalibrationSettings(prompts=3, tokens=10, seed=5)) != ids
     stats = query_statistics(model, ids)
     for layer, q in enumerate(_captured_queries(model, ids)):
         f = q.shape[-1] // 2
-        pairs = torch.complex(q[..., :f].double(), q[..., f:].double())   # [B, T, Hq, F]
+        pairs = torch.complex(q[..., :f].double(), q[..., f:].double())  # [B, T, Hq, F]
         assert torch.allclose(stats.q_mean[layer].to(torch.complex128), pairs.mean(dim=(0, 1)), atol=1e-5)
         assert torch.allclose(stats.q_abs_mean[layer].double(), pairs.abs().mean(dim=(0, 1)), atol=1e-5)
     assert torch.equal(stats.inv_freq, model.model.rotary_emb.inv_freq.float())
@@ -404,7 +437,9 @@ def test_triattention_calibration_equals_a_plain_recomputation(arch):
 
 def test_triattention_calibration_is_cached_once_reused_and_kept_per_model(tmp_path, monkeypatch):
     from engine_models import tiny_model
+
     from kvexp.policies import triattention_stats as ts
+
     monkeypatch.setenv("KVEXP_CACHE", str(tmp_path))
     settings = ts.CalibrationSettings(prompts=2, tokens=8)
     model = tiny_model("llama")
@@ -418,13 +453,14 @@ def test_triattention_calibration_is_cached_once_reused_and_kept_per_model(tmp_p
 
     def no_calibration(*args):
         raise AssertionError("calibrated again")
+
     monkeypatch.setattr(ts, "query_statistics", no_calibration)
-    again = ts.load_or_calibrate(model, settings)                       # reused, not recomputed
+    again = ts.load_or_calibrate(model, settings)  # reused, not recomputed
     assert torch.equal(again.q_mean, first.q_mean) and torch.equal(again.q_abs_mean, first.q_abs_mean)
     policy = build_policy("triattention", calibration_prompts=2, calibration_tokens=8)
     Engine(model, policy, Budget(16), GenerationSettings(max_new_tokens=4))  # the engine prepares it from the cache
     assert torch.equal(policy.stats.q_mean, first.q_mean)
-    other = tiny_model("llama", seed=1)                                   # other weights: another entry
+    other = tiny_model("llama", seed=1)  # other weights: another entry
     with pytest.raises(AssertionError, match="calibrated again"):
         ts.load_or_calibrate(other, settings)
     with pytest.raises(AssertionError, match="calibrated again"):
@@ -433,13 +469,14 @@ def test_triattention_calibration_is_cached_once_reused_and_kept_per_model(tmp_p
     monkeypatch.setenv("KVEXP_CACHE", str(tmp_path))
     ts.load_or_calibrate(other, settings)
     assert len(list((tmp_path / "triattention").iterdir())) == 2
-    files[0].write_bytes(b"torn")                                       # a damaged entry is recomputed
+    files[0].write_bytes(b"torn")  # a damaged entry is recomputed
     assert torch.equal(ts.load_or_calibrate(model, settings).q_mean, first.q_mean)
     assert torch.load(files[0], weights_only=True)["prompts"] == payload["prompts"]
 
 
 def test_triattention_refuses_a_rope_whose_frequencies_follow_the_length():
     from engine_models import tiny_model
+
     model = tiny_model("llama", rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0})
     with pytest.raises(ValueError, match="rope_type 'dynamic'"):
         Engine(model, build_policy("triattention"), Budget(16), GenerationSettings(max_new_tokens=4))

@@ -13,9 +13,10 @@ import matplotlib.image
 import pytest
 
 from kvexp.data.registry import DATASETS, get_spec
+from kvexp.pipeline.folder import scan_jsonl
 from kvexp.report import ReportError, build_report
 from kvexp.report.cli import main
-from kvexp.pipeline.folder import scan_jsonl
+from kvexp.report.layout import category_of
 from kvexp.stats import (
     binomial_cdf_half,
     bootstrap_mean_interval,
@@ -23,7 +24,6 @@ from kvexp.stats import (
     mcnemar_exact,
     wilson_interval,
 )
-from kvexp.report.layout import category_of
 
 try:  # tests/ may or may not become a package
     from tests import report_fixtures as fx

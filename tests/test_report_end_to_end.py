@@ -1,4 +1,5 @@
 """From a real sweep (kvexp.main on tiny_random) to a report, with numbers checked against the rows."""
+
 from __future__ import annotations
 
 import csv
@@ -18,8 +19,19 @@ REPO = Path(__file__).resolve().parents[1]
 def test_real_tiny_sweep_to_report(tmp_path):
     sweep = tmp_path / "sweep"
     env = {**os.environ, "WANDB_MODE": "offline", "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "kvexp.main", "-m", "model=tiny_random", "policy=full,h2o", "budget=16,32",
-           "dataset.limit=3", "generation.max_new_tokens=12", "logger=none", f"hydra.sweep.dir={sweep}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "kvexp.main",
+        "-m",
+        "model=tiny_random",
+        "policy=full,h2o",
+        "budget=16,32",
+        "dataset.limit=3",
+        "generation.max_new_tokens=12",
+        "logger=none",
+        f"hydra.sweep.dir={sweep}",
+    ]
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
@@ -42,10 +54,25 @@ def test_real_seed_and_sample_sweep_agrees_with_metrics_json(tmp_path):
     definition, kvexp.stats); a report of one seed shows metrics.json's intervals to the digit."""
     sweep = tmp_path / "sweep"
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "kvexp.main", "-m", "model=organism", "dataset=chain", "dataset.steps=4",
-           "dataset.limit=4", "policy=full,h2o", "budget.tokens=24", "seed=0,1", "generation.num_samples=3",
-           "generation.temperature=1.0", "generation.max_new_tokens=80", "metrics.pass_k=[1,3]", "logger=none",
-           f"hydra.sweep.dir={sweep}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "kvexp.main",
+        "-m",
+        "model=organism",
+        "dataset=chain",
+        "dataset.steps=4",
+        "dataset.limit=4",
+        "policy=full,h2o",
+        "budget.tokens=24",
+        "seed=0,1",
+        "generation.num_samples=3",
+        "generation.temperature=1.0",
+        "generation.max_new_tokens=80",
+        "metrics.pass_k=[1,3]",
+        "logger=none",
+        f"hydra.sweep.dir={sweep}",
+    ]
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     folders = {p.name: p for p in sweep.glob("organism/chain/*") if (p / "metrics.json").is_file()}

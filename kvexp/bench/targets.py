@@ -1,5 +1,6 @@
 """The issue's speed targets, as ratios of rows from one run. A target with no rows to compare is
 reported as not measured (n/a), never as passed."""
+
 from __future__ import annotations
 
 from kvexp.bench.plan import Plan
@@ -16,8 +17,11 @@ def speed(row: dict) -> float | None:
 
 
 def _index(rows: list[dict]) -> dict:
-    return {(r["model"], r["engine"], r["policy"], r["budget"], r["slack"], r["new_tokens"], r["batch"]): r
-            for r in rows if not r.get("error")}
+    return {
+        (r["model"], r["engine"], r["policy"], r["budget"], r["slack"], r["new_tokens"], r["batch"]): r
+        for r in rows
+        if not r.get("error")
+    }
 
 
 def cpu_speed(row: dict) -> float | None:
@@ -36,19 +40,36 @@ def check(name, detail, num, den, threshold, num_label, den_label, reference=Fal
         a, b = (cpu_speed(r) for r in cpu)
         cpu_ratio = round(a / b, 4) if a and b else None
     status = "n/a" if ratio is None else "INFO" if reference else "PASS" if ratio >= threshold else "FAIL"
-    return {"target": name, "detail": detail, "ratio": None if ratio is None else round(ratio, 4),
-            "threshold": threshold, "numerator": num_label, "denominator": den_label,
-            "numerator_tokens_per_s": num, "denominator_tokens_per_s": den,
-            "status": status, "reference": reference, "cpu_ratio": cpu_ratio,
-            "cpu_status": None if cpu_ratio is None or reference else "PASS" if cpu_ratio >= threshold else "FAIL"}
+    return {
+        "target": name,
+        "detail": detail,
+        "ratio": None if ratio is None else round(ratio, 4),
+        "threshold": threshold,
+        "numerator": num_label,
+        "denominator": den_label,
+        "numerator_tokens_per_s": num,
+        "denominator_tokens_per_s": den,
+        "status": status,
+        "reference": reference,
+        "cpu_ratio": cpu_ratio,
+        "cpu_status": None if cpu_ratio is None or reference else "PASS" if cpu_ratio >= threshold else "FAIL",
+    }
 
 
 def check_at_most(name, detail, value, limit, reference=False) -> dict:
     """A target on a figure that must stay at or below `limit` (a size or count ratio, not a speed)."""
     status = "n/a" if value is None else "INFO" if reference else "PASS" if value <= limit else "FAIL"
-    return {"target": name, "detail": detail, "ratio": None if value is None else round(value, 4),
-            "threshold": limit, "at_most": True, "status": status, "reference": reference,
-            "cpu_ratio": None, "cpu_status": None}
+    return {
+        "target": name,
+        "detail": detail,
+        "ratio": None if value is None else round(value, 4),
+        "threshold": limit,
+        "at_most": True,
+        "status": status,
+        "reference": reference,
+        "cpu_ratio": None,
+        "cpu_status": None,
+    }
 
 
 def evaluate(rows: list[dict], plan: Plan) -> list[dict]:
@@ -61,8 +82,18 @@ def evaluate(rows: list[dict], plan: Plan) -> list[dict]:
     for model, n in keys:
         full, hf = idx.get((model, KVEXP, "full", None, None, n, 1)), idx.get((model, HF, "full", None, None, n, 1))
         if full and hf:
-            out.append(check("full_vs_generate", f"{model} n={n} bs=1: kvexp full / generate", speed(full),
-                              speed(hf), 1.0, "kvexp full", "hf generate", cpu=(full, hf)))
+            out.append(
+                check(
+                    "full_vs_generate",
+                    f"{model} n={n} bs=1: kvexp full / generate",
+                    speed(full),
+                    speed(hf),
+                    1.0,
+                    "kvexp full",
+                    "hf generate",
+                    cpu=(full, hf),
+                )
+            )
 
     # 2a. every policy at (budget, slack hi) within 10% of streaming_llm; 2b. slack lo within 15% of slack hi
     for model, n in keys:
@@ -71,13 +102,33 @@ def evaluate(rows: list[dict], plan: Plan) -> list[dict]:
             if (r["model"], r["new_tokens"], r["batch"], r["engine"], r["budget"]) != (model, n, 1, KVEXP, b):
                 continue
             if r["slack"] == hi and r["policy"] != "streaming_llm" and ref:
-                out.append(check("policy_vs_streaming_llm", f"{model} n={n} B{b}/S{hi}: {r['policy']} / streaming_llm",
-                                  speed(r), speed(ref), 0.90, r["policy"], "streaming_llm", cpu=(r, ref)))
+                out.append(
+                    check(
+                        "policy_vs_streaming_llm",
+                        f"{model} n={n} B{b}/S{hi}: {r['policy']} / streaming_llm",
+                        speed(r),
+                        speed(ref),
+                        0.90,
+                        r["policy"],
+                        "streaming_llm",
+                        cpu=(r, ref),
+                    )
+                )
             if r["slack"] == lo:
                 other = idx.get((model, KVEXP, r["policy"], b, hi, n, 1))
                 if other:
-                    out.append(check("slack_lo_vs_hi", f"{model} n={n} B{b}: {r['policy']} S{lo} / S{hi}",
-                                      speed(r), speed(other), 0.85, f"S{lo}", f"S{hi}", cpu=(r, other)))
+                    out.append(
+                        check(
+                            "slack_lo_vs_hi",
+                            f"{model} n={n} B{b}: {r['policy']} S{lo} / S{hi}",
+                            speed(r),
+                            speed(other),
+                            0.85,
+                            f"S{lo}",
+                            f"S{hi}",
+                            cpu=(r, other),
+                        )
+                    )
 
     # 3. at the long length, the budget beats the full cache by 1.3x, and is within 10% of the full
     #    cache's own speed while that held no more than `budget` tokens
@@ -87,18 +138,51 @@ def evaluate(rows: list[dict], plan: Plan) -> list[dict]:
         full = idx.get((model, KVEXP, "full", None, None, n, 1))
         hf = idx.get((model, HF, "full", None, None, n, 1))
         for r in sorted(idx.values(), key=lambda r: (r["policy"], r["slack"] or 0)):
-            if (r["model"], r["new_tokens"], r["batch"], r["engine"], r["budget"]) != (model, n, 1, KVEXP, b) or not full:
+            if (r["model"], r["new_tokens"], r["batch"], r["engine"], r["budget"]) != (
+                model,
+                n,
+                1,
+                KVEXP,
+                b,
+            ) or not full:
                 continue
             what = f"{model} n={n}: {r['policy']} B{b}/S{r['slack']}"
-            out.append(check("budget_vs_full_long", f"{what} / full", speed(r), speed(full), 1.3,
-                              r["policy"], "kvexp full", cpu=(r, full)))
-            out.append(check("budget_vs_full_early", f"{what} / full while <= {b} tokens "
-                              f"(first {full.get('early_steps')} steps)", speed(r),
-                              full.get("early_decode_tokens_per_s"), 0.90, r["policy"], "kvexp full (early)"))
+            out.append(
+                check(
+                    "budget_vs_full_long",
+                    f"{what} / full",
+                    speed(r),
+                    speed(full),
+                    1.3,
+                    r["policy"],
+                    "kvexp full",
+                    cpu=(r, full),
+                )
+            )
+            out.append(
+                check(
+                    "budget_vs_full_early",
+                    f"{what} / full while <= {b} tokens (first {full.get('early_steps')} steps)",
+                    speed(r),
+                    full.get("early_decode_tokens_per_s"),
+                    0.90,
+                    r["policy"],
+                    "kvexp full (early)",
+                )
+            )
             if hf:  # generate's cache really holds <= budget tokens then: the limit an evicting cache can reach
-                out.append(check("budget_vs_generate_early", f"{what} / generate while <= {b} tokens "
-                                  f"(first {hf.get('early_steps')} steps)", speed(r), hf.get("early_decode_tokens_per_s"),
-                                  0.90, r["policy"], "hf generate (early)", reference=True))
+                out.append(
+                    check(
+                        "budget_vs_generate_early",
+                        f"{what} / generate while <= {b} tokens (first {hf.get('early_steps')} steps)",
+                        speed(r),
+                        hf.get("early_decode_tokens_per_s"),
+                        0.90,
+                        r["policy"],
+                        "hf generate (early)",
+                        reference=True,
+                    )
+                )
 
     # 4. at batch hi, total tokens/s is at least 3x batch 1
     for r in idx.values():
@@ -107,7 +191,16 @@ def evaluate(rows: list[dict], plan: Plan) -> list[dict]:
         one = idx.get((r["model"], r["engine"], r["policy"], r["budget"], r["slack"], r["new_tokens"], 1))
         if one:
             cfg = r["policy"] if r["budget"] is None else f"{r['policy']} B{r['budget']}/S{r['slack']}"
-            out.append(check("batch_hi_vs_1", f"{r['model']} n={r['new_tokens']} {r['engine']} {cfg}: "
-                              f"bs={plan.batch_hi} / bs=1", speed(r), speed(one), 3.0,
-                              f"bs={plan.batch_hi}", "bs=1", cpu=(r, one)))
+            out.append(
+                check(
+                    "batch_hi_vs_1",
+                    f"{r['model']} n={r['new_tokens']} {r['engine']} {cfg}: bs={plan.batch_hi} / bs=1",
+                    speed(r),
+                    speed(one),
+                    3.0,
+                    f"bs={plan.batch_hi}",
+                    "bs=1",
+                    cpu=(r, one),
+                )
+            )
     return out

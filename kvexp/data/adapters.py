@@ -220,6 +220,4 @@ def commonsenseqa(row: Mapping[str, Any], index: int) -> Problem:
     """``tau/commonsense_qa`` (validation; the test split has no labels): ``id``, ``question``,
     ``question_concept``, ``choices`` = {``label``: ["A".."E"], ``text``: list[str]},
     ``answerKey`` letter."""
-    return _labelled_choice(
-        "commonsenseqa", row, index, "question", {"question_concept": row.get("question_concept")}
-    )
+    return _labelled_choice("commonsenseqa", row, index, "question", {"question_concept": row.get("question_concept")})

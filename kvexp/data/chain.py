@@ -1,5 +1,5 @@
-r"""The `chain` task (`dataset=chain`), the model organism's: a synthetic reasoning problem whose answer needs facts stated early in the prompt
-and intermediate results written earlier in the trace.
+r"""The `chain` task (`dataset=chain`), the model organism's: a synthetic reasoning problem whose answer
+needs facts stated early in the prompt and intermediate results written earlier in the trace.
 
 A problem is a table of variable facts and a walk through it. For each variable the table states
 its value (``d=4``) and its link (``d>h``: from ``d`` go on to ``h``). The ``facts`` variables that the
@@ -31,6 +31,7 @@ Everything here is pure Python (``random.Random``), so problems are a function o
 platform; nothing imports torch. The grader is `kvexp.grading.chain`; the model trained on the task
 is `model=organism` (trained by `kvexp.organism.train`).
 """
+
 from __future__ import annotations
 
 import random
@@ -41,7 +42,7 @@ from kvexp.data.problem import Problem
 from kvexp.errors import ConfigError
 
 MOD = 10
-VARIABLES = string.ascii_lowercase          # one token each
+VARIABLES = string.ascii_lowercase  # one token each
 MAX_VARIABLES = len(VARIABLES)
 SPLITS = ("test", "train")
 
@@ -75,8 +76,10 @@ def check_knobs(steps: int, n_facts: int, n_distractors: int) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ConfigError(f"chain task: {name} must be an integer >= {low}, got {value!r}")
     if n_facts + n_distractors > MAX_VARIABLES:
-        raise ConfigError(f"chain task: facts + distractors = {n_facts + n_distractors} but there are only "
-                         f"{MAX_VARIABLES} variable names (a-z); lower dataset.facts or dataset.distractors")
+        raise ConfigError(
+            f"chain task: facts + distractors = {n_facts + n_distractors} but there are only "
+            f"{MAX_VARIABLES} variable names (a-z); lower dataset.facts or dataset.distractors"
+        )
     if steps > 99:
         raise ConfigError(f"chain task: steps must be <= 99 (two-digit countdown), got {steps}")
 
@@ -97,8 +100,7 @@ def make_problem(seed: int, steps: int = 20, n_facts: int = 8, n_distractors: in
     start = rng.choice(cycle)
 
     facts = " ".join(f"{v}={value[v]} {v}>{link[v]}" for v in table)
-    question = (f"facts: {facts}\nstart at {start} and take {steps} steps. add the values mod {MOD}. "
-                f"{INSTRUCTION}")
+    question = f"facts: {facts}\nstart at {start} and take {steps} steps. add the values mod {MOD}. {INSTRUCTION}"
     lines, total, var = [], 0, start
     for left in range(steps, 0, -1):
         new = (total + value[var]) % MOD
@@ -123,8 +125,9 @@ def problem_id(split: str, seed: int, index: int, steps: int, facts: int, distra
     return f"chain-s{steps}f{facts}d{distractors}-{split}{seed}-{index}"
 
 
-def load_chain_problems(limit: int | None = 100, seed: int = 0, steps: int = 20, facts: int = 8,
-                        distractors: int = 4, split: str = "test") -> list[Problem]:
+def load_chain_problems(
+    limit: int | None = 100, seed: int = 0, steps: int = 20, facts: int = 8, distractors: int = 4, split: str = "test"
+) -> list[Problem]:
     """`limit` problems (100 when None) as `Problem`s, for `dataset=chain`.
 
     ``gold`` is the answer digit as a string; ``meta`` holds the knobs, the problem's own seed and the
@@ -138,8 +141,22 @@ def load_chain_problems(limit: int | None = 100, seed: int = 0, steps: int = 20,
     for i in range(n):
         ps = problem_seed(split, seed, i)
         p = make_problem(ps, steps, facts, distractors)
-        problems.append(Problem(
-            id=problem_id(split, seed, i, steps, facts, distractors), question=p.question, gold=p.answer,
-            meta={"dataset": "chain", "split": split, "index": i, "seed": seed, "problem_seed": ps,
-                  "steps": steps, "facts": facts, "distractors": distractors, "reference_trace": p.trace}))
+        problems.append(
+            Problem(
+                id=problem_id(split, seed, i, steps, facts, distractors),
+                question=p.question,
+                gold=p.answer,
+                meta={
+                    "dataset": "chain",
+                    "split": split,
+                    "index": i,
+                    "seed": seed,
+                    "problem_seed": ps,
+                    "steps": steps,
+                    "facts": facts,
+                    "distractors": distractors,
+                    "reference_trace": p.trace,
+                },
+            )
+        )
     return problems

@@ -108,15 +108,13 @@ def _forced_offline() -> Iterator[None]:
     import huggingface_hub.constants as hf_constants
 
     with _offline_lock:
-        saved = (ds_config.HF_HUB_OFFLINE, ds_config.HF_DATASETS_OFFLINE,
-                 hf_constants.HF_HUB_OFFLINE)
+        saved = (ds_config.HF_HUB_OFFLINE, ds_config.HF_DATASETS_OFFLINE, hf_constants.HF_HUB_OFFLINE)
         ds_config.HF_HUB_OFFLINE = ds_config.HF_DATASETS_OFFLINE = True
         hf_constants.HF_HUB_OFFLINE = True
         try:
             yield
         finally:
-            (ds_config.HF_HUB_OFFLINE, ds_config.HF_DATASETS_OFFLINE,
-             hf_constants.HF_HUB_OFFLINE) = saved
+            (ds_config.HF_HUB_OFFLINE, ds_config.HF_DATASETS_OFFLINE, hf_constants.HF_HUB_OFFLINE) = saved
 
 
 class HubLoadError(RuntimeError):
@@ -170,6 +168,5 @@ def load_rows(
             message = message[:297] + "..."
         raise HubLoadError(f"{mode}; {type(exc).__name__}: {message}") from exc
     rows = [dict(row) for row in dataset]
-    logger.info("loaded %s (%s, split %s) from the hub [%s]: %d rows",
-                path, config, split, mode, len(rows))
+    logger.info("loaded %s (%s, split %s) from the hub [%s]: %d rows", path, config, split, mode, len(rows))
     return rows

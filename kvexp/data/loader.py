@@ -23,7 +23,12 @@ def _is_int(value: Any) -> bool:
 
 
 def _validate(
-    name: str, source: str, limit: int | None, shard_index: int, shard_count: int, seed: int,
+    name: str,
+    source: str,
+    limit: int | None,
+    shard_index: int,
+    shard_count: int,
+    seed: int,
     options: Mapping[str, Any],
 ) -> DatasetSpec | GeneratedSpec:
     """Check every argument before any I/O, so a bad sweep cell fails in milliseconds."""
@@ -32,16 +37,23 @@ def _validate(
         raise ConfigError(f"unknown source {source!r}; choose one of: {', '.join(SOURCES)}")
     generated = isinstance(spec, GeneratedSpec)
     if generated and source not in ("auto", "generated"):
-        raise ConfigError(f"dataset {name!r} is generated from a seed, it has no {source} copy; "
-                          "set `dataset.source=generated` (or auto)")
+        raise ConfigError(
+            f"dataset {name!r} is generated from a seed, it has no {source} copy; "
+            "set `dataset.source=generated` (or auto)"
+        )
     if not generated and source == "generated":
         raise ConfigError(f"dataset {name!r} is not generated; set `dataset.source` to auto, hub or bundled")
     allowed = spec.options if generated else ()
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise ConfigError(f"dataset {name!r} has no setting {', '.join(unknown)}; "
-                          + (f"its settings are {', '.join(allowed)}" if allowed else "it takes none beyond "
-                             "source, seed, limit and shard"))
+        raise ConfigError(
+            f"dataset {name!r} has no setting {', '.join(unknown)}; "
+            + (
+                f"its settings are {', '.join(allowed)}"
+                if allowed
+                else "it takes none beyond source, seed, limit and shard"
+            )
+        )
     _check_selection(limit, shard_index, shard_count, seed)
     return spec
 
@@ -55,8 +67,7 @@ def _check_selection(limit: int | None, shard_index: int, shard_count: int, seed
         )
     if not _is_int(shard_count) or shard_count < 1:
         raise ConfigError(
-            f"shard count must be an integer >= 1, got {shard_count!r}; "
-            "set `dataset.shard.count=1` for no sharding"
+            f"shard count must be an integer >= 1, got {shard_count!r}; set `dataset.shard.count=1` for no sharding"
         )
     if not _is_int(shard_index) or not 0 <= shard_index < shard_count:
         raise ConfigError(
@@ -69,16 +80,13 @@ def _check_selection(limit: int | None, shard_index: int, shard_count: int, seed
 
 def _what_to_do(spec: DatasetSpec) -> str:
     steps = [
-        "connect this machine to the Hugging Face hub (and unset HF_DATASETS_OFFLINE / "
-        "HF_HUB_OFFLINE)",
+        "connect this machine to the Hugging Face hub (and unset HF_DATASETS_OFFLINE / HF_HUB_OFFLINE)",
         f"or, on a machine with network, run `datasets.load_dataset({spec.hub_path!r}"
         + (f", {spec.hub_config!r}" if spec.hub_config else "")
         + f", split={spec.hub_split!r})` and copy its HF cache (HF_HOME, or pass cache_dir) here",
     ]
     if not spec.bundled:
-        steps.append(
-            f"or pick a dataset with a bundled offline copy ({', '.join(BUNDLED_DATASETS)})"
-        )
+        steps.append(f"or pick a dataset with a bundled offline copy ({', '.join(BUNDLED_DATASETS)})")
     if spec.note:
         steps.append(f"note: {spec.note}")
     return "What to do: " + "; ".join(steps) + "."
@@ -103,8 +111,7 @@ def _load_rows(
         except hub.HubLoadError as exc:
             tried.append(f"hub {spec.hub_id}: {exc}")
             if source == "auto" and spec.bundled:
-                logger.warning("%s: hub failed (%s); falling back to the bundled copy",
-                               spec.name, exc)
+                logger.warning("%s: hub failed (%s); falling back to the bundled copy", spec.name, exc)
 
     if spec.bundled is None:
         tried.append("bundled: no bundled copy of this dataset")
@@ -133,10 +140,7 @@ def _unique_ids(problems: list[Problem]) -> list[Problem]:
     if all(count == 1 for count in seen.values()):
         return problems
     logger.warning("duplicate row ids in the source; suffixing them with the row index")
-    return [
-        Problem(f"{p.id}@{p.meta['index']}", p.question, p.gold, p.meta) if seen[p.id] > 1 else p
-        for p in problems
-    ]
+    return [Problem(f"{p.id}@{p.meta['index']}", p.question, p.gold, p.meta) if seen[p.id] > 1 else p for p in problems]
 
 
 def _order_key(seed: int, problem_id: str) -> str:
@@ -208,6 +212,15 @@ def load_problems(
     if limit is not None:
         problems = problems[:limit]
     shard = problems[shard_index::shard_count]
-    logger.info("%s: %d rows from %s -> %d problems (limit %s) -> shard %d/%d: %d",
-                name, len(rows), used, len(problems), limit, shard_index, shard_count, len(shard))
+    logger.info(
+        "%s: %d rows from %s -> %d problems (limit %s) -> shard %d/%d: %d",
+        name,
+        len(rows),
+        used,
+        len(problems),
+        limit,
+        shard_index,
+        shard_count,
+        len(shard),
+    )
     return shard

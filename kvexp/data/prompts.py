@@ -41,18 +41,14 @@ def choice_prompt(question: str, options: Sequence[str], *, context: str | None 
     lines += [f"{letter}. {str(text).strip()}" for letter, text in zip(letters, options)]
     lines += [
         "",
-        f"{STEP_BY_STEP}, and put the letter of the correct option ({_letter_list(letters)}) "
-        "within \\boxed{}.",
+        f"{STEP_BY_STEP}, and put the letter of the correct option ({_letter_list(letters)}) within \\boxed{{}}.",
     ]
     return "\n".join(lines)
 
 
 def yes_no_prompt(question: str) -> str:
     """Yes/no question (StrategyQA)."""
-    return (
-        f"Question: {question.strip()}\n\n"
-        f"{STEP_BY_STEP}, and put your final answer (yes or no) within \\boxed{{}}."
-    )
+    return f"Question: {question.strip()}\n\n{STEP_BY_STEP}, and put your final answer (yes or no) within \\boxed{{}}."
 
 
 def entailment_prompt(premises: str, conclusion: str) -> str:

@@ -44,28 +44,37 @@ class DatasetSpec:
 
 _SPECS = (
     DatasetSpec("gsm8k", "Math", "openai/gsm8k", "main", "test", adapters.gsm8k, bundled.GSM8K),
-    DatasetSpec("math500", "Math", "HuggingFaceH4/MATH-500", None, "test", adapters.math500,
-                bundled.MATH500),
+    DatasetSpec("math500", "Math", "HuggingFaceH4/MATH-500", None, "test", adapters.math500, bundled.MATH500),
     DatasetSpec("aime24", "Math", "math-ai/aime24", None, "test", adapters.aime24),
     DatasetSpec("aime25", "Math", "math-ai/aime25", None, "test", adapters.aime25),
     DatasetSpec("strategyqa", "Logic", "ChilleD/StrategyQA", None, "test", adapters.strategyqa),
-    DatasetSpec("folio", "Logic", "yale-nlp/FOLIO", None, "validation", adapters.folio,
-                note="yale-nlp/FOLIO is gated: accept its terms on the hub page and log in "
-                     "(`hf auth login`) before loading"),
-    DatasetSpec("logiqa", "Logic", "lucasmccabe/logiqa", None, "test", adapters.logiqa,
-                # The repo is a loading script, which datasets>=4 no longer runs; the hub's
-                # automatic parquet conversion of it lives on this branch.
-                hub_kwargs={"revision": "refs/convert/parquet"},
-                note="lucasmccabe/logiqa is script-based; it is read from the hub's parquet "
-                     "conversion (revision refs/convert/parquet)"),
+    DatasetSpec(
+        "folio",
+        "Logic",
+        "yale-nlp/FOLIO",
+        None,
+        "validation",
+        adapters.folio,
+        note="yale-nlp/FOLIO is gated: accept its terms on the hub page and log in (`hf auth login`) before loading",
+    ),
+    DatasetSpec(
+        "logiqa",
+        "Logic",
+        "lucasmccabe/logiqa",
+        None,
+        "test",
+        adapters.logiqa,
+        # The repo is a loading script, which datasets>=4 no longer runs; the hub's
+        # automatic parquet conversion of it lives on this branch.
+        hub_kwargs={"revision": "refs/convert/parquet"},
+        note="lucasmccabe/logiqa is script-based; it is read from the hub's parquet "
+        "conversion (revision refs/convert/parquet)",
+    ),
     DatasetSpec("drop", "Reading", "ucinlp/drop", None, "validation", adapters.drop),
     DatasetSpec("reclor", "Reading", "metaeval/reclor", None, "validation", adapters.reclor),
-    DatasetSpec("openbookqa", "Commonsense", "allenai/openbookqa", "main", "test",
-                adapters.openbookqa),
-    DatasetSpec("commonsenseqa", "Commonsense", "tau/commonsense_qa", None, "validation",
-                adapters.commonsenseqa),
+    DatasetSpec("openbookqa", "Commonsense", "allenai/openbookqa", "main", "test", adapters.openbookqa),
+    DatasetSpec("commonsenseqa", "Commonsense", "tau/commonsense_qa", None, "validation", adapters.commonsenseqa),
 )
-
 
 
 @dataclass(frozen=True)
@@ -81,9 +90,7 @@ class GeneratedSpec:
     options: tuple[str, ...] = ()
 
 
-_GENERATED = (
-    GeneratedSpec("chain", chain.load_chain_problems, ("steps", "facts", "distractors", "split")),
-)
+_GENERATED = (GeneratedSpec("chain", chain.load_chain_problems, ("steps", "facts", "distractors", "split")),)
 
 GENERATED: Mapping[str, GeneratedSpec] = MappingProxyType({spec.name: spec for spec in _GENERATED})
 """Generated dataset option name -> `GeneratedSpec` (they are not in the study's report order)."""

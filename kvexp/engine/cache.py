@@ -4,6 +4,7 @@ storage order is arbitrary and nothing is ever concatenated or compacted along t
 
 Shapes: B rows, H KV heads, G query heads per KV head, N slots (capacity), D head dim, Q queries.
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -32,11 +33,11 @@ def grouped_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, scaling:
     batched matmuls over [B, H] with no broadcast copies of K or V.
     """
     b, h, g, nq, d = q.shape
-    logits = torch.matmul(q.reshape(b, h, g * nq, d), k.transpose(-1, -2)) * scaling     # [B, H, G*Q, N]
+    logits = torch.matmul(q.reshape(b, h, g * nq, d), k.transpose(-1, -2)) * scaling  # [B, H, G*Q, N]
     if allowed.shape[-2] > 1:
         allowed = allowed.repeat(1, 1, g, 1)
     probs = torch.softmax(logits.float().masked_fill_(~allowed, float("-inf")), dim=-1)  # logits is ours
-    out = torch.matmul(probs.to(v.dtype), v)                                                # [B, H, G*Q, D]
+    out = torch.matmul(probs.to(v.dtype), v)  # [B, H, G*Q, D]
     return out.view(b, h, g, nq, d), probs.view(b, h, g, nq, -1)
 
 
@@ -46,8 +47,19 @@ class LayerCache:
     k, v: [B, H, N, D]; pos: [B, H, N] int64 absolute position, -1 for an empty slot.
     """
 
-    def __init__(self, batch: int, heads: int, capacity: int, head_dim: int, dtype, device, policy: Policy,
-                 budget: int | None, slack: int, layer_idx: int):
+    def __init__(
+        self,
+        batch: int,
+        heads: int,
+        capacity: int,
+        head_dim: int,
+        dtype,
+        device,
+        policy: Policy,
+        budget: int | None,
+        slack: int,
+        layer_idx: int,
+    ):
         self.k = torch.zeros(batch, heads, capacity, head_dim, dtype=dtype, device=device)
         self.v = torch.zeros_like(self.k)
         self.pos = torch.full((batch, heads, capacity), -1, dtype=torch.int64, device=device)
@@ -87,16 +99,17 @@ class LayerCache:
         n = ctx.slots_in_use or self.capacity
         # the full cache preallocates prompt + max_new_tokens: read only the slots filled so far
         k, v, pos = self.k[:, :, :n], self.v[:, :, :n], self.pos[:, :, :n]
-        slot = (pos < 0).to(torch.int8).argmax(dim=-1, keepdim=True)              # [B, H, 1] first free slot
+        slot = (pos < 0).to(torch.int8).argmax(dim=-1, keepdim=True)  # [B, H, 1] first free slot
         k.scatter_(2, slot.unsqueeze(-1).expand(b, h, 1, d), k_new)
         v.scatter_(2, slot.unsqueeze(-1).expand(b, h, 1, d), v_new)
         pos.scatter_(2, slot, ctx.incoming.view(b, 1, 1).expand(b, h, 1))
         g = q.shape[1] // h
-        resident = (pos >= 0).unsqueeze(2)                                          # [B, H, 1, N]
+        resident = (pos >= 0).unsqueeze(2)  # [B, H, 1, N]
         if not self.policy.needs_attention:
             # nothing scores with the probabilities: let the fused kernel skip materialising them
             out = torch.nn.functional.scaled_dot_product_attention(
-                q.view(b, h, g, d), k, v, attn_mask=resident, scale=scaling)           # [B, H, G, D]
+                q.view(b, h, g, d), k, v, attn_mask=resident, scale=scaling
+            )  # [B, H, G, D]
             return out.reshape(b, h * g, 1, d).transpose(1, 2)
         out, probs = grouped_attention(q.view(b, h, g, 1, d), k, v, resident, scaling)
         probs = self.policy.aggregate_groups(probs)
@@ -115,8 +128,9 @@ class LayerCache:
         outs, start = [], 0
         for p, (row, length) in enumerate(zip(rows, ctx.prompt_len.tolist())):
             end = start + length
-            outs.append(self._prefill_one(q[:, :, start:end], k[:, :, start:end], v[:, :, start:end], scaling,
-                                          ctx.one(p), row))
+            outs.append(
+                self._prefill_one(q[:, :, start:end], k[:, :, start:end], v[:, :, start:end], scaling, ctx.one(p), row)
+            )
             start = end
         return torch.cat(outs, dim=2).transpose(1, 2)
 
@@ -131,13 +145,15 @@ class LayerCache:
         chunk = max(1, PREFILL_CHUNK_BYTES // max(1, h * g * length * 4))
         outs = []
         for start in range(0, length, chunk):
-            queries = idx[start:start + chunk]
-            causal = (idx.view(1, -1) <= queries.view(-1, 1)).view(1, 1, -1, length)     # [1, 1, c, L]
-            out, probs = grouped_attention(qg[..., start:start + chunk, :], k, v, causal, scaling)
+            queries = idx[start : start + chunk]
+            causal = (idx.view(1, -1) <= queries.view(-1, 1)).view(1, 1, -1, length)  # [1, 1, c, L]
+            out, probs = grouped_attention(qg[..., start : start + chunk, :], k, v, causal, scaling)
             outs.append(out)
             if self.policy.needs_attention:
-                self.policy.observe(state, self.policy.aggregate_groups(probs), replace(ctx, query_pos=queries.view(1, -1)))
-        keep = self._prefill_keep(state, view, ctx)                                     # [1, H, K]
+                self.policy.observe(
+                    state, self.policy.aggregate_groups(probs), replace(ctx, query_pos=queries.view(1, -1))
+                )
+        keep = self._prefill_keep(state, view, ctx)  # [1, H, K]
         kept = keep.shape[-1]
         self.k[row, :, :kept] = k[0].gather(1, keep[0].unsqueeze(-1).expand(h, kept, d))
         self.v[row, :, :kept] = v[0].gather(1, keep[0].unsqueeze(-1).expand(h, kept, d))
@@ -152,7 +168,7 @@ class LayerCache:
             return torch.arange(length, device=view.pos.device).view(1, 1, -1).expand(b, h, length)
         score = self.policy.score(state, view, ctx)
         protected = self.policy.protected_mask(view.pos, ctx, self.budget)
-        keep = eviction_order(score, view.pos, protected)[..., length - self.capacity:]
+        keep = eviction_order(score, view.pos, protected)[..., length - self.capacity :]
         return keep.sort(dim=-1).values
 
 
@@ -161,11 +177,14 @@ class KVCache:
     new keys reach the attention function unchanged) and then the registered kvexp attention
     function, which hands them to `attend` with the step context the engine set."""
 
-    def __init__(self, model_config, batch: int, capacity: int, dtype, device, policy: Policy,
-                 budget: int | None, slack: int):
+    def __init__(
+        self, model_config, batch: int, capacity: int, dtype, device, policy: Policy, budget: int | None, slack: int
+    ):
         heads = model_config.num_key_value_heads
-        self.layers = [LayerCache(batch, heads, capacity, head_dim(model_config), dtype, device, policy, budget, slack, i)
-                       for i in range(model_config.num_hidden_layers)]
+        self.layers = [
+            LayerCache(batch, heads, capacity, head_dim(model_config), dtype, device, policy, budget, slack, i)
+            for i in range(model_config.num_hidden_layers)
+        ]
         self.ctx: StepContext | None = None
 
     def update(self, key_states, value_states, layer_idx, cache_kwargs=None):
@@ -184,7 +203,9 @@ class KVCache:
 
     def resident_prompt_share(self, prompt_len: Tensor) -> Tensor:
         """[B] share of (prompt token, layer, head) entries still resident."""
-        held = sum(((l.pos >= 0) & (l.pos < prompt_len.view(-1, 1, 1))).sum(dim=(1, 2)) for l in self.layers)
+        held = sum(
+            ((layer.pos >= 0) & (layer.pos < prompt_len.view(-1, 1, 1))).sum(dim=(1, 2)) for layer in self.layers
+        )
         heads = self.layers[0].pos.shape[1] * len(self.layers)
         return held.float() / (prompt_len.float() * heads).clamp(min=1)
 

@@ -1,4 +1,5 @@
 """The one decode loop: prefill, then token by token, for the full cache and every policy."""
+
 from __future__ import annotations
 
 import time
@@ -25,16 +26,22 @@ def check_model_config(config) -> None:
     """Refuse, before weights load, a model whose attention kvexp cannot drive."""
     model_type = getattr(config, "model_type", None)
     if model_type not in SUPPORTED_MODEL_TYPES:
-        raise ConfigError(f"kvexp cannot drive the attention of model_type {model_type!r}; supported: "
-                          f"{', '.join(SUPPORTED_MODEL_TYPES)} (decoder-only models with grouped-query attention)")
+        raise ConfigError(
+            f"kvexp cannot drive the attention of model_type {model_type!r}; supported: "
+            f"{', '.join(SUPPORTED_MODEL_TYPES)} (decoder-only models with grouped-query attention)"
+        )
     window = getattr(config, "sliding_window", None)
     uses_window = getattr(config, "use_sliding_window", model_type == "mistral")
     if window and uses_window:
-        raise ConfigError(f"model uses sliding-window attention (sliding_window={window}), which kvexp does not "
-                          f"emulate; use a checkpoint without it or set sliding_window=null in its config")
+        raise ConfigError(
+            f"model uses sliding-window attention (sliding_window={window}), which kvexp does not "
+            f"emulate; use a checkpoint without it or set sliding_window=null in its config"
+        )
     if config.num_attention_heads % config.num_key_value_heads:
-        raise ConfigError(f"num_attention_heads={config.num_attention_heads} is not a multiple of "
-                          f"num_key_value_heads={config.num_key_value_heads}")
+        raise ConfigError(
+            f"num_attention_heads={config.num_attention_heads} is not a multiple of "
+            f"num_key_value_heads={config.num_key_value_heads}"
+        )
 
 
 @dataclass(frozen=True)
@@ -79,11 +86,11 @@ class Request:
 class Output:
     key: Hashable
     output_ids: list[int] = field(default_factory=list)
-    stop_reason: str | None = None          # eos | max_new_tokens | repetition; None on error
+    stop_reason: str | None = None  # eos | max_new_tokens | repetition; None on error
     n_prompt_tokens: int = 0
     n_output_tokens: int = 0
     peak_resident_tokens: int = 0
-    n_evicted_tokens: int = 0               # per (layer, KV head); every head evicts the same count
+    n_evicted_tokens: int = 0  # per (layer, KV head); every head evicts the same count
     kv_bytes_peak: int = 0
     prefill_s: float = 0.0
     decode_s: float = 0.0
@@ -99,11 +106,11 @@ class _Row:
     resident: int
     peak: int
     evicted: int
-    extent: int                    # slots [0, extent) may hold entries (free slots are taken lowest first)
+    extent: int  # slots [0, extent) may hold entries (free slots are taken lowest first)
     prefill_s: float = 0.0
-    started: float = 0.0           # when its decode began (after its prefill)
+    started: float = 0.0  # when its decode began (after its prefill)
     tokens: list[int] = field(default_factory=list)
-    pending: int | None = None     # the token sampled last, appended by the next decode step
+    pending: int | None = None  # the token sampled last, appended by the next decode step
     trace: list[dict] | None = None
     generator: torch.Generator | None = None
 
@@ -123,8 +130,14 @@ class Engine:
     request waits. A request's tokens never depend on its row, its entry step or its neighbours:
     every rule (sampling, eviction, query windows) is per row and per position."""
 
-    def __init__(self, model, policy: Policy, budget: Budget, settings: GenerationSettings,
-                 observer: Callable[[KVCache, list], None] | None = None):
+    def __init__(
+        self,
+        model,
+        policy: Policy,
+        budget: Budget,
+        settings: GenerationSettings,
+        observer: Callable[[KVCache, list], None] | None = None,
+    ):
         """observer(cache, keys): called after every forward pass (a decode step or a prefill of
         newcomers) with the cache and the request key of each of its rows (None: a free row)."""
         check_model_config(model.config)
@@ -170,15 +183,18 @@ class Engine:
             b, s = self.budget.tokens, self.budget.slack
             need = max(len(req.prompt_ids), self.policy.n_sink) + self.policy.recent_window(b)
             if need > b - s:
-                return (f"prompt does not fit: pinned prompt of {len(req.prompt_ids)} tokens plus a recent "
-                        f"window of {self.policy.recent_window(b)} needs {need} slots but budget {b} with slack "
-                        f"{s} leaves {b - s}; raise budget.tokens or set policy.protect_prompt=false")
+                return (
+                    f"prompt does not fit: pinned prompt of {len(req.prompt_ids)} tokens plus a recent "
+                    f"window of {self.policy.recent_window(b)} needs {need} slots but budget {b} with slack "
+                    f"{s} leaves {b - s}; raise budget.tokens or set policy.protect_prompt=false"
+                )
         return None
 
     def capacity(self, requests: Iterable[Request]) -> int:
         """KV slots per row for these requests (`kvexp.engine.memory.row_capacity`)."""
-        return row_capacity(self.policy, self.budget.tokens, max(len(r.prompt_ids) for r in requests),
-                            self.settings.max_new_tokens)
+        return row_capacity(
+            self.policy, self.budget.tokens, max(len(r.prompt_ids) for r in requests), self.settings.max_new_tokens
+        )
 
     @contextmanager
     def _kvexp_attention(self):
@@ -197,8 +213,15 @@ class Engine:
         hidden = body.embed_tokens(ids)
         rope = body.rotary_emb(hidden, position_ids=position_ids)
         for layer in body.layers[: self.model.config.num_hidden_layers]:
-            hidden = layer(hidden, attention_mask=None, position_ids=position_ids, past_key_values=cache,
-                           use_cache=True, position_embeddings=rope, kv_cache=cache)
+            hidden = layer(
+                hidden,
+                attention_mask=None,
+                position_ids=position_ids,
+                past_key_values=cache,
+                use_cache=True,
+                position_embeddings=rope,
+                kv_cache=cache,
+            )
         if last is not None:
             return self.model.lm_head(body.norm(hidden[0, last])).float()
         return self.model.lm_head(body.norm(hidden[:, -1:]))[:, -1].float()
@@ -222,8 +245,16 @@ class Engine:
             while True:
                 if queue and (cache is None or not held):  # the first batch, or a static batch's next
                     n = min(max_rows, len(queue))
-                    cache = KVCache(self.model.config, n, capacity, self.dtype, self.device, self.policy,
-                                    self.budget.tokens, self.budget.slack)
+                    cache = KVCache(
+                        self.model.config,
+                        n,
+                        capacity,
+                        self.dtype,
+                        self.device,
+                        self.policy,
+                        self.budget.tokens,
+                        self.budget.slack,
+                    )
                     rows, logits = [None] * n, None
                 free = [i for i, row in enumerate(rows) if row is None]
                 if free and queue and (self.settings.continuous or not held):
@@ -243,14 +274,14 @@ class Engine:
                         yield self._output(row, reason, self._sync(), cache.bytes_per_token())
                 if any(row is None for row in rows):
                     if queue and (self.settings.continuous or not held):
-                        continue                                  # newcomers take the free rows
+                        continue  # newcomers take the free rows
                     keep = [i for i, row in enumerate(rows) if row is not None]
                     if not keep:
                         if queue:
                             continue
                         return
                     index = torch.tensor(keep, device=self.device)
-                    cache.select_rows(index)                      # finished rows stop costing compute
+                    cache.select_rows(index)  # finished rows stop costing compute
                     rows, logits = [rows[i] for i in keep], logits.index_select(0, index)
                 logits = self._step(cache, rows, capacity)
                 self._observe(cache, rows)
@@ -275,18 +306,31 @@ class Engine:
         positions = torch.cat([torch.arange(n) for n in lengths]).view(1, -1).to(self.device)
         last = torch.tensor(lengths).cumsum(0).sub(1).to(self.device)
         prompt_len = torch.tensor(lengths, device=self.device)
-        targets = free[:len(batch)]
-        cache.ctx = StepContext(prefill=True, incoming=prompt_len.clone(), prompt_len=prompt_len,
-                                row_seed=torch.tensor([r.seed % 2**62 for r in batch], device=self.device),
-                                rows=torch.tensor(targets, device=self.device))
+        targets = free[: len(batch)]
+        cache.ctx = StepContext(
+            prefill=True,
+            incoming=prompt_len.clone(),
+            prompt_len=prompt_len,
+            row_seed=torch.tensor([r.seed % 2**62 for r in batch], device=self.device),
+            rows=torch.tensor(targets, device=self.device),
+        )
         t0 = self._sync()
         new_logits = self._forward(ids, positions, cache, last)
         t1 = self._sync()
         generators = self.sampler.generators([r.seed for r in batch], self.device) or [None] * len(batch)
         for i, r, n, g in zip(targets, batch, lengths, generators):
             kept = min(n, capacity)
-            rows[i] = _Row(r, kept, kept, n - kept, extent=kept, prefill_s=t1 - t0, started=t1,
-                           trace=[] if r.key in trace_keys else None, generator=g)
+            rows[i] = _Row(
+                r,
+                kept,
+                kept,
+                n - kept,
+                extent=kept,
+                prefill_s=t1 - t0,
+                started=t1,
+                trace=[] if r.key in trace_keys else None,
+                generator=g,
+            )
         if logits is None:
             logits = new_logits.new_zeros(len(rows), new_logits.shape[-1])
         logits[targets] = new_logits
@@ -300,13 +344,25 @@ class Engine:
         slots_in_use = max(min(row.extent + 1, capacity) for row in rows)
         # one host-to-device copy per step: [5, B] positions, prompt lengths, seeds, tokens, evictions
         incoming, prompt_len, row_seed, step_ids, evict = torch.tensor(
-            [[row.next_pos for row in rows], [len(row.request.prompt_ids) for row in rows],
-             [row.request.seed % 2**62 for row in rows], [row.pending for row in rows], needs],
-            device=self.device)
+            [
+                [row.next_pos for row in rows],
+                [len(row.request.prompt_ids) for row in rows],
+                [row.request.seed % 2**62 for row in rows],
+                [row.pending for row in rows],
+                needs,
+            ],
+            device=self.device,
+        )
         cache.ctx = StepContext(
-            prefill=False, incoming=incoming, query_pos=incoming.view(-1, 1), prompt_len=prompt_len,
-            row_seed=row_seed, evict_rows=evict.bool() if any(needs) else None, evict_all=all(needs),
-            slots_in_use=slots_in_use)
+            prefill=False,
+            incoming=incoming,
+            query_pos=incoming.view(-1, 1),
+            prompt_len=prompt_len,
+            row_seed=row_seed,
+            evict_rows=evict.bool() if any(needs) else None,
+            evict_all=all(needs),
+            slots_in_use=slots_in_use,
+        )
         step_ids = step_ids.view(-1, 1)
         for row, evict in zip(rows, needs):
             if evict:
@@ -334,13 +390,27 @@ class Engine:
         share = cache.resident_prompt_share(prompt_len).tolist()
         for row, sh in zip(rows, share):
             if row.trace is not None:
-                row.trace.append({"step": len(row.tokens), "resident_tokens": row.resident,
-                                  "evicted_tokens": row.evicted, "prompt_resident_share": round(sh, 6)})
+                row.trace.append(
+                    {
+                        "step": len(row.tokens),
+                        "resident_tokens": row.resident,
+                        "evicted_tokens": row.evicted,
+                        "prompt_resident_share": round(sh, 6),
+                    }
+                )
 
     @staticmethod
     def _output(row: _Row, reason: str, now: float, bytes_per_token: int) -> Output:
-        return Output(key=row.request.key, output_ids=list(row.tokens), stop_reason=reason,
-                      n_prompt_tokens=len(row.request.prompt_ids), n_output_tokens=len(row.tokens),
-                      peak_resident_tokens=row.peak, n_evicted_tokens=row.evicted,
-                      kv_bytes_peak=row.peak * bytes_per_token, prefill_s=row.prefill_s,
-                      decode_s=now - row.started, trace=row.trace)
+        return Output(
+            key=row.request.key,
+            output_ids=list(row.tokens),
+            stop_reason=reason,
+            n_prompt_tokens=len(row.request.prompt_ids),
+            n_output_tokens=len(row.tokens),
+            peak_resident_tokens=row.peak,
+            n_evicted_tokens=row.evicted,
+            kv_bytes_peak=row.peak * bytes_per_token,
+            prefill_s=row.prefill_s,
+            decode_s=now - row.started,
+            trace=row.trace,
+        )

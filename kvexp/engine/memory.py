@@ -8,6 +8,7 @@ attention chunk) and the fixed part of an eviction's workspace (R-KV's similarit
 Everything comes from the model config and the policy; no weights are needed, so the accounting is
 tested on the CPU with the real configs of the 8B models.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -37,10 +38,17 @@ class ModelShape:
     dtype_bytes: int
 
     @classmethod
-    def of(cls, config, dtype: torch.dtype) -> "ModelShape":
-        return cls(config.num_hidden_layers, config.num_key_value_heads, config.num_attention_heads, head_dim(config),
-                   config.hidden_size, config.intermediate_size, config.vocab_size,
-                   torch.empty((), dtype=dtype).element_size())
+    def of(cls, config, dtype: torch.dtype) -> ModelShape:
+        return cls(
+            config.num_hidden_layers,
+            config.num_key_value_heads,
+            config.num_attention_heads,
+            head_dim(config),
+            config.hidden_size,
+            config.intermediate_size,
+            config.vocab_size,
+            torch.empty((), dtype=dtype).element_size(),
+        )
 
     @property
     def kv_bytes_per_token(self) -> int:
@@ -70,16 +78,22 @@ class RowCost:
 @dataclass(frozen=True)
 class RowPlan:
     rows: int
-    limited_by: str          # memory | max_batch_size | requests
-    capacity: int            # KV slots per row
+    limited_by: str  # memory | max_batch_size | requests
+    capacity: int  # KV slots per row
     per_row: RowCost
-    shared_bytes: int        # prefill and fixed eviction workspace, counted once
-    available_bytes: int     # memory the rows and the shared workspace may use
+    shared_bytes: int  # prefill and fixed eviction workspace, counted once
+    available_bytes: int  # memory the rows and the shared workspace may use
 
     def as_dict(self) -> dict:
-        return {"rows": self.rows, "limited_by": self.limited_by, "capacity": self.capacity,
-                "bytes_per_row": self.per_row.total, "per_row": asdict(self.per_row),
-                "shared_bytes": self.shared_bytes, "available_bytes": self.available_bytes}
+        return {
+            "rows": self.rows,
+            "limited_by": self.limited_by,
+            "capacity": self.capacity,
+            "bytes_per_row": self.per_row.total,
+            "per_row": asdict(self.per_row),
+            "shared_bytes": self.shared_bytes,
+            "available_bytes": self.available_bytes,
+        }
 
 
 def row_cost(shape: ModelShape, policy: Policy, capacity: int) -> RowCost:
@@ -88,27 +102,43 @@ def row_cost(shape: ModelShape, policy: Policy, capacity: int) -> RowCost:
     eviction, _ = policy.eviction_workspace_bytes(h, shape.query_heads, n, shape.head_dim) if policy.evicts else (0, 0)
     if policy.needs_attention:  # scores in the model's dtype, fp32 probabilities, their group aggregate
         attention = shape.query_heads * n * (shape.dtype_bytes + 8) + h * n * 4
-    else:                       # the fused kernel; its boolean mask
+    else:  # the fused kernel; its boolean mask
         attention = shape.query_heads * n * 4 + h * n
     logits = shape.vocab * (shape.dtype_bytes + 4 + 4 + 8)  # LM head out, fp32 copy, sampling sort
-    activations = (4 * shape.hidden + 3 * shape.intermediate
-                   + 2 * (shape.query_heads + 2 * h) * shape.head_dim) * shape.dtype_bytes
-    return RowCost(kv=n * shape.kv_bytes_per_token, policy_state=state,
-                   workspace=max(attention, eviction) + logits + activations)
+    activations = (
+        4 * shape.hidden + 3 * shape.intermediate + 2 * (shape.query_heads + 2 * h) * shape.head_dim
+    ) * shape.dtype_bytes
+    return RowCost(
+        kv=n * shape.kv_bytes_per_token, policy_state=state, workspace=max(attention, eviction) + logits + activations
+    )
 
 
 def shared_workspace(shape: ModelShape, policy: Policy, longest_prompt: int, max_prefill_tokens: int) -> int:
     tokens = max(longest_prompt, max_prefill_tokens)
-    per_token = (4 * shape.hidden + 3 * shape.intermediate
-                 + 2 * (shape.query_heads + 2 * shape.kv_heads) * shape.head_dim) * shape.dtype_bytes
+    per_token = (
+        4 * shape.hidden + 3 * shape.intermediate + 2 * (shape.query_heads + 2 * shape.kv_heads) * shape.head_dim
+    ) * shape.dtype_bytes
     prompt_state = policy.state_bytes(shape.kv_heads, longest_prompt)
-    _, fixed = policy.eviction_workspace_bytes(shape.kv_heads, shape.query_heads, longest_prompt, shape.head_dim) if policy.evicts \
+    _, fixed = (
+        policy.eviction_workspace_bytes(shape.kv_heads, shape.query_heads, longest_prompt, shape.head_dim)
+        if policy.evicts
         else (0, 0)
+    )
     return tokens * per_token + 3 * PREFILL_CHUNK_BYTES + prompt_state + fixed
 
 
-def plan_rows(shape: ModelShape, policy: Policy, capacity: int, longest_prompt: int, *, available_bytes: int,
-              max_rows: int, n_requests: int, max_prefill_tokens: int, fixed_rows: int | None = None) -> RowPlan:
+def plan_rows(
+    shape: ModelShape,
+    policy: Policy,
+    capacity: int,
+    longest_prompt: int,
+    *,
+    available_bytes: int,
+    max_rows: int,
+    n_requests: int,
+    max_prefill_tokens: int,
+    fixed_rows: int | None = None,
+) -> RowPlan:
     """The most rows that fit in `available_bytes` (memory after the weights), capped by
     `max_rows` and by the number of requests. Refuses a plan where not even one row fits.
     fixed_rows: the user chose the number; only the costs are worked out."""
@@ -122,9 +152,11 @@ def plan_rows(shape: ModelShape, policy: Policy, capacity: int, longest_prompt: 
             f"not even one row fits: a row needs {per_row.total / GiB:.2f} GiB (KV {per_row.kv / GiB:.2f}, policy "
             f"state {per_row.policy_state / GiB:.2f}, workspace {per_row.workspace / GiB:.2f}) plus "
             f"{shared / GiB:.2f} GiB shared, but {available_bytes / GiB:.2f} GiB are left after the weights; "
-            f"lower generation.max_new_tokens or the budget, or raise generation.memory_gb")
-    rows, limited_by = min((fit, "memory"), (max_rows, "max_batch_size"), (max(1, n_requests), "requests"),
-                           key=lambda t: t[0])
+            f"lower generation.max_new_tokens or the budget, or raise generation.memory_gb"
+        )
+    rows, limited_by = min(
+        (fit, "memory"), (max_rows, "max_batch_size"), (max(1, n_requests), "requests"), key=lambda t: t[0]
+    )
     return RowPlan(int(rows), limited_by, capacity, per_row, shared, available_bytes)
 
 
@@ -152,13 +184,30 @@ def weight_bytes(model) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
-def plan_for_model(model, policy: Policy, budget_tokens: int | None, prompt_lengths: list[int], *,
-                   max_new_tokens: int, max_rows: int, memory_gb: float | None,
-                   max_prefill_tokens: int, fixed_rows: int | None = None) -> RowPlan:
+def plan_for_model(
+    model,
+    policy: Policy,
+    budget_tokens: int | None,
+    prompt_lengths: list[int],
+    *,
+    max_new_tokens: int,
+    max_rows: int,
+    memory_gb: float | None,
+    max_prefill_tokens: int,
+    fixed_rows: int | None = None,
+) -> RowPlan:
     """`plan_rows` for a loaded model: its config, dtype, device and the bytes of its weights."""
     param = next(model.parameters())
     shape = ModelShape.of(model.config, param.dtype)
     longest = max(prompt_lengths)
-    return plan_rows(shape, policy, row_capacity(policy, budget_tokens, longest, max_new_tokens), longest,
-                     available_bytes=available_bytes(param.device, weight_bytes(model), memory_gb), max_rows=max_rows,
-                     n_requests=len(prompt_lengths), max_prefill_tokens=max_prefill_tokens, fixed_rows=fixed_rows)
+    return plan_rows(
+        shape,
+        policy,
+        row_capacity(policy, budget_tokens, longest, max_new_tokens),
+        longest,
+        available_bytes=available_bytes(param.device, weight_bytes(model), memory_gb),
+        max_rows=max_rows,
+        n_requests=len(prompt_lengths),
+        max_prefill_tokens=max_prefill_tokens,
+        fixed_rows=fixed_rows,
+    )

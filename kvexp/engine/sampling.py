@@ -1,5 +1,6 @@
 """Next-token choice. Each row draws from its own generator, seeded per (problem, sample), so a
 sampled output does not depend on batch size or order."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ class Sampler:
         if self.top_p < 1.0:
             sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
             cum = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
-            drop = cum - torch.softmax(sorted_logits, dim=-1) >= self.top_p   # keep the token that crosses top_p
+            drop = cum - torch.softmax(sorted_logits, dim=-1) >= self.top_p  # keep the token that crosses top_p
             logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
         return torch.softmax(logits, dim=-1)
 

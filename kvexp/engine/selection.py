@@ -1,5 +1,6 @@
 """Which slots an eviction drops, given a policy's scores and protected mask: the engine's side of
 eviction (a policy scores, the engine selects)."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """Stop rules other than EOS and max_new_tokens."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ class RepetitionStop:
             span = max(self.min_span, period * self.min_repeats)
             if span > n:
                 break
-            tail = tokens[n - span:]
+            tail = tokens[n - span :]
             if tail[period:] == tail[:-period]:
                 return True
         return False

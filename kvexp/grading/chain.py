@@ -3,6 +3,7 @@ r"""Grading the `chain` task (`kvexp.data.chain`): exact match of the last boxed
 The task's traces box one digit, so the answer is the content of the last complete ``\\boxed{...}``
 taken literally (no nesting, no normalisation), unlike the math graders.
 """
+
 from __future__ import annotations
 
 import re

@@ -18,8 +18,10 @@ from kvexp.grading import extract
 
 # ---------------------------------------------------------------------------------- option letters
 
-_LABEL_PREFIX = re.compile(r"(?i)^\s*(?:the\s+)?(?:correct\s+)?(?:final\s+)?"
-                           r"(?:answer|option|choice)\s*(?:is\b)?\s*[:=]?\s*")
+_LABEL_PREFIX = re.compile(
+    r"(?i)^\s*(?:the\s+)?(?:correct\s+)?(?:final\s+)?"
+    r"(?:answer|option|choice)\s*(?:is\b)?\s*[:=]?\s*"
+)
 
 
 def _strip_label_text(text: str) -> str:
@@ -41,7 +43,7 @@ def letter_from_text(text: str | None, letters: str) -> str | None:
     return match.group(1) if match else None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _phrase_letter(letters: str) -> Callable[[str], str | None]:
     # "answer is (B)", "Answer: B", "answer is option B", "option B is correct",
     # "I choose B": last one wins. Only capital letters count ("the answer is a bank").
@@ -52,15 +54,13 @@ def _phrase_letter(letters: str) -> Callable[[str], str | None]:
     )
 
     def find(text: str) -> str | None:
-        found = None
-        for found in pattern.finditer(text):
-            pass
+        found = extract.last_match(pattern, text)
         return found.group(1) if found else None
 
     return find
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _lone_letter(letters: str) -> Callable[[str], str | None]:
     # The last line is nothing but the letter: "B", "(B)", "**B**", "B." or "Answer: B".
     def find(text: str) -> str | None:
@@ -101,8 +101,7 @@ def gold_letter(gold: Any, *, index_based: bool) -> str | None:
     return text if len(text) == 1 and text in ascii_uppercase else None
 
 
-def grade_choice(response: str | None, gold: Any, *, n_options: int,
-                 index_based: bool) -> tuple[str | None, bool]:
+def grade_choice(response: str | None, gold: Any, *, n_options: int, index_based: bool) -> tuple[str | None, bool]:
     prediction = extract_choice(response, n_options)
     expected = gold_letter(gold, index_based=index_based)
     return prediction, prediction is not None and prediction == expected
@@ -127,9 +126,7 @@ def _word_label(mapping: dict[str, str]) -> Callable[[str | None], str | None]:
 
 
 def _last_match(pattern: re.Pattern[str], text: str) -> str | None:
-    found = None
-    for found in pattern.finditer(text):
-        pass
+    found = extract.last_match(pattern, text)
     return found.group(1) if found else None
 
 
@@ -144,9 +141,7 @@ def _closed_extractor(
     ]
     if phrase is not None:
         finders.append(lambda seg: label(_last_match(phrase, seg)))
-    finders.append(
-        lambda seg: label(extract.last_line(seg)) if len(extract.last_line(seg)) <= 40 else None
-    )
+    finders.append(lambda seg: label(extract.last_line(seg)) if len(extract.last_line(seg)) <= 40 else None)
 
     def extract_label(response: str | None) -> str | None:
         return extract.first_found(response, finders)
@@ -158,20 +153,24 @@ yes_no_label = _word_label({"yes": "yes", "no": "no", "true": "yes", "false": "n
 extract_yes_no = _closed_extractor(yes_no_label)
 """StrategyQA: 'yes' / 'no' (true/false accepted), or None."""
 
-folio_label = _word_label({
-    "true": "True",
-    "false": "False",
-    "uncertain": "Uncertain",
-    "unknown": "Uncertain",
-    "undetermined": "Uncertain",
-    "cannot be determined": "Uncertain",
-    "not enough information": "Uncertain",
-})
+folio_label = _word_label(
+    {
+        "true": "True",
+        "false": "False",
+        "uncertain": "Uncertain",
+        "unknown": "Uncertain",
+        "undetermined": "Uncertain",
+        "cannot be determined": "Uncertain",
+        "not enough information": "Uncertain",
+    }
+)
 extract_folio = _closed_extractor(
     folio_label,
     # "the conclusion is (therefore) false"
-    re.compile(r"(?i)\bconclusion\s+is\s+(?:therefore\s+|thus\s+)?\**\s*"
-               r"(true|false|uncertain|unknown)\b"),
+    re.compile(
+        r"(?i)\bconclusion\s+is\s+(?:therefore\s+|thus\s+)?\**\s*"
+        r"(true|false|uncertain|unknown)\b"
+    ),
 )
 """FOLIO: 'True' / 'False' / 'Uncertain' ('unknown' accepted), or None."""
 

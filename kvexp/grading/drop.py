@@ -86,9 +86,7 @@ def _numbers_agree(gold: set[str], predicted: set[str]) -> bool:
 def _aligned_scores(predicted: list[set[str]], gold: list[set[str]]) -> list[float]:
     """Per-gold-span F1 under the best one-to-one alignment, padded with zeros to
     ``max(len(gold), len(predicted))`` (so extra predicted spans cost precision)."""
-    scores = [
-        [_f1(p, g) if _numbers_agree(g, p) else 0.0 for p in predicted] for g in gold
-    ]
+    scores = [[_f1(p, g) if _numbers_agree(g, p) else 0.0 for p in predicted] for g in gold]
     n_gold, n_pred = len(gold), len(predicted)
     best: tuple[float, ...] = ()
     best_total = -1.0
@@ -100,8 +98,7 @@ def _aligned_scores(predicted: list[set[str]], gold: list[set[str]]) -> list[flo
             )
         else:
             candidates = (
-                tuple(_assign(scores, perm, n_gold)) for perm in
-                itertools.permutations(range(n_gold), n_pred)
+                tuple(_assign(scores, perm, n_gold)) for perm in itertools.permutations(range(n_gold), n_pred)
             )
         for candidate in candidates:
             total = sum(candidate)
@@ -123,8 +120,7 @@ def _assign(scores: list[list[float]], gold_for_pred: tuple[int, ...], n_gold: i
 
 def _greedy(scores: list[list[float]], n_gold: int, n_pred: int) -> list[float]:
     row = [0.0] * n_gold
-    pairs = sorted(((scores[g][p], g, p) for g in range(n_gold) for p in range(n_pred)),
-                   reverse=True)
+    pairs = sorted(((scores[g][p], g, p) for g in range(n_gold) for p in range(n_pred)), reverse=True)
     used_gold, used_pred = set(), set()
     for score, g, p in pairs:
         if g not in used_gold and p not in used_pred:
@@ -191,6 +187,7 @@ def drop_em_f1(prediction: str | None, gold: Any) -> tuple[float, float]:
 
 def extract_drop(response: str | None) -> str | None:
     """The answer span: last ``\\boxed{}`` (``\\text{}`` unwrapped), else "answer is X"."""
+
     def boxed(segment: str) -> str | None:
         found = extract.last_boxed(segment)
         if found is None:
@@ -216,11 +213,7 @@ def _number_with_unit(prediction: str, gold: Any) -> bool:
     }
     tokens = normalize_drop_answer(prediction).split()
     predicted_numbers = {token for token in tokens if _is_number(token)}
-    return (
-        len(predicted_numbers) == 1
-        and predicted_numbers <= numbers
-        and len(tokens) - 1 <= MAX_UNIT_WORDS
-    )
+    return len(predicted_numbers) == 1 and predicted_numbers <= numbers and len(tokens) - 1 <= MAX_UNIT_WORDS
 
 
 def grade_drop(response: str | None, gold: Any) -> tuple[str | None, bool]:

@@ -18,9 +18,7 @@ THINK_END = "</think>"
 # `\boxed` / `\fbox`, not followed by another letter (so `\boxedx` is not a box).
 _BOX_CMD = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
 # `\text{X}` and friends, used by models to typeset words inside math.
-_TEXT_CMD = re.compile(
-    r"\\(?:text|textbf|textit|textrm|texttt|mathrm|mathbf|mathit|mbox|operatorname)\s*\{([^{}]*)\}"
-)
+_TEXT_CMD = re.compile(r"\\(?:text|textbf|textit|textrm|texttt|mathrm|mathbf|mathit|mbox|operatorname)\s*\{([^{}]*)\}")
 # "The final answer is X" / "Answer: X" / "**Answer:** X"; X runs to the end of the line.
 _ANSWER_PHRASE = re.compile(
     r"(?i)\b(?:final\s+answer|answer)\s*(?:\*\*)?\s*(?:is\b\s*:?|:|=)\s*(?:\*\*)?\s*(?P<ans>[^\n]+)"
@@ -121,11 +119,17 @@ def clean_answer(text: str, *, first_sentence: bool = False) -> str:
     return text.rstrip(" .,;:").strip()
 
 
+def last_match(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
+    """The last match of ``pattern`` in ``text`` (a reply's final answer is its last one), or None."""
+    found = None
+    for found in pattern.finditer(text):  # noqa: B007 - the loop keeps the last match
+        pass
+    return found
+
+
 def answer_phrase(text: str) -> str | None:
     """X from the last "answer is X" / "Answer: X" in ``text``."""
-    found = None
-    for found in _ANSWER_PHRASE.finditer(text):
-        pass
+    found = last_match(_ANSWER_PHRASE, text)
     if found is None:
         return None
     answer = clean_answer(found.group("ans"), first_sentence=True)
@@ -134,17 +138,13 @@ def answer_phrase(text: str) -> str | None:
 
 def hashes_answer(text: str) -> str | None:
     """X from the last ``#### X`` (GSM8K's own answer marker)."""
-    found = None
-    for found in _HASHES.finditer(text):
-        pass
+    found = last_match(_HASHES, text)
     return clean_answer(found.group("ans"), first_sentence=True) or None if found else None
 
 
 def last_number(text: str) -> str | None:
     """The last number in ``text`` (``1,000`` and ``-3.5`` included), or None."""
-    found = None
-    for found in _NUMBER.finditer(text):
-        pass
+    found = last_match(_NUMBER, text)
     return found.group(0).rstrip(",") if found else None
 
 

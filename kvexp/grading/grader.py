@@ -66,9 +66,7 @@ def grade(dataset: str, response: str | None, gold: Any) -> tuple[str | None, bo
     try:
         _, grader = _GRADERS[dataset]
     except (KeyError, TypeError):
-        raise ValueError(
-            f"no grader for dataset {dataset!r}; known datasets: {', '.join(_GRADERS)}"
-        ) from None
+        raise ValueError(f"no grader for dataset {dataset!r}; known datasets: {', '.join(_GRADERS)}") from None
     if response is not None and not isinstance(response, str):
         response = str(response)
     try:

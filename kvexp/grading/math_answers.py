@@ -152,8 +152,7 @@ def _verify(gold: str, prediction: str) -> bool:
                 return False
             return bool(verify(parsed_gold, parsed_pred, timeout_seconds=timeout))
     except (Exception, TimeoutException):  # TimeoutException derives from BaseException
-        logger.debug("math-verify failed on gold=%r prediction=%r", gold, prediction,
-                     exc_info=True)
+        logger.debug("math-verify failed on gold=%r prediction=%r", gold, prediction, exc_info=True)
         return False
 
 

@@ -17,8 +17,9 @@ when kvexp.main is imported) makes kvexp's launchers known to Hydra as
 `hydra_plugins.kvexp_launcher.SlurmLauncher` / `.LocalLauncher` (the `_target_` of
 conf/hydra/launcher/slurm.yaml and local.yaml).
 """
-from kvexp.launch.launcher import LocalLauncher, SlurmLauncher, SweepFailed, register_launchers
+
 from kvexp.launch.axes import name_swept_axes
+from kvexp.launch.launcher import LocalLauncher, SlurmLauncher, SweepFailed, register_launchers
 from kvexp.launch.shards import expand_shards
 
 __all__ = ["SlurmLauncher", "LocalLauncher", "SweepFailed", "register_launchers", "expand_shards", "name_swept_axes"]

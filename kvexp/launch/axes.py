@@ -9,6 +9,7 @@ folder, where the second refuses the first's results after the first has run. `n
 those keys on a multirun command line and in the sweeper params of the chosen experiment, and appends
 each one's value to the folder name. A command line that sets `hydra.sweep.subdir` itself is left alone.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -18,8 +19,19 @@ from omegaconf import DictConfig, OmegaConf
 from kvexp.launch.shards import is_multirun
 
 #: What the folder name already shows: config groups and keys kvexp.pipeline.cell names, and the launch.
-NAMED_KEYS = frozenset({"model", "dataset", "policy", "budget", "budget.tokens", "budget.slack",
-                        "dataset.shard.index", "dataset.shard.count", "experiment"})
+NAMED_KEYS = frozenset(
+    {
+        "model",
+        "dataset",
+        "policy",
+        "budget",
+        "budget.tokens",
+        "budget.slack",
+        "dataset.shard.index",
+        "dataset.shard.count",
+        "experiment",
+    }
+)
 
 
 def _parse(args: Sequence[str]) -> list:

@@ -25,6 +25,7 @@ Job side (`__call__`, in the job)
 Options of our own (besides hydra-submitit-launcher's): `python` (the interpreter command for the
 job; default: the launching interpreter) and `poll_s`.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,9 +35,10 @@ import re
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
@@ -170,10 +172,14 @@ def sweep_failure_report(config, failures: list[CellFailure], n: int) -> str:
             f.folder = str(Path(f.folder).relative_to(cwd))
         except ValueError:
             pass
-    head = (f"kvexp sweep {config.hydra.sweep.dir}: {len(failures)} of {n} cells failed "
-            f"({n - len(failures)} finished). Failed cells:")
-    tail = ("Fix the cause and run the same command again with hydra.sweep.dir="
-            f"{config.hydra.sweep.dir}: finished cells are kept, interrupted ones resume.")
+    head = (
+        f"kvexp sweep {config.hydra.sweep.dir}: {len(failures)} of {n} cells failed "
+        f"({n - len(failures)} finished). Failed cells:"
+    )
+    tail = (
+        "Fix the cause and run the same command again with hydra.sweep.dir="
+        f"{config.hydra.sweep.dir}: finished cells are kept, interrupted ones resume."
+    )
     return "\n".join([head, *(f.describe() for f in failures), tail])
 
 
@@ -202,8 +208,17 @@ class FailedCellsCallback(Callback):
             err = ret._return_value
             reason = f"{type(err).__name__}: {_first_line(str(err))}"
             log_file = folder / f"{config.hydra.job.name}.log"
-            failures.append(CellFailure(i, f"job #{config.hydra.job.num}", str(folder), reason, None,
-                                        _status_line(folder, reason), str(log_file) if log_file.exists() else None))
+            failures.append(
+                CellFailure(
+                    i,
+                    f"job #{config.hydra.job.num}",
+                    str(folder),
+                    reason,
+                    None,
+                    _status_line(folder, reason),
+                    str(log_file) if log_file.exists() else None,
+                )
+            )
         if not failures:
             return None
         return sweep_failure_report(cls.outcomes[0][0], failures, len(cls.outcomes))
@@ -227,8 +242,14 @@ class _KvexpSubmititLauncher(BaseSubmititLauncher):
         self.poll_s = max(1.0, float(own["poll_s"] if own["poll_s"] not in (None, "") else OWN_OPTIONS["poll_s"]))
 
     # ------------------------------------------------------------------ in the job
-    def __call__(self, sweep_overrides: list[str], job_dir_key: str, job_num: int, job_id: str,
-                 singleton_state: dict[type, Singleton]) -> JobReturn:
+    def __call__(
+        self,
+        sweep_overrides: list[str],
+        job_dir_key: str,
+        job_num: int,
+        job_id: str,
+        singleton_state: dict[type, Singleton],
+    ) -> JobReturn:
         # submitit's handler (checkpoint + requeue), set up by submitit before it called us
         submitit_handler = signal.getsignal(signal.SIGUSR2)
         register_resolvers()  # the folder names use ${kvexp.cell:...}
@@ -296,8 +317,14 @@ class _KvexpSubmititLauncher(BaseSubmititLauncher):
         jobs = executor.map_array(self, *zip(*job_params))
         self._watch(jobs)
         first = jobs[0].job_id.split("_")[0]
-        log.info("submitted %d job%s (%s %s); job logs in %s", len(jobs), "s" if len(jobs) > 1 else "",
-                 self._BATCH_WORD, first, Path(str(self.params["submitit_folder"]).replace("%j", first)).parent)
+        log.info(
+            "submitted %d job%s (%s %s); job logs in %s",
+            len(jobs),
+            "s" if len(jobs) > 1 else "",
+            self._BATCH_WORD,
+            first,
+            Path(str(self.params["submitit_folder"]).replace("%j", first)).parent,
+        )
         try:
             return self._wait_all(jobs, job_overrides, initial_job_idx)
         finally:
@@ -343,15 +370,23 @@ class _KvexpSubmititLauncher(BaseSubmititLauncher):
                         failures.append(failure)
                         log.error("[%d/%d] cell FAILED: %s", finished, n, failure.one_line())
                     else:
-                        log.info("[%d/%d] cell done: %s", finished, n,
-                                 self._folder_of(ret, job_overrides[i], initial_job_idx + i, jobs[i]))
+                        log.info(
+                            "[%d/%d] cell done: %s",
+                            finished,
+                            n,
+                            self._folder_of(ret, job_overrides[i], initial_job_idx + i, jobs[i]),
+                        )
                 pending = still
                 if pending:  # each check of a job stats its folder: go easy on a shared filesystem
                     time.sleep(min(self.poll_s, 2.0 + len(pending) / 50))
         except (KeyboardInterrupt, JobInterrupted) as stop:
             ignore_further_signals()
-            self._stop([jobs[i] for i in pending], [job_overrides[i] for i in pending],
-                       [initial_job_idx + i for i in pending], stop)
+            self._stop(
+                [jobs[i] for i in pending],
+                [job_overrides[i] for i in pending],
+                [initial_job_idx + i for i in pending],
+                stop,
+            )
             raise
         if failures:
             self._fail(failures, n)
@@ -369,15 +404,19 @@ class _KvexpSubmititLauncher(BaseSubmititLauncher):
             state = self._state_without_result(job)
             folder, reason = self._folder_of(None, overrides, idx, job), _reason(e, state)
             if "timed-out too many times" in reason:
-                reason += (f" It reached its time limit {1 + int(self.params.get('max_num_timeout') or 0)} times: "
-                           "raise hydra.launcher.timeout_min (or max_num_timeout)")
-            return None, CellFailure(i, self._job_name(job), str(folder), reason, state,
-                                     _status_line(folder, reason), self._log(job))
+                reason += (
+                    f" It reached its time limit {1 + int(self.params.get('max_num_timeout') or 0)} times: "
+                    "raise hydra.launcher.timeout_min (or max_num_timeout)"
+                )
+            return None, CellFailure(
+                i, self._job_name(job), str(folder), reason, state, _status_line(folder, reason), self._log(job)
+            )
         if ret.status == JobStatus.FAILED:  # the job raised; Hydra caught it in the job
             folder, err = self._folder_of(ret, overrides, idx, job), ret._return_value
             reason = f"{type(err).__name__}: {_first_line(str(err))}"
-            return ret, CellFailure(i, self._job_name(job), str(folder), reason, None, _status_line(folder, reason),
-                                    self._log(job))
+            return ret, CellFailure(
+                i, self._job_name(job), str(folder), reason, None, _status_line(folder, reason), self._log(job)
+            )
         return ret, None
 
     def _job_name(self, job) -> str:
@@ -431,13 +470,18 @@ class SlurmLauncher(_KvexpSubmititLauncher):
         verdict, state = why_stopping()
         job_id = JobEnvironment().job_id  # <array job>_<task>, as squeue and the launcher show it
         if verdict == "cancelled":
-            raise JobCancelled(f"cancelled (SLURM job {job_id}: {state}); not requeued. The rows so far "
-                               f"are kept: rerun the sweep to resume it") from None
+            raise JobCancelled(
+                f"cancelled (SLURM job {job_id}: {state}); not requeued. The rows so far "
+                f"are kept: rerun the sweep to resume it"
+            ) from None
         if verdict == "ending":
-            raise JobNotRequeued(f"SLURM is ending the job (state {state}) after {exc.signal_name} and the "
-                                 f"accounting does not say why; not requeued. Rerun the sweep to resume it") from None
-        log.warning("%s for SLURM job %s (state %s): checkpoint and requeue through submitit", exc.signal_name,
-                    job_id, state)
+            raise JobNotRequeued(
+                f"SLURM is ending the job (state {state}) after {exc.signal_name} and the "
+                f"accounting does not say why; not requeued. Rerun the sweep to resume it"
+            ) from None
+        log.warning(
+            "%s for SLURM job %s (state %s): checkpoint and requeue through submitit", exc.signal_name, job_id, state
+        )
 
     def _watch(self, jobs) -> None:
         from kvexp.launch.slurm import array_aware_watcher
@@ -475,9 +519,11 @@ class SlurmLauncher(_KvexpSubmititLauncher):
 
             subprocess.run(["scancel", array], capture_output=True, timeout=30)
             p = self.params
-            request = (f"{p.get('cpus_per_task')} CPUs, {p.get('mem_gb')} GB memory, {p.get('gpus_per_node') or 0} "
-                       f"GPU(s), {p.get('timeout_min')} min" + "".join(
-                           f", {k} {p[k]}" for k in ("partition", "account", "qos", "constraint") if p.get(k)))
+            request = (
+                f"{p.get('cpus_per_task')} CPUs, {p.get('mem_gb')} GB memory, {p.get('gpus_per_node') or 0} "
+                f"GPU(s), {p.get('timeout_min')} min"
+                + "".join(f", {k} {p[k]}" for k in ("partition", "account", "qos", "constraint") if p.get(k))
+            )
             offers = "; ".join(f"partition {name}: {partition_offer(name)}" for name in sorted(partitions))
             raise SweepFailed(
                 f"SLURM will never start {len(tasks)} cell(s) of this sweep (job array {array}): pending reason "
@@ -486,20 +532,31 @@ class SlurmLauncher(_KvexpSubmititLauncher):
                 f"hydra.launcher.timeout_min=... (or KVEXP_SLURM_CPUS, KVEXP_SLURM_MEM_GB, KVEXP_SLURM_GPUS, "
                 f"KVEXP_SLURM_TIMEOUT_MIN in jobs/site.env), or pick another partition, account or QOS "
                 f"(hydra.launcher.partition / KVEXP_SLURM_PARTITION, ...). The array was cancelled (scancel "
-                f"{array}); nothing ran.")
+                f"{array}); nothing ran."
+            )
         waiting = {r: len(t) for r, t in by_reason.items() if r not in ("None", "")}  # None: not yet looked at
         now = time.monotonic()
         if waiting and (waiting != self._pending_seen or now - self._pending_logged >= PENDING_LOG_S):
-            log.info("%d cell(s) wait in the SLURM queue (%s); `squeue -r -j %s` shows them",
-                     sum(waiting.values()), ", ".join(f"{n} {r}" for r, n in sorted(waiting.items())), array)
+            log.info(
+                "%d cell(s) wait in the SLURM queue (%s); `squeue -r -j %s` shows them",
+                sum(waiting.values()),
+                ", ".join(f"{n} {r}" for r, n in sorted(waiting.items())),
+                array,
+            )
             self._pending_logged = now
         self._pending_seen = waiting
 
     def _stop(self, jobs, overrides, indices, stop: BaseException) -> None:
         first = jobs[0].job_id.split("_")[0] if jobs else "?"
-        log.warning("stopped waiting: %d job(s) still run under %s %s (scancel %s stops them). Running the same "
-                    "command again with hydra.sweep.dir=%s resumes every cell.", len(jobs), self._EXECUTOR,
-                    first, first, self.config.hydra.sweep.dir)
+        log.warning(
+            "stopped waiting: %d job(s) still run under %s %s (scancel %s stops them). Running the same "
+            "command again with hydra.sweep.dir=%s resumes every cell.",
+            len(jobs),
+            self._EXECUTOR,
+            first,
+            first,
+            self.config.hydra.sweep.dir,
+        )
 
     def _state_without_result(self, job) -> str | None:
         # SLURM's word on a job that left no result (cancelled while queued, killed, out of memory)
@@ -543,8 +600,8 @@ class LocalLauncher(_KvexpSubmititLauncher):
         folders = [str(self._folder_of(None, o, idx, j)) for j, o, idx in zip(jobs, overrides, indices)]
         lines = [f"{name}: stopped {len(jobs)} running cell(s); rows so far are kept:", *(f"  {f}" for f in folders)]
         if alive:
-            lines.append("still running after %ds (stop them with kill): pids %s" % (
-                wait_s, " ".join(str(j._process.pid) for j in alive)))
+            pids = " ".join(str(j._process.pid) for j in alive)
+            lines.append(f"still running after {wait_s:.0f}s (stop them with kill): pids {pids}")
         lines.append(f"Run the same command again with hydra.sweep.dir={self.config.hydra.sweep.dir} to resume them.")
         log.warning("\n".join(lines))
 

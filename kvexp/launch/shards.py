@@ -7,6 +7,7 @@ Each shard runs its own part of the cell's problems (kvexp.data.load_problems: s
 shard) into its own folder (`h2o-b128-s1-shard2of4`); the report (kvexp.report) merges the shards of
 a cell back into one. An explicit `dataset.shard.index=...` is left alone (e.g. to rerun one shard).
 """
+
 from __future__ import annotations
 
 import re
@@ -31,7 +32,10 @@ def expand_shards(args: Sequence[str]) -> list[str]:
         return args
     n = counts[-1]
     if not is_multirun(args):
-        print(f"kvexp: dataset.shard.count={n} without -m runs shard 0 only; add -m to run all {n} shards "
-              f"(or choose one with dataset.shard.index=I)", file=sys.stderr)
+        print(
+            f"kvexp: dataset.shard.count={n} without -m runs shard 0 only; add -m to run all {n} shards "
+            f"(or choose one with dataset.shard.index=I)",
+            file=sys.stderr,
+        )
         return args
     return [*args, f"dataset.shard.index=range(0,{n})"]

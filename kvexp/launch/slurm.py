@@ -1,5 +1,6 @@
 """Asking SLURM about jobs: the job this process runs in (from inside a job step), and the launcher's
 view of a job array (ArrayAwareWatcher)."""
+
 from __future__ import annotations
 
 import os

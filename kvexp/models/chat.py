@@ -1,6 +1,7 @@
 """Model inputs: the chat template (with the preset's system prompt and thinking switch) and the stop
 tokens. The recorded `prompt` is the exact template output; the prompt ids are that text tokenized
 without adding special tokens, so the text alone reproduces the model's input."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -24,8 +25,10 @@ def chat_messages(preset: ModelPreset, user_message: str) -> tuple[list[dict[str
 def format_prompt(tokenizer, preset: ModelPreset, user_message: str) -> str:
     """The model input text for one user turn, generation prompt included."""
     if not getattr(tokenizer, "chat_template", None):
-        raise ValueError(f"the tokenizer of model '{preset.name}' has no chat template; kvexp evaluates chat "
-                         f"models through their template")
+        raise ValueError(
+            f"the tokenizer of model '{preset.name}' has no chat template; kvexp evaluates chat "
+            f"models through their template"
+        )
     messages, kwargs = chat_messages(preset, user_message)
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kwargs)
 
@@ -44,7 +47,7 @@ def eos_token_ids(tokenizer, generation_config=None) -> list[int]:
     for value in (configured, tokenizer.eos_token_id):
         if value is None:
             continue
-        for i in (value if isinstance(value, (list, tuple)) else [value]):
+        for i in value if isinstance(value, (list, tuple)) else [value]:
             if int(i) not in ids:
                 ids.append(int(i))
     if not ids:

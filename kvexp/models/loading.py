@@ -12,6 +12,7 @@ inside an installed package: `kvexp.models.preset.resolve_model_path`), else `mo
   gguf         a GGUF inside a pip package, converted once into a safetensors cache (kvexp.models.gguf)
   tiny_random  built in process (kvexp.models.tiny)
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -37,11 +38,11 @@ class ModelUnavailableError(RuntimeError):
 
 @dataclass
 class LoadedModel:
-    model: Any            # a transformers *ForCausalLM in eval mode
+    model: Any  # a transformers *ForCausalLM in eval mode
     tokenizer: Any
     eos_token_ids: list[int]
     device: torch.device
-    origin: str           # where the weights came from (a path or hub id), for run_meta.json
+    origin: str  # where the weights came from (a path or hub id), for run_meta.json
 
 
 def resolve_device(name: str) -> torch.device:
@@ -72,11 +73,15 @@ def check_device(name: str) -> None:
     try:
         device = resolve_device(str(name))
     except (RuntimeError, ValueError) as e:
-        raise ModelConfigError(f"model.device={name} is not a device ({e}); use model.device=auto, cpu or cuda") from None
+        raise ModelConfigError(
+            f"model.device={name} is not a device ({e}); use model.device=auto, cpu or cuda"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         build = "a CPU-only build of torch" if torch.version.cuda is None else "no visible GPU"
-        raise ModelConfigError(f"model.device={name} but this machine has {build}; use model.device=auto "
-                               f"(a GPU when there is one) or model.device=cpu")
+        raise ModelConfigError(
+            f"model.device={name} but this machine has {build}; use model.device=auto "
+            f"(a GPU when there is one) or model.device=cpu"
+        )
 
 
 def resolve_dtype(name: str) -> torch.dtype | str:
@@ -108,8 +113,11 @@ class ModelSource:
             folder = self._folder()
             if not (folder / "config.json").is_file():
                 what = "does not exist" if not folder.exists() else "has no config.json"
-                hint = (f"download it with `huggingface-cli download {p.hub_id} --local-dir {folder}`"
-                        if p.hub_id else "point model.path at a transformers model folder")
+                hint = (
+                    f"download it with `huggingface-cli download {p.hub_id} --local-dir {folder}`"
+                    if p.hub_id
+                    else "point model.path at a transformers model folder"
+                )
                 fallback = f", or set model.path=null to use model.source={p.source}" if p.source != "local" else ""
                 raise ModelConfigError(f"model.path={folder} {what}; {hint}{fallback}")
         elif p.source == "gguf":
@@ -122,8 +130,9 @@ class ModelSource:
         p = self.preset
         folder = self._folder()
         if folder is not None:
-            files = sorted(f for f in folder.iterdir() if f.is_file() and (f.name == "config.json" or
-                                                                           f.suffix in WEIGHT_SUFFIXES))
+            files = sorted(
+                f for f in folder.iterdir() if f.is_file() and (f.name == "config.json" or f.suffix in WEIGHT_SUFFIXES)
+            )
         elif p.source == "gguf":
             files = [gguf.locate_gguf(p.gguf["package"], p.gguf["file"])]
         else:
@@ -170,11 +179,13 @@ class ModelSource:
             if p.source == "gguf" and not p.path:
                 gguf.ensure_converted(gguf.locate_gguf(p.gguf["package"], p.gguf["file"]), p.converted_dir())
             tokenizer = self._from_pretrained(AutoTokenizer)
-            model = self._from_pretrained(AutoModelForCausalLM, dtype=resolve_dtype(p.dtype),
-                                          attn_implementation=p.attn_implementation)
+            model = self._from_pretrained(
+                AutoModelForCausalLM, dtype=resolve_dtype(p.dtype), attn_implementation=p.attn_implementation
+            )
         model = model.to(device).eval()
-        return LoadedModel(model, tokenizer, eos_token_ids(tokenizer, getattr(model, "generation_config", None)),
-                           device, self.origin)
+        return LoadedModel(
+            model, tokenizer, eos_token_ids(tokenizer, getattr(model, "generation_config", None)), device, self.origin
+        )
 
     # ---- helpers ----
     def _from_pretrained(self, cls, **kwargs):
@@ -192,7 +203,8 @@ class ModelSource:
             raise ModelUnavailableError(
                 f"could not load {p.hub_id} from the Hugging Face hub ({type(e).__name__}: {e}). With no network, "
                 f"download it elsewhere and set model.path=<folder>; for a gated model accept its license and "
-                f"export HF_TOKEN") from e
+                f"export HF_TOKEN"
+            ) from e
 
     @cached_property
     def _tiny_tokenizer(self):

@@ -1,13 +1,15 @@
 """A model preset: the `model` config group node, typed. Everything about *which* model and *how to
 talk to it* (weights source, dtype, device, system prompt, thinking switch) lives here; decoding
 settings live in the `generation` group (which takes its sampling defaults from the preset)."""
+
 from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from kvexp.errors import ConfigError
 
@@ -47,7 +49,7 @@ class ModelPreset:
     tiny: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_cfg(cls, cfg: Mapping[str, Any]) -> "ModelPreset":
+    def from_cfg(cls, cfg: Mapping[str, Any]) -> ModelPreset:
         """From the resolved `model` node; keys the pipeline does not need here (sampling) are ignored."""
         known = set(cls.__dataclass_fields__)
         preset = cls(**{k: v for k, v in dict(cfg).items() if k in known})
@@ -67,14 +69,17 @@ class ModelPreset:
         if self.dtype not in DTYPES:
             raise ModelConfigError(f"model.dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.thinking_switch is not None and self.thinking_switch not in THINKING_SWITCHES:
-            raise ModelConfigError(f"model.thinking_switch must be one of {', '.join(THINKING_SWITCHES)} or null, "
-                                   f"got {self.thinking_switch!r}")
+            raise ModelConfigError(
+                f"model.thinking_switch must be one of {', '.join(THINKING_SWITCHES)} or null, "
+                f"got {self.thinking_switch!r}"
+            )
         if self.thinking is not None and self.thinking_switch is None:
             raise ModelConfigError(f"model '{self.name}' has no thinking switch; leave model.thinking=null")
         if self.thinking_switch == "detailed_thinking" and self.system_prompt:
             raise ModelConfigError(
                 f"model '{self.name}' takes its reasoning switch in the system prompt (\"detailed thinking on|off\"); "
-                f"leave model.system_prompt=null and put instructions in the user turn (switch with model.thinking)")
+                f"leave model.system_prompt=null and put instructions in the user turn (switch with model.thinking)"
+            )
 
     def folder(self) -> Path | None:
         """The local model folder named by model.path (see `resolve_model_path`), or None."""
@@ -99,9 +104,11 @@ def resolve_model_path(path: str) -> Path:
     a folder inside the installed top-level package <package> (located without importing it)."""
     if not path.startswith(PACKAGE_PATH_PREFIX):
         return Path(path).expanduser()
-    package, _, inside = path[len(PACKAGE_PATH_PREFIX):].partition("/")
+    package, _, inside = path[len(PACKAGE_PATH_PREFIX) :].partition("/")
     spec = importlib.util.find_spec(package) if package and "." not in package else None
     if spec is None or not spec.submodule_search_locations:
-        raise ModelConfigError(f"model.path={path}: {package!r} is not an installed package; write "
-                               f"{PACKAGE_PATH_PREFIX}<package>/<folder> or a file system path")
+        raise ModelConfigError(
+            f"model.path={path}: {package!r} is not an installed package; write "
+            f"{PACKAGE_PATH_PREFIX}<package>/<folder> or a file system path"
+        )
     return Path(next(iter(spec.submodule_search_locations))).resolve() / inside

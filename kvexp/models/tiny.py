@@ -4,9 +4,11 @@ process with no files and no network: the `tiny_random` preset for tests and dry
 Weights are a pure function of `init_seed` (drawn under a forked RNG, so building one leaves the
 caller's random state alone). The tokenizer maps every byte to one token, so any text round-trips.
 """
+
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -31,8 +33,12 @@ def build_tokenizer():
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     core.decoder = decoders.ByteLevel()
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-        additional_special_tokens=["<|im_start|>"], chat_template=CHATML_TEMPLATE)
+        tokenizer_object=core,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>"],
+        chat_template=CHATML_TEMPLATE,
+    )
     return tokenizer
 
 
@@ -40,8 +46,14 @@ def build_config(tokenizer, params: Mapping[str, Any]):
     from transformers import LlamaConfig
 
     shape = {k: v for k, v in dict(params).items() if k != "init_seed"}
-    return LlamaConfig(vocab_size=len(tokenizer), bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
-                       pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False, **shape)
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+        **shape,
+    )
 
 
 def build_model(config, init_seed: int, dtype: torch.dtype = torch.float32):

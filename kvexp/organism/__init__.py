@@ -10,6 +10,7 @@ conf/model/organism.yaml, model.path=pkg://kvexp/organism/checkpoint).
 `CHECKPOINT_DIR` holds the committed weights, config and tokenizer (`from_pretrained` loads it) and
 TRAINING.json, which records how they were made. Importing this package does not import torch.
 """
+
 from pathlib import Path
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoint"

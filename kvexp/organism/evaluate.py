@@ -7,6 +7,7 @@ kvexp's engine (greedy, batched), without Hydra:
 Policies run with their conf/policy defaults, except SnapKV's observation window (and so its protected
 recent window), which is capped at a quarter of the budget so that it can run at small budgets.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,8 +60,18 @@ def policy_params(name: str, budget: int | None) -> dict:
     return params
 
 
-def run_cell(model, tokenizer, problems, policy: str, budget: int | None, *, slack: int = 1,
-             batch_size: int = 16, max_new_tokens: int | None = None, seed: int = 0) -> dict:
+def run_cell(
+    model,
+    tokenizer,
+    problems,
+    policy: str,
+    budget: int | None,
+    *,
+    slack: int = 1,
+    batch_size: int = 16,
+    max_new_tokens: int | None = None,
+    seed: int = 0,
+) -> dict:
     """Greedy generation over `problems` with one policy and budget; accuracy and what happened."""
     from kvexp.engine import Budget, Engine, GenerationSettings, Request
     from kvexp.policies import build_policy
@@ -69,12 +80,12 @@ def run_cell(model, tokenizer, problems, policy: str, budget: int | None, *, sla
     if not pol.evicts:
         budget = None
     steps = max(p.meta["steps"] for p in problems)
-    settings = GenerationSettings(max_new_tokens=max_new_tokens or 15 * steps + 16, batch_size=batch_size,
-                                  eos_token_ids=(tokenizer.eos_token_id,))
+    settings = GenerationSettings(
+        max_new_tokens=max_new_tokens or 15 * steps + 16, batch_size=batch_size, eos_token_ids=(tokenizer.eos_token_id,)
+    )
     engine = Engine(model, pol, Budget(budget, slack if budget is not None else 1), settings)
     preset = organism_preset()
-    requests = [Request(p.id, prompt_ids(tokenizer, p.question, preset), seed=seed + i)
-                for i, p in enumerate(problems)]
+    requests = [Request(p.id, prompt_ids(tokenizer, p.question, preset), seed=seed + i) for i, p in enumerate(problems)]
     gold = {p.id: p.gold for p in problems}
     t0 = time.perf_counter()
     correct = errors = evicted = out_tokens = 0
@@ -87,17 +98,24 @@ def run_cell(model, tokenizer, problems, policy: str, budget: int | None, *, sla
         evicted += out.n_evicted_tokens
         out_tokens += out.n_output_tokens
     n = len(problems)
-    return {"policy": policy, "budget": budget, "slack": slack if budget is not None else None, "n": n,
-            "errors": errors, "accuracy": correct / n, "mean_output_tokens": out_tokens / max(1, n - errors),
-            "mean_evicted": evicted / max(1, n - errors), "seconds": round(time.perf_counter() - t0, 1),
-            "mean_prompt_tokens": sum(len(r.prompt_ids) for r in requests) / n}
+    return {
+        "policy": policy,
+        "budget": budget,
+        "slack": slack if budget is not None else None,
+        "n": n,
+        "errors": errors,
+        "accuracy": correct / n,
+        "mean_output_tokens": out_tokens / max(1, n - errors),
+        "mean_evicted": evicted / max(1, n - errors),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "mean_prompt_tokens": sum(len(r.prompt_ids) for r in requests) / n,
+    }
 
 
 def markdown_table(results: list[dict], budgets: list[int]) -> str:
     by = {(r["policy"], r["budget"]): r for r in results}
     full = next((r for r in results if r["policy"] == "full"), None)
-    lines = ["| policy | " + " | ".join(f"B={b}" for b in budgets) + " |",
-             "|---|" + "---|" * len(budgets)]
+    lines = ["| policy | " + " | ".join(f"B={b}" for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
     if full:
         lines.append("| full (no eviction) | " + " | ".join(f"{full['accuracy']:.2f}" for _ in budgets) + " |")
     for policy in dict.fromkeys(r["policy"] for r in results if r["policy"] != "full"):
@@ -124,14 +142,14 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
 
     model, tokenizer = load_organism(args.checkpoint)
-    problems = load_chain_problems(args.n, seed=args.seed, steps=args.steps, facts=args.facts,
-                                   distractors=args.distractors, split="test")
+    problems = load_chain_problems(
+        args.n, seed=args.seed, steps=args.steps, facts=args.facts, distractors=args.distractors, split="test"
+    )
     results = []
     for policy in args.policies:
-        for budget in ([None] if policy == "full" else args.budgets):
+        for budget in [None] if policy == "full" else args.budgets:
             try:
-                r = run_cell(model, tokenizer, problems, policy, budget, slack=args.slack,
-                             batch_size=args.batch_size)
+                r = run_cell(model, tokenizer, problems, policy, budget, slack=args.slack, batch_size=args.batch_size)
             except ConfigError as e:
                 print(f"{policy} B={budget}: skipped ({e})", flush=True)
                 continue
@@ -139,8 +157,13 @@ def main(argv=None) -> None:
             print(json.dumps(r), flush=True)
     print(markdown_table(results, args.budgets))
     if args.json:
-        args.json.write_text(json.dumps({"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                                         "results": results}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "results": results},
+                indent=2,
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

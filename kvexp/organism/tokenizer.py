@@ -1,10 +1,12 @@
 """The organism's tokenizer: a tiny word-level vocabulary built with the `tokenizers` library.
 
 Every character the task writes is one token (variable names a-z, digits, punctuation, space and
-newline), every word of the fixed question text is one token (with its leading space), and so is ``\\boxed{``; anything else
-maps to ``<unk>``. The chat template is minimal and round-trips: the text `apply_chat_template`
-writes re-tokenizes, without adding special tokens, into exactly the ids the model was trained on.
+newline), every word of the fixed question text is one token (with its leading space), and so is
+``\\boxed{``; anything else maps to ``<unk>``. The chat template is minimal and round-trips: the text
+`apply_chat_template` writes re-tokenizes, without adding special tokens, into exactly the ids the model was
+trained on.
 """
+
 from __future__ import annotations
 
 import string
@@ -12,8 +14,25 @@ import string
 BOS, EOS, PAD, UNK = "<|bos|>", "<|end|>", "<|pad|>", "<|unk|>"
 SYSTEM, USER, ASSISTANT = "<|system|>", "<|user|>", "<|assistant|>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK, SYSTEM, USER, ASSISTANT)
-WORDS = ("facts", "start", "at", "and", "take", "steps", "add", "the", "values", "mod", "reason", "step",
-         "by", "put", "final", "answer", "in")
+WORDS = (
+    "facts",
+    "start",
+    "at",
+    "and",
+    "take",
+    "steps",
+    "add",
+    "the",
+    "values",
+    "mod",
+    "reason",
+    "step",
+    "by",
+    "put",
+    "final",
+    "answer",
+    "in",
+)
 BOXED = "\\boxed{"
 PUNCTUATION = (" ", "\n", ":", "=", ">", "+", ".", ",", "{", "}", "\\")
 
@@ -33,11 +52,19 @@ CHAT_TEMPLATE = (
 
 
 def vocabulary() -> list[str]:
-    return [*SPECIAL_TOKENS, *string.ascii_lowercase, *string.digits, *PUNCTUATION, BOXED, *WORDS,
-            *(" " + w for w in WORDS),
-            *(f" {v}={d}" for v in string.ascii_lowercase for d in string.digits),
-            *(f" {v}>{w}" for v in string.ascii_lowercase for w in string.ascii_lowercase),
-            *(f"{v}=" for v in string.ascii_lowercase), *(f"{v}>" for v in string.ascii_lowercase)]
+    return [
+        *SPECIAL_TOKENS,
+        *string.ascii_lowercase,
+        *string.digits,
+        *PUNCTUATION,
+        BOXED,
+        *WORDS,
+        *(" " + w for w in WORDS),
+        *(f" {v}={d}" for v in string.ascii_lowercase for d in string.digits),
+        *(f" {v}>{w}" for v in string.ascii_lowercase for w in string.ascii_lowercase),
+        *(f"{v}=" for v in string.ascii_lowercase),
+        *(f"{v}>" for v in string.ascii_lowercase),
+    ]
 
 
 def build_tokenizer():
@@ -50,9 +77,16 @@ def build_tokenizer():
     core.pre_tokenizer = pre_tokenizers.Split(Regex(PRE_TOKENIZE), behavior="isolated")
     core.decoder = decoders.Fuse()
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core, bos_token=BOS, eos_token=EOS, pad_token=PAD, unk_token=UNK,
-        additional_special_tokens=[SYSTEM, USER, ASSISTANT], chat_template=CHAT_TEMPLATE,
-        clean_up_tokenization_spaces=False, model_max_length=1024)
+        tokenizer_object=core,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        unk_token=UNK,
+        additional_special_tokens=[SYSTEM, USER, ASSISTANT],
+        chat_template=CHAT_TEMPLATE,
+        clean_up_tokenization_spaces=False,
+        model_max_length=1024,
+    )
     return tokenizer
 
 

@@ -8,6 +8,7 @@ Seeded and reproducible: the weights, the data order and every training problem 
 on the assistant's reply only (trace, boxed answer, end token); the prompt is context. Training
 problems come from the `train` seed range of `kvexp.data.chain`, disjoint from every test problem.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,7 +51,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     seed: int = 0
-    threads: int = 1   # one thread: on a shared 2-core machine, two threads contend and run slower
+    threads: int = 1  # one thread: on a shared 2-core machine, two threads contend and run slower
     # data: knobs are drawn per problem, uniformly in these ranges (facts + distractors <= 26)
     steps_short: tuple[int, int] = (1, 16)
     steps_long: tuple[int, int] = (17, 40)
@@ -66,11 +67,20 @@ def model_config(cfg: TrainConfig, tokenizer):
     from transformers import LlamaConfig
 
     return LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=cfg.hidden, intermediate_size=cfg.intermediate,
-        num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads, num_key_value_heads=cfg.kv_heads,
-        max_position_embeddings=cfg.max_positions, rope_theta=10000.0, tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, initializer_range=0.02)
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden,
+        intermediate_size=cfg.intermediate,
+        num_hidden_layers=cfg.layers,
+        num_attention_heads=cfg.heads,
+        num_key_value_heads=cfg.kv_heads,
+        max_position_embeddings=cfg.max_positions,
+        rope_theta=10000.0,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        initializer_range=0.02,
+    )
 
 
 class Batches:
@@ -99,7 +109,7 @@ class Batches:
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.queue:
             group = sorted((self.example() for _ in range(8 * self.cfg.batch_size)), key=lambda e: len(e[0]))
-            self.queue = [group[i:i + self.cfg.batch_size] for i in range(0, len(group), self.cfg.batch_size)]
+            self.queue = [group[i : i + self.cfg.batch_size] for i in range(0, len(group), self.cfg.batch_size)]
             self.rng.shuffle(self.queue)
         return collate(self.queue.pop(), self.tok.pad_token_id)
 
@@ -118,8 +128,8 @@ def collate(examples, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
     for i, (x, y) in enumerate(examples):
-        ids[i, :len(x)] = torch.tensor(x)
-        labels[i, :len(y) - 1] = torch.tensor(y[1:])
+        ids[i, : len(x)] = torch.tensor(x)
+        labels[i, : len(y) - 1] = torch.tensor(y[1:])
     return ids, labels
 
 
@@ -189,7 +199,7 @@ def teacher_forced_accuracy(model, tokenizer, problems) -> float:
     examples = [encode_example(tokenizer, p.question, p.trace) for p in problems]
     right = 0
     for i in range(0, len(examples), 16):
-        ids, labels = collate(examples[i:i + 16], tokenizer.pad_token_id)
+        ids, labels = collate(examples[i : i + 16], tokenizer.pad_token_id)
         pred = model(input_ids=ids).logits.argmax(-1)
         ok = (pred == labels) | (labels == IGNORE)
         right += int(ok.all(dim=1).sum())
@@ -214,8 +224,11 @@ def train(cfg: TrainConfig, out: Path | None, *, log=print, argv: list[str] | No
     body = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in body if p.dim() >= 2] + list(embedding.parameters())
     no_decay = [p for p in body if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(0.9, 0.98),
+    )
     batches = Batches(cfg, tokenizer)
     losses, tokens, t0 = [], 0, time.perf_counter()
     window: list[float] = []
@@ -235,23 +248,35 @@ def train(cfg: TrainConfig, out: Path | None, *, log=print, argv: list[str] | No
             losses.append({"step": step + 1, "loss": float(f"{mean:.4g}")})
             window = []
             elapsed = time.perf_counter() - t0
-            log(f"step {step + 1}/{cfg.max_steps} loss {mean:.4f} lr {lr_at(step, cfg):.2e} "
-                f"{tokens / elapsed:.0f} tok/s {elapsed:.0f}s")
+            log(
+                f"step {step + 1}/{cfg.max_steps} loss {mean:.4f} lr {lr_at(step, cfg):.2e} "
+                f"{tokens / elapsed:.0f} tok/s {elapsed:.0f}s"
+            )
     train_s = time.perf_counter() - t0
     with torch.no_grad():
         model.model.embed_tokens.weight.copy_(embedding.matrix())
     model.tie_weights()
     model.eval()
-    record = {"config": asdict(cfg), "train_s": round(train_s, 1), "tokens": tokens,
-              "final_loss": losses[-1]["loss"] if losses else None, "losses": losses,
-              "parameters": sum(p.numel() for p in model.parameters())}
+    record = {
+        "config": asdict(cfg),
+        "train_s": round(train_s, 1),
+        "tokens": tokens,
+        "final_loss": losses[-1]["loss"] if losses else None,
+        "losses": losses,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
     if cfg.eval_problems:
         held_out = task_eval_problems(cfg.eval_problems)
-        record["teacher_forced_accuracy"] = {"problems": cfg.eval_problems, "knobs": "steps 20, facts 8, distractors 4",
-                                             "split": "test, seed 1", "accuracy": teacher_forced_accuracy(
-                                                 model, tokenizer, held_out)}
-        log(f"teacher-forced exact accuracy on {cfg.eval_problems} held-out problems: "
-            f"{record['teacher_forced_accuracy']['accuracy']:.3f}")
+        record["teacher_forced_accuracy"] = {
+            "problems": cfg.eval_problems,
+            "knobs": "steps 20, facts 8, distractors 4",
+            "split": "test, seed 1",
+            "accuracy": teacher_forced_accuracy(model, tokenizer, held_out),
+        }
+        log(
+            f"teacher-forced exact accuracy on {cfg.eval_problems} held-out problems: "
+            f"{record['teacher_forced_accuracy']['accuracy']:.3f}"
+        )
     record["command"] = " ".join(["python -m kvexp.organism.train", *(shlex.quote(a) for a in (argv or []))])
     if out is not None:
         save(model, tokenizer, out, record)
@@ -273,25 +298,48 @@ def save(model, tokenizer, out: Path, record: dict) -> None:
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     meta = {k: v for k, v in record.items() if k != "model"}
-    meta.update({
-        "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "threads": torch.get_num_threads(),
-        "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
-    })
+    meta.update(
+        {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "python": platform.python_version(),
+            "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+            "threads": torch.get_num_threads(),
+            "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+    )
     (out / "TRAINING.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
 def parse_args(argv=None) -> tuple[TrainConfig, Path | None]:
     defaults = TrainConfig()
     ap = argparse.ArgumentParser(prog="python -m kvexp.organism.train", description=__doc__.split("\n\n")[0])
-    for name in ("layers", "hidden", "intermediate", "heads", "kv_heads", "max_positions", "max_steps",
-                 "batch_size", "warmup", "seed", "threads", "log_every", "eval_problems"):
+    for name in (
+        "layers",
+        "hidden",
+        "intermediate",
+        "heads",
+        "kv_heads",
+        "max_positions",
+        "max_steps",
+        "batch_size",
+        "warmup",
+        "seed",
+        "threads",
+        "log_every",
+        "eval_problems",
+    ):
         ap.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
     for name in ("lr", "min_lr_ratio", "weight_decay", "grad_clip", "long_share"):
         ap.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
     for name in ("steps_short", "steps_long", "facts", "distractors"):
-        ap.add_argument("--" + name.replace("_", "-"), type=int, nargs=2, default=list(getattr(defaults, name)),
-                        metavar=("LOW", "HIGH"))
+        ap.add_argument(
+            "--" + name.replace("_", "-"),
+            type=int,
+            nargs=2,
+            default=list(getattr(defaults, name)),
+            metavar=("LOW", "HIGH"),
+        )
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"checkpoint folder (default {DEFAULT_OUT})")
     ap.add_argument("--no-save", action="store_true")
     args = vars(ap.parse_args(argv))

@@ -4,10 +4,12 @@ A cell is one (model, dataset, policy, budget) point of a study. Its folder name
 is (`h2o-b128-s1`; `full` for the full cache, which has no budget) so that a person can find a result
 from the path, and the same name serves as the W&B run name.
 """
+
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -17,9 +19,21 @@ FULL = "full"
 # means: where output goes, logging, batching, how many problems/samples to cover, local paths, which
 # summaries metrics.json computes from the rows.
 RESUMABLE_CHANGES = (
-    "logger", "output_root", "trace", "resume", "dataset.limit", "dataset.source", "generation.batch_size",
-    "generation.max_batch_size", "generation.memory_gb", "generation.max_prefill_tokens",
-    "generation.num_samples", "model.path", "model.cache_dir", "model.device", "metrics",
+    "logger",
+    "output_root",
+    "trace",
+    "resume",
+    "dataset.limit",
+    "dataset.source",
+    "generation.batch_size",
+    "generation.max_batch_size",
+    "generation.memory_gb",
+    "generation.max_prefill_tokens",
+    "generation.num_samples",
+    "model.path",
+    "model.cache_dir",
+    "model.device",
+    "metrics",
 )
 
 
@@ -53,8 +67,7 @@ def register_resolvers() -> None:
 def run_identity(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The part of a config that decides what a sample row means: everything except RESUMABLE_CHANGES.
     (The full cache's budget is recorded as none, so its launches at several budgets agree: folder.record_budget.)"""
-    ident = (OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig)
-             else copy.deepcopy(dict(cfg)))
+    ident = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else copy.deepcopy(dict(cfg))
     ident.pop("hydra", None)
     for dotted in RESUMABLE_CHANGES:
         *parents, leaf = dotted.split(".")

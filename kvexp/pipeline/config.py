@@ -1,8 +1,9 @@
 """Composing a job config outside the command line (tests, notebooks), the same way `kvexp.main` does.
 
-    cfg = compose_config(["model=tiny_random", "policy=snapkv", "budget=512"])
-    metrics = run_job(cfg, "outputs/scratch/snapkv")
+cfg = compose_config(["model=tiny_random", "policy=snapkv", "budget=512"])
+metrics = run_job(cfg, "outputs/scratch/snapkv")
 """
+
 from __future__ import annotations
 
 import re
@@ -38,5 +39,6 @@ def compose_config(overrides: Sequence[str] = (), *, return_hydra_config: bool =
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name=CONFIG_NAME, overrides=quote_numeric_choices(overrides),
-                       return_hydra_config=return_hydra_config)
+        return compose(
+            config_name=CONFIG_NAME, overrides=quote_numeric_choices(overrides), return_hydra_config=return_hydra_config
+        )

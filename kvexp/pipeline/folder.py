@@ -7,6 +7,7 @@ before the sample row, so traces of unfinished samples are dropped too. JSON fil
 atomically (write a temporary file, rename), so a reader never sees half of one.
 A lock (flock on `.lock`) keeps two processes from running the same folder at once.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -141,13 +142,16 @@ def read_jsonl(path: Path, *, repair: bool = False, skip_bad: bool = False) -> l
     scanned = scan_jsonl(path)
     for number, why in scanned.bad_lines:
         if not skip_bad:
-            raise CorruptedFile(f"{path}: line {number} is not JSON ({why}); the file was edited or corrupted: "
-                                f"remove that line (its sample then runs again) or move the folder aside")
+            raise CorruptedFile(
+                f"{path}: line {number} is not JSON ({why}); the file was edited or corrupted: "
+                f"remove that line (its sample then runs again) or move the folder aside"
+            )
         log.warning("%s: line %d is not JSON (%s); left out", path, number, why)
     if repair and scanned.torn:
         size = path.stat().st_size
-        log.warning("%s: dropping a torn last line (%d bytes) left by an interrupted run", path.name,
-                    size - scanned.torn_at)
+        log.warning(
+            "%s: dropping a torn last line (%d bytes) left by an interrupted run", path.name, size - scanned.torn_at
+        )
         with open(path, "r+b") as f:
             f.truncate(scanned.torn_at)
     return scanned.rows
@@ -165,7 +169,7 @@ class JobFolder:
         return self.path / name
 
     @contextmanager
-    def locked(self) -> Iterator["JobFolder"]:
+    def locked(self) -> Iterator[JobFolder]:
         """Hold the folder for this process (released when the process dies, whatever the cause)."""
         self.path.mkdir(parents=True, exist_ok=True)
         with open(self.file(LOCK), "a+") as f:
@@ -174,8 +178,10 @@ class JobFolder:
             except BlockingIOError:
                 f.seek(0)
                 holder = f.read().strip() or "unknown"
-                raise JobFolderBusy(f"{self.path} is being run by another process ({holder}); wait for it or "
-                                    f"use another output folder", holder) from None
+                raise JobFolderBusy(
+                    f"{self.path} is being run by another process ({holder}); wait for it or use another output folder",
+                    holder,
+                ) from None
             f.seek(0)
             f.truncate()
             f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
@@ -232,7 +238,7 @@ class JobFolder:
 
     # ---- appending ----
     @contextmanager
-    def appender(self) -> Iterator["RowWriter"]:
+    def appender(self) -> Iterator[RowWriter]:
         with open(self.file(SAMPLES), "a") as samples, open(self.file(TRACES), "a") as traces:
             yield RowWriter(samples, traces)
 

@@ -12,6 +12,7 @@ status.json says where a job stands: running, done, failed (with the error and t
 preempted (SIGTERM / Ctrl-C: files are flushed first, the process exits non-zero, and a rerun over
 the same folder resumes).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,9 +30,27 @@ from omegaconf import DictConfig, OmegaConf
 
 from kvexp.errors import ConfigError
 from kvexp.pipeline.cell import cell_name, differences, run_identity
-from kvexp.pipeline.folder import (CONFIG, DONE, FAILED, METRICS, PREEMPTED, RUN_META, RUNNING, SAMPLES, STATUS,
-                                  TRACES, CorruptedFile, JobFolder, JobFolderBusy, as_recorded_now, read_jsonl, record_budget,
-                                  row_key, target_keys, write_json)
+from kvexp.pipeline.folder import (
+    CONFIG,
+    DONE,
+    FAILED,
+    METRICS,
+    PREEMPTED,
+    RUN_META,
+    RUNNING,
+    SAMPLES,
+    STATUS,
+    TRACES,
+    CorruptedFile,
+    JobFolder,
+    JobFolderBusy,
+    as_recorded_now,
+    read_jsonl,
+    record_budget,
+    row_key,
+    target_keys,
+    write_json,
+)
 from kvexp.pipeline.meta import now, run_meta, scrub
 from kvexp.pipeline.metrics import compute_metrics
 from kvexp.pipeline.progress import Progress
@@ -56,13 +75,13 @@ class Plan:
 
     policy: Any
     budget: Any
-    settings: Any                 # GenerationSettings without eos ids (they come with the tokenizer)
-    auto_rows: bool               # generation.batch_size=auto: rows sized from memory once the model loads
+    settings: Any  # GenerationSettings without eos ids (they come with the tokenizer)
+    auto_rows: bool  # generation.batch_size=auto: rows sized from memory once the model loads
     num_samples: int
     preset: Any
     source: Any
     problems: list
-    identity: dict[str, Any]      # the cell's coordinates, first fields of metrics.json
+    identity: dict[str, Any]  # the cell's coordinates, first fields of metrics.json
 
 
 def sample_seed(root: int, problem_id: str, sample_idx: int) -> int:
@@ -86,19 +105,24 @@ def plan_job(cfg: DictConfig) -> Plan:
 
     gen = cfg.generation
     check_generation(OmegaConf.to_container(gen, resolve=True), cfg.seed)
-    pass_k = resolve_pass_k(OmegaConf.to_container(cfg.metrics, resolve=True).get("pass_k") if "metrics" in cfg
-                            else None, gen.num_samples)
+    pass_k = resolve_pass_k(
+        OmegaConf.to_container(cfg.metrics, resolve=True).get("pass_k") if "metrics" in cfg else None, gen.num_samples
+    )
     if cfg.trace.n_problems < 0:
         raise ConfigError(f"trace.n_problems must be >= 0, got {cfg.trace.n_problems}; e.g. trace.n_problems=0")
     repetition = None
     if gen.repetition.enabled:
         repetition = {k: v for k, v in OmegaConf.to_container(gen.repetition, resolve=True).items() if k != "enabled"}
     auto_rows = gen.batch_size == "auto"
-    settings = GenerationSettings(max_new_tokens=gen.max_new_tokens,
-                                  batch_size=gen.max_batch_size if auto_rows else gen.batch_size,
-                                  max_prefill_tokens=gen.max_prefill_tokens,
-                                  temperature=float(gen.temperature), top_p=float(gen.top_p), top_k=int(gen.top_k),
-                                  repetition=repetition)
+    settings = GenerationSettings(
+        max_new_tokens=gen.max_new_tokens,
+        batch_size=gen.max_batch_size if auto_rows else gen.batch_size,
+        max_prefill_tokens=gen.max_prefill_tokens,
+        temperature=float(gen.temperature),
+        top_p=float(gen.top_p),
+        top_k=int(gen.top_k),
+        repetition=repetition,
+    )
 
     preset = ModelPreset.from_cfg(OmegaConf.to_container(cfg.model, resolve=True))
     source = ModelSource(preset)
@@ -106,19 +130,32 @@ def plan_job(cfg: DictConfig) -> Plan:
 
     ds = cfg.dataset
     common = ("name", "source", "limit", "shard", "seed")  # every dataset node has these; the rest are its own
-    problems = load_problems(ds.name, source=ds.source, limit=ds.limit, shard_index=ds.shard.index,
-                             shard_count=ds.shard.count, seed=ds.seed,
-                             options={k: v for k, v in OmegaConf.to_container(ds, resolve=True).items()
-                                      if k not in common})
+    problems = load_problems(
+        ds.name,
+        source=ds.source,
+        limit=ds.limit,
+        shard_index=ds.shard.index,
+        shard_count=ds.shard.count,
+        seed=ds.seed,
+        options={k: v for k, v in OmegaConf.to_container(ds, resolve=True).items() if k not in common},
+    )
     check_model_config(source.config())
 
     recorded = budget.recorded(policy)
     identity = {
-        "model": preset.name, "dataset": ds.name, "policy": policy.name, "budget": recorded,
-        "slack": budget.slack if recorded is not None else None, "cell": cell_name(policy.name, recorded, budget.slack),
-        "seed": cfg.seed, "num_samples": gen.num_samples, "max_new_tokens": gen.max_new_tokens,
-        "temperature": settings.temperature, "shard": {"index": ds.shard.index, "count": ds.shard.count},
-        "limit": ds.limit, "pass_k": pass_k,
+        "model": preset.name,
+        "dataset": ds.name,
+        "policy": policy.name,
+        "budget": recorded,
+        "slack": budget.slack if recorded is not None else None,
+        "cell": cell_name(policy.name, recorded, budget.slack),
+        "seed": cfg.seed,
+        "num_samples": gen.num_samples,
+        "max_new_tokens": gen.max_new_tokens,
+        "temperature": settings.temperature,
+        "shard": {"index": ds.shard.index, "count": ds.shard.count},
+        "limit": ds.limit,
+        "pass_k": pass_k,
     }
     return Plan(policy, budget, settings, auto_rows, gen.num_samples, preset, source, problems, identity)
 
@@ -128,12 +165,18 @@ class StatusFile:
 
     def __init__(self, folder: JobFolder):
         self.path = folder.file(STATUS)
-        self.data: dict[str, Any] = {"state": RUNNING, "started_at": now(), "updated_at": None,
-                                     "finished_at": None, "error": None, "traceback": None}
+        self.data: dict[str, Any] = {
+            "state": RUNNING,
+            "started_at": now(),
+            "updated_at": None,
+            "finished_at": None,
+            "error": None,
+            "traceback": None,
+        }
         self._written = 0.0
 
     @classmethod
-    def existing(cls, folder: JobFolder) -> "StatusFile":
+    def existing(cls, folder: JobFolder) -> StatusFile:
         """The folder's status.json as it stands (its targets and counts kept), to amend it."""
         status = cls(folder)
         try:
@@ -160,11 +203,18 @@ def _check_resumable(folder: JobFolder, resolved: dict[str, Any]) -> None:
         raise IncompatibleJobFolder(
             f"{folder.path} holds results of a different configuration ({'; '.join(diff[:5])}"
             f"{'; ...' if len(diff) > 5 else ''}); rerun with the same settings to resume it, or choose another "
-            f"folder (hydra.run.dir=... / hydra.sweep.dir=...)")
+            f"folder (hydra.run.dir=... / hydra.sweep.dir=...)"
+        )
 
 
-def run_job(cfg: DictConfig, job_dir: Path | str, *, sweep: str | None = None,
-            overrides: list[str] | None = None, hydra_files: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_job(
+    cfg: DictConfig,
+    job_dir: Path | str,
+    *,
+    sweep: str | None = None,
+    overrides: list[str] | None = None,
+    hydra_files: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Run (or resume) one job in `job_dir`; returns its metrics. Raises on failure after recording it in
     status.json; JobInterrupted / KeyboardInterrupt propagate after the folder is marked preempted.
 
@@ -183,8 +233,12 @@ def run_job(cfg: DictConfig, job_dir: Path | str, *, sweep: str | None = None,
         except JobFolderBusy as busy:
             if resolved["budget"]["tokens"] is not None or not _runs_the_same(folder, resolved):
                 raise
-            log.info("%s: the full cache ignores the budget and another job (%s) runs this same config there; "
-                     "nothing to do here", folder.path, busy.holder)
+            log.info(
+                "%s: the full cache ignores the budget and another job (%s) runs this same config there; "
+                "nothing to do here",
+                folder.path,
+                busy.holder,
+            )
             return {}
         held.enter_context(signals_as_exceptions())
         try:
@@ -212,17 +266,26 @@ def run_job(cfg: DictConfig, job_dir: Path | str, *, sweep: str | None = None,
             return metrics
         except (JobInterrupted, KeyboardInterrupt) as e:
             state = PREEMPTED
-            status.update(state=state, finished_at=now(), error=f"interrupted by {interruption_name(e)}; rerun to resume")
-            log.warning("%s: interrupted by %s; rows so far are saved, rerun to resume", folder.path, interruption_name(e))
+            status.update(
+                state=state, finished_at=now(), error=f"interrupted by {interruption_name(e)}; rerun to resume"
+            )
+            log.warning(
+                "%s: interrupted by %s; rows so far are saved, rerun to resume", folder.path, interruption_name(e)
+            )
             raise
         except BaseException as e:
-            status.update(state=FAILED, finished_at=now(), error=f"{type(e).__name__}: {e}",
-                          traceback=traceback.format_exc())
+            status.update(
+                state=FAILED, finished_at=now(), error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc()
+            )
             raise
         finally:
             if tracker is not None:
-                tracker.finish(state=state, metrics=metrics, rows=_target_rows(folder, plan)[0],
-                               traces=read_jsonl(folder.file(TRACES)))
+                tracker.finish(
+                    state=state,
+                    metrics=metrics,
+                    rows=_target_rows(folder, plan)[0],
+                    traces=read_jsonl(folder.file(TRACES)),
+                )
 
 
 def _recorded_config(cfg: DictConfig) -> dict[str, Any]:
@@ -245,8 +308,11 @@ def _note_a_dead_holder(folder: JobFolder) -> None:
     except (OSError, ValueError, AttributeError):
         return
     if state == RUNNING:
-        log.warning("%s: the run before this one died without finishing (status.json still said running: killed, "
-                    "out of memory or a node crash); resuming from its rows", folder.path)
+        log.warning(
+            "%s: the run before this one died without finishing (status.json still said running: killed, "
+            "out of memory or a node crash); resuming from its rows",
+            folder.path,
+        )
 
 
 def _start_tracker(cfg: DictConfig, plan: Plan, folder: JobFolder, sweep: str | None, resolved: dict[str, Any]):
@@ -255,8 +321,13 @@ def _start_tracker(cfg: DictConfig, plan: Plan, folder: JobFolder, sweep: str | 
     ident = plan.identity
     config = {k: ident[k] for k in ("policy", "budget", "model", "dataset", "seed")}
     config["config"] = resolved
-    return make_tracker(OmegaConf.to_container(cfg.logger, resolve=True), job_dir=folder.path,
-                        name=f"{ident['model']}/{ident['dataset']}/{ident['cell']}", group=sweep, config=config)
+    return make_tracker(
+        OmegaConf.to_container(cfg.logger, resolve=True),
+        job_dir=folder.path,
+        name=f"{ident['model']}/{ident['dataset']}/{ident['cell']}",
+        group=sweep,
+        config=config,
+    )
 
 
 def _target_rows(folder: JobFolder, plan: Plan) -> tuple[list[dict[str, Any]], int]:
@@ -318,12 +389,24 @@ def _tracked_before(folder: JobFolder) -> bool:
     return any((folder.path / "wandb").glob("*run-*"))
 
 
-def _execute(cfg: DictConfig, plan: Plan, folder: JobFolder, status: StatusFile, tracker, overrides,
-             finished: list[dict[str, Any]], pending: list[tuple[Any, int]]) -> dict[str, Any]:
+def _execute(
+    cfg: DictConfig,
+    plan: Plan,
+    folder: JobFolder,
+    status: StatusFile,
+    tracker,
+    overrides,
+    finished: list[dict[str, Any]],
+    pending: list[tuple[Any, int]],
+) -> dict[str, Any]:
     done = {row_key(r) for r in finished}
     n_target = len(plan.problems) * plan.num_samples
-    status.update(n_target=n_target, n_done=n_target - len(pending), n_pending=len(pending),
-                  targets={"ids": [p.id for p in plan.problems], "num_samples": plan.num_samples})
+    status.update(
+        n_target=n_target,
+        n_done=n_target - len(pending),
+        n_pending=len(pending),
+        targets={"ids": [p.id for p in plan.problems], "num_samples": plan.num_samples},
+    )
     if done:
         log.info("%s: resuming, %d of %d samples already done", folder.path, n_target - len(pending), n_target)
 
@@ -333,11 +416,17 @@ def _execute(cfg: DictConfig, plan: Plan, folder: JobFolder, status: StatusFile,
 
     rows, n_outside = _target_rows(folder, plan)
     if n_outside > 0:
-        log.warning("%s: %d rows in samples.jsonl are for problems this config does not ask for (an earlier run "
-                    "with a larger dataset.limit?); they are kept but not counted", folder.path, n_outside)
+        log.warning(
+            "%s: %d rows in samples.jsonl are for problems this config does not ask for (an earlier run "
+            "with a larger dataset.limit?); they are kept but not counted",
+            folder.path,
+            n_outside,
+        )
     metrics = compute_metrics(rows, **plan.identity)
-    metrics.update(wall_s=round(time.perf_counter() - t_start, 3),
-                   throughput_tokens_per_s=generated_tokens / generation_s if generation_s > 0 else None)
+    metrics.update(
+        wall_s=round(time.perf_counter() - t_start, 3),
+        throughput_tokens_per_s=generated_tokens / generation_s if generation_s > 0 else None,
+    )
     write_json(folder.file(METRICS), metrics)
     counts = dict(n_target=n_target, n_done=len(rows), n_pending=n_target - len(rows), n_errors=metrics["n_errors"])
     if rows and metrics["n_errors"] == len(rows):
@@ -358,43 +447,69 @@ def _generate(cfg, plan: Plan, folder: JobFolder, status: StatusFile, tracker, p
 
     t0 = time.perf_counter()
     loaded = plan.source.load()
-    log.info("loaded %s from %s on %s in %.1f s", plan.preset.name, loaded.origin, loaded.device, time.perf_counter() - t0)
+    log.info(
+        "loaded %s from %s on %s in %.1f s", plan.preset.name, loaded.origin, loaded.device, time.perf_counter() - t0
+    )
     tok = loaded.tokenizer
     problems = {p.id: p for p, _ in pending}
     prompts = {pid: format_prompt(tok, plan.preset, p.question) for pid, p in problems.items()}
     prompt_ids = {pid: encode_prompt(tok, text) for pid, text in prompts.items()}
-    requests = [Request(key=(p.id, j), prompt_ids=prompt_ids[p.id], seed=sample_seed(cfg.seed, p.id, j))
-                for p, j in pending]
+    requests = [
+        Request(key=(p.id, j), prompt_ids=prompt_ids[p.id], seed=sample_seed(cfg.seed, p.id, j)) for p, j in pending
+    ]
     settings = dataclasses.replace(plan.settings, eos_token_ids=tuple(loaded.eos_token_ids))
     rows = _plan_rows(cfg, plan, loaded.model, settings, requests)
     settings = dataclasses.replace(settings, batch_size=rows["rows"])
-    write_json(folder.file(RUN_META), run_meta(device=loaded.device, model_origin=loaded.origin, overrides=overrides,
-                                               started_at=status.data["started_at"], batch=rows))
+    write_json(
+        folder.file(RUN_META),
+        run_meta(
+            device=loaded.device,
+            model_origin=loaded.origin,
+            overrides=overrides,
+            started_at=status.data["started_at"],
+            batch=rows,
+        ),
+    )
     engine = Engine(loaded.model, plan.policy, plan.budget, settings)
     traced = {(p.id, 0) for p in plan.problems[: cfg.trace.n_problems]}
 
     done_per_problem: dict[str, int] = {}
     for pid, _ in done:
         done_per_problem[pid] = done_per_problem.get(pid, 0) + 1
-    progress = Progress(problems=len(plan.problems), rows=len(plan.problems) * plan.num_samples,
-                        samples_per_problem=plan.num_samples,
-                        problems_done=sum(1 for p in plan.problems if done_per_problem.get(p.id, 0) >= plan.num_samples),
-                        rows_done=len(done), label=f"{plan.identity['cell']} {plan.identity['dataset']}")
+    progress = Progress(
+        problems=len(plan.problems),
+        rows=len(plan.problems) * plan.num_samples,
+        samples_per_problem=plan.num_samples,
+        problems_done=sum(1 for p in plan.problems if done_per_problem.get(p.id, 0) >= plan.num_samples),
+        rows_done=len(done),
+        label=f"{plan.identity['cell']} {plan.identity['dataset']}",
+    )
     n_errors = 0
     t_gen = time.perf_counter()
     try:
         with folder.appender() as writer:
             for out in engine.generate(requests, trace_keys=traced):
                 pid, j = out.key
-                row = _sample_row(problems[pid], j, sample_seed(cfg.seed, pid, j), prompts[pid], out, tok,
-                                  plan.identity["dataset"])
+                row = _sample_row(
+                    problems[pid], j, sample_seed(cfg.seed, pid, j), prompts[pid], out, tok, plan.identity["dataset"]
+                )
                 writer.write(row, trace=out.trace)
                 n_errors += row["error"] is not None
                 progress.update(pid, out.n_output_tokens, already_done=done_per_problem.get(pid, 0))
-                tracker.log_sample(row, {"samples_done": progress.rows_done, "problems_done": progress.problems_done,
-                                         "tokens_per_s": progress.tokens_per_s})
-                status.update(force=False, n_done=progress.rows_done, n_pending=progress.rows - progress.rows_done,
-                              n_errors_this_run=n_errors)
+                tracker.log_sample(
+                    row,
+                    {
+                        "samples_done": progress.rows_done,
+                        "problems_done": progress.problems_done,
+                        "tokens_per_s": progress.tokens_per_s,
+                    },
+                )
+                status.update(
+                    force=False,
+                    n_done=progress.rows_done,
+                    n_pending=progress.rows - progress.rows_done,
+                    n_errors_this_run=n_errors,
+                )
     finally:
         progress.close()
     return progress.tokens, time.perf_counter() - t_gen
@@ -406,15 +521,29 @@ def _plan_rows(cfg, plan: Plan, model, settings, requests) -> dict[str, Any]:
     from kvexp.engine.memory import plan_for_model
 
     gen = cfg.generation
-    rows = plan_for_model(model, plan.policy, plan.budget.tokens, [len(r.prompt_ids) for r in requests],
-                          max_new_tokens=settings.max_new_tokens, max_rows=settings.batch_size,
-                          memory_gb=gen.memory_gb, max_prefill_tokens=settings.max_prefill_tokens,
-                          fixed_rows=None if plan.auto_rows else settings.batch_size).as_dict()
+    rows = plan_for_model(
+        model,
+        plan.policy,
+        plan.budget.tokens,
+        [len(r.prompt_ids) for r in requests],
+        max_new_tokens=settings.max_new_tokens,
+        max_rows=settings.batch_size,
+        memory_gb=gen.memory_gb,
+        max_prefill_tokens=settings.max_prefill_tokens,
+        fixed_rows=None if plan.auto_rows else settings.batch_size,
+    ).as_dict()
     why = f"auto, limited by {rows['limited_by']}" if plan.auto_rows else f"generation.batch_size={gen.batch_size}"
-    log.info("decoding %d rows at once (%s): %.1f MiB per row (KV %.1f, policy state %.1f, workspace %.1f), "
-             "%d KV slots per row", rows["rows"], why,
-             rows["bytes_per_row"] / 2**20, rows["per_row"]["kv"] / 2**20, rows["per_row"]["policy_state"] / 2**20,
-             rows["per_row"]["workspace"] / 2**20, rows["capacity"])
+    log.info(
+        "decoding %d rows at once (%s): %.1f MiB per row (KV %.1f, policy state %.1f, workspace %.1f), "
+        "%d KV slots per row",
+        rows["rows"],
+        why,
+        rows["bytes_per_row"] / 2**20,
+        rows["per_row"]["kv"] / 2**20,
+        rows["per_row"]["policy_state"] / 2**20,
+        rows["per_row"]["workspace"] / 2**20,
+        rows["capacity"],
+    )
     return rows
 
 
@@ -433,10 +562,22 @@ def _sample_row(problem, sample_idx: int, seed: int, prompt: str, out, tokenizer
         except Exception as e:  # noqa: BLE001 - one bad grade must not stop the job; rows can be re-graded
             error = f"grading failed: {type(e).__name__}: {e}"
     return {
-        "id": problem.id, "sample_idx": sample_idx, "seed": seed, "prompt": prompt, "output": output,
-        "output_ids": ids, "prediction": prediction, "gold": problem.gold, "correct": bool(correct) and error is None,
-        "n_prompt_tokens": out.n_prompt_tokens, "n_output_tokens": out.n_output_tokens,
-        "stop_reason": out.stop_reason, "peak_resident_tokens": out.peak_resident_tokens,
-        "n_evicted_tokens": out.n_evicted_tokens, "kv_bytes_peak": out.kv_bytes_peak,
-        "prefill_s": out.prefill_s, "decode_s": out.decode_s, "error": error,
+        "id": problem.id,
+        "sample_idx": sample_idx,
+        "seed": seed,
+        "prompt": prompt,
+        "output": output,
+        "output_ids": ids,
+        "prediction": prediction,
+        "gold": problem.gold,
+        "correct": bool(correct) and error is None,
+        "n_prompt_tokens": out.n_prompt_tokens,
+        "n_output_tokens": out.n_output_tokens,
+        "stop_reason": out.stop_reason,
+        "peak_resident_tokens": out.peak_resident_tokens,
+        "n_evicted_tokens": out.n_evicted_tokens,
+        "kv_bytes_peak": out.kv_bytes_peak,
+        "prefill_s": out.prefill_s,
+        "decode_s": out.decode_s,
+        "error": error,
     }

@@ -5,6 +5,7 @@ Access tokens reach kvexp only through the environment (HF_TOKEN, WANDB_API_KEY)
 the environment; as a second line of defence, config values under secret-looking keys and any string
 containing the value of a known secret variable are masked before they are written.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -22,11 +23,36 @@ SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY")
 _SECRET_KEY = re.compile(r"(^|_)(token|api_key|apikey|secret|password)$", re.IGNORECASE)
 MASK = "***"
 
-PACKAGES = ("kvexp", "torch", "transformers", "tokenizers", "safetensors", "hydra-core", "omegaconf",
-            "hydra-submitit-launcher", "submitit", "wandb", "datasets", "math-verify", "numpy", "gguf")
-SCHEDULER_ENV = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_NAME",
-                 "SLURM_JOB_PARTITION", "SLURM_JOB_ACCOUNT", "SLURM_JOB_QOS", "SLURM_NODELIST",
-                 "SLURM_RESTART_COUNT", "SUBMITIT_EXECUTOR", "SUBMITIT_LOCAL_JOB_ID", "CUDA_VISIBLE_DEVICES")
+PACKAGES = (
+    "kvexp",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "safetensors",
+    "hydra-core",
+    "omegaconf",
+    "hydra-submitit-launcher",
+    "submitit",
+    "wandb",
+    "datasets",
+    "math-verify",
+    "numpy",
+    "gguf",
+)
+SCHEDULER_ENV = (
+    "SLURM_JOB_ID",
+    "SLURM_ARRAY_JOB_ID",
+    "SLURM_ARRAY_TASK_ID",
+    "SLURM_JOB_NAME",
+    "SLURM_JOB_PARTITION",
+    "SLURM_JOB_ACCOUNT",
+    "SLURM_JOB_QOS",
+    "SLURM_NODELIST",
+    "SLURM_RESTART_COUNT",
+    "SUBMITIT_EXECUTOR",
+    "SUBMITIT_LOCAL_JOB_ID",
+    "CUDA_VISIBLE_DEVICES",
+)
 
 
 def _secret_override(text: str) -> tuple[str, str] | None:
@@ -76,7 +102,7 @@ def scrub(obj: Any) -> Any:
 
 
 def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).astimezone().isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).astimezone().isoformat(timespec="seconds")
 
 
 def git_info() -> dict[str, Any]:
@@ -104,6 +130,7 @@ def package_versions() -> dict[str, str | None]:
             versions[name] = None
     if versions["kvexp"] is None:  # running from a checkout that is not pip-installed
         import kvexp
+
         versions["kvexp"] = getattr(kvexp, "__version__", None)
     return versions
 
@@ -135,8 +162,14 @@ def scheduler_info() -> dict[str, Any]:
     return info
 
 
-def run_meta(*, device: Any = None, model_origin: str | None = None, overrides: list[str] | None = None,
-             started_at: str | None = None, batch: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_meta(
+    *,
+    device: Any = None,
+    model_origin: str | None = None,
+    overrides: list[str] | None = None,
+    started_at: str | None = None,
+    batch: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     meta = {
         "started_at": started_at or now(),
         "git": git_info(),

@@ -8,10 +8,12 @@ answer). Its 95% interval is Wilson's with one sample per problem, else a bootst
 (the samples of one problem are not independent). What only the job records (prompt lengths, stop
 reasons, prefill time, evictions) is summed up here.
 """
+
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from kvexp.stats import Sample, cell_stats, plain
 from kvexp.stats import wilson_interval as _wilson
@@ -31,8 +33,11 @@ def compute_metrics(rows: Iterable[dict[str, Any]], **identity: Any) -> dict[str
     its `num_samples` and `pass_k` (the k of pass@k and maj@k) shape the accuracy metrics."""
     rows = list(rows)
     ok = [r for r in rows if r.get("error") is None]
-    stats = cell_stats({identity.get("seed"): [Sample.from_json(r) for r in rows]},
-                       pass_k=identity.get("pass_k"), num_samples=identity.get("num_samples"))
+    stats = cell_stats(
+        {identity.get("seed"): [Sample.from_json(r) for r in rows]},
+        pass_k=identity.get("pass_k"),
+        num_samples=identity.get("num_samples"),
+    )
     stops = Counter(r.get("stop_reason") for r in ok)
     pass1 = stats.pass1.as_json()
     return {

@@ -1,6 +1,7 @@
 """Checks before Hydra starts a job, for mistakes whose own error would not name the fix: a budget
 preset that does not exist (Hydra lists its search path, or prints a traceback for `budget=-5`) and
 an output folder that cannot be written (Hydra fails with "Unable to configure handler 'file'")."""
+
 from __future__ import annotations
 
 import re
@@ -38,10 +39,15 @@ def check_budget_choices(args: Sequence[str]) -> None:
             if value in presets:
                 continue
             if re.fullmatch(r"-?\d+", value) and int(value) <= 0:
-                raise PreflightError(f"budget={value}: a budget is a positive number of KV entries; use e.g. budget=128, "
-                                     f"or budget=none with policy=full")
-            hint = (f"budget.tokens={value} sets any budget (budget=N only names the presets)"
-                    if value.isdigit() else "budget.tokens=N sets any positive number of KV entries")
+                raise PreflightError(
+                    f"budget={value}: a budget is a positive number of KV entries; use e.g. budget=128, "
+                    f"or budget=none with policy=full"
+                )
+            hint = (
+                f"budget.tokens={value} sets any budget (budget=N only names the presets)"
+                if value.isdigit()
+                else "budget.tokens=N sets any positive number of KV entries"
+            )
             raise PreflightError(f"budget={value}: no such preset (budget= takes {', '.join(presets)}); {hint}")
 
 
@@ -52,9 +58,11 @@ def check_writable(folder: Path, what: str) -> None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as e:
-        raise PreflightError(f"cannot write the {what} {folder} ({type(e).__name__}: {e.strerror or e}); choose a "
-                             f"writable place with output_root=<folder> or hydra.run.dir=<folder> "
-                             f"(hydra.sweep.dir=<folder> for a sweep)") from None
+        raise PreflightError(
+            f"cannot write the {what} {folder} ({type(e).__name__}: {e.strerror or e}); choose a "
+            f"writable place with output_root=<folder> or hydra.run.dir=<folder> "
+            f"(hydra.sweep.dir=<folder> for a sweep)"
+        ) from None
 
 
 class OutputFolderCheck(Callback):

@@ -3,6 +3,7 @@
 A tqdm bar when stderr is a terminal (tqdm ships with `datasets`), else a plain log line every
 `interval` seconds, which reads well in SLURM and submitit log files.
 """
+
 from __future__ import annotations
 
 import logging
@@ -14,8 +15,17 @@ log = logging.getLogger("kvexp.progress")
 
 
 class Progress:
-    def __init__(self, *, problems: int, rows: int, samples_per_problem: int, problems_done: int = 0,
-                 rows_done: int = 0, interval: float = 10.0, label: str = ""):
+    def __init__(
+        self,
+        *,
+        problems: int,
+        rows: int,
+        samples_per_problem: int,
+        problems_done: int = 0,
+        rows_done: int = 0,
+        interval: float = 10.0,
+        label: str = "",
+    ):
         self.problems, self.rows, self.k = problems, rows, samples_per_problem
         self.problems_done, self.rows_done = problems_done, rows_done
         self.interval, self.label = interval, label
@@ -32,8 +42,14 @@ class Progress:
             from tqdm.auto import tqdm
         except ImportError:
             return None
-        return tqdm(total=self.problems, initial=self.problems_done, desc=self.label or "problems",
-                    unit="problem", file=sys.stderr, dynamic_ncols=True)
+        return tqdm(
+            total=self.problems,
+            initial=self.problems_done,
+            desc=self.label or "problems",
+            unit="problem",
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
 
     @property
     def tokens_per_s(self) -> float:
@@ -54,8 +70,15 @@ class Progress:
             self._bar.set_postfix(rows=f"{self.rows_done}/{self.rows}", tok_s=f"{self.tokens_per_s:.1f}", refresh=False)
         elif time.perf_counter() - self._last >= self.interval or self.rows_done == self.rows:
             self._last = time.perf_counter()
-            log.info("%s%d/%d problems, %d/%d samples, %.1f tokens/s", f"{self.label}: " if self.label else "",
-                     self.problems_done, self.problems, self.rows_done, self.rows, self.tokens_per_s)
+            log.info(
+                "%s%d/%d problems, %d/%d samples, %.1f tokens/s",
+                f"{self.label}: " if self.label else "",
+                self.problems_done,
+                self.problems,
+                self.rows_done,
+                self.rows,
+                self.tokens_per_s,
+            )
 
     def close(self) -> None:
         if self._bar is not None:

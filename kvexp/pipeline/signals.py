@@ -11,6 +11,7 @@ cancel sends SIGTERM after the SIGUSR2 that started it; submitit's preemption dr
 SIGUSR2) are noted on stderr and ignored, so they cannot cut the flushing of status.json or the
 requeue short.
 """
+
 from __future__ import annotations
 
 import signal
@@ -47,8 +48,10 @@ _state = {"depth": 0, "interrupted": None}
 
 def _ignore_later(signum, frame) -> None:
     try:
-        sys.stderr.write(f"kvexp: {signal.Signals(signum).name} received while the job is already stopping "
-                         f"(after {signal.Signals(_state['interrupted'] or signum).name}); ignored\n")
+        sys.stderr.write(
+            f"kvexp: {signal.Signals(signum).name} received while the job is already stopping "
+            f"(after {signal.Signals(_state['interrupted'] or signum).name}); ignored\n"
+        )
     except (OSError, ValueError):
         pass
 

@@ -1,11 +1,13 @@
 """Short result tables: one per job when it ends, one over a whole sweep when the sweep ends
 (a Hydra callback that reads every metrics.json below the sweep folder)."""
+
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from hydra.experimental.callback import Callback
 
@@ -14,11 +16,18 @@ from kvexp.pipeline.folder import METRICS
 log = logging.getLogger(__name__)
 
 COLUMNS = (  # header, metrics key, format
-    ("model", "model", "{}"), ("dataset", "dataset", "{}"), ("policy", "policy", "{}"),
-    ("budget", "budget", "{}"), ("n", "n", "{}"), ("err", "n_errors", "{}"),
-    ("acc", "accuracy", "{:.3f}"), ("ci95", "accuracy_ci95", "[{:.2f},{:.2f}]"),
-    ("out_tok", "mean_output_tokens", "{:.0f}"), ("trunc", "truncation_rate", "{:.2f}"),
-    ("tok/s", "decode_tokens_per_s", "{:.1f}"), ("kv_peak_MiB", "kv_bytes_peak", "{:.2f}"),
+    ("model", "model", "{}"),
+    ("dataset", "dataset", "{}"),
+    ("policy", "policy", "{}"),
+    ("budget", "budget", "{}"),
+    ("n", "n", "{}"),
+    ("err", "n_errors", "{}"),
+    ("acc", "accuracy", "{:.3f}"),
+    ("ci95", "accuracy_ci95", "[{:.2f},{:.2f}]"),
+    ("out_tok", "mean_output_tokens", "{:.0f}"),
+    ("trunc", "truncation_rate", "{:.2f}"),
+    ("tok/s", "decode_tokens_per_s", "{:.1f}"),
+    ("kv_peak_MiB", "kv_bytes_peak", "{:.2f}"),
 )
 
 

@@ -5,6 +5,7 @@ Importing this package does not import torch: the registry names each class by i
 that need only the names (the report orders its rows by them) stay torch-free, and a policy's module
 loads when the policy is first built.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -7,6 +7,7 @@ several policies live in `kvexp.policies.scoring`.
 Shapes: B rows (sequences), H KV heads, N slots, Q queries, G query heads per KV head.
 Every tensor of a policy's state carries the batch axis first and the slot axis last.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -48,13 +49,24 @@ class StepContext:
     rows: Tensor | None = None
     layer_idx: int = 0
 
-    def one(self, row: int) -> "StepContext":
+    def one(self, row: int) -> StepContext:
         """The context of batch row `row` alone (a prefill handles its packed prompts one by one)."""
+
         def pick(t):
-            return None if t is None else t[row:row + 1]
-        return StepContext(self.prefill, pick(self.incoming), pick(self.prompt_len), pick(self.row_seed),
-                           pick(self.evict_rows), self.evict_all, self.slots_in_use, pick(self.query_pos),
-                           None, self.layer_idx)
+            return None if t is None else t[row : row + 1]
+
+        return StepContext(
+            self.prefill,
+            pick(self.incoming),
+            pick(self.prompt_len),
+            pick(self.row_seed),
+            pick(self.evict_rows),
+            self.evict_all,
+            self.slots_in_use,
+            pick(self.query_pos),
+            None,
+            self.layer_idx,
+        )
 
 
 @dataclass
@@ -100,7 +112,7 @@ class PolicyState:
             else:
                 self.tensors[name] = torch.where(rows.view(-1, *([1] * (t.dim() - 1))), t.scatter(-1, idx, 0.0), t)
 
-    def gather_slots(self, keep: Tensor, n_slots: int) -> "PolicyState":
+    def gather_slots(self, keep: Tensor, n_slots: int) -> PolicyState:
         """Move state from prompt index space to slot space: slot i takes index keep[..., i]
         (keep: [B, H, K]); slots K..n_slots-1 start empty."""
         out = {}
@@ -114,7 +126,7 @@ class PolicyState:
         for name, t in self.tensors.items():
             self.tensors[name] = t.index_select(0, rows)
 
-    def load_rows(self, rows: Tensor, other: "PolicyState") -> None:
+    def load_rows(self, rows: Tensor, other: PolicyState) -> None:
         """Rows `rows` [K] take `other`'s state (K rows): a newcomer replaces a finished request."""
         for name, t in self.tensors.items():
             t.index_copy_(0, rows, other[name])
@@ -133,8 +145,9 @@ class Policy:
     evicts: ClassVar[bool] = True
     needs_attention: ClassVar[bool] = False  # observe() receives aggregated attention probs
 
-    def __init__(self, *, window: int | None = None, n_sink: int = 0, protect_prompt: bool = False,
-                 group_agg: str = "mean"):
+    def __init__(
+        self, *, window: int | None = None, n_sink: int = 0, protect_prompt: bool = False, group_agg: str = "mean"
+    ):
         if group_agg not in GROUP_AGGREGATIONS:
             raise ConfigError(f"policy.group_agg must be one of {GROUP_AGGREGATIONS}, got {group_agg!r}")
         if window is not None and window < 0 or n_sink < 0:
@@ -145,7 +158,9 @@ class Policy:
         self.group_agg = group_agg
 
     def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if isinstance(v, (int, float, str, bool, type(None))))
+        params = ", ".join(
+            f"{k}={v!r}" for k, v in vars(self).items() if isinstance(v, (int, float, str, bool, type(None)))
+        )
         return f"{type(self).__name__}({params})"
 
     # ---- protection (shared mechanics) ----

@@ -30,8 +30,16 @@ class GKV(RKV):
 
     name = "gkv"
 
-    def __init__(self, *, lam: float = 0.5, alpha: float = 0.8, obs_window: int = 16, threshold: float = 0.5,
-                 group_agg: str = "max", **kw):
+    def __init__(
+        self,
+        *,
+        lam: float = 0.5,
+        alpha: float = 0.8,
+        obs_window: int = 16,
+        threshold: float = 0.5,
+        group_agg: str = "max",
+        **kw,
+    ):
         super().__init__(lam=lam, obs_window=obs_window, kernel=1, threshold=threshold, group_agg=group_agg, **kw)
         if not 0.0 <= alpha <= 1.0:
             raise ConfigError(f"gkv alpha must be in [0, 1], got {alpha}")
@@ -43,7 +51,7 @@ class GKV(RKV):
         return state
 
     def score(self, state, view, ctx):
-        window = self.recent_window(0)   # the default window is obs_window whatever the budget
+        window = self.recent_window(0)  # the default window is obs_window whatever the budget
         scored = (view.pos >= 0) & (view.pos < ctx.incoming.view(-1, 1, 1) - window)
 
         def by_max_outside_window(x):

@@ -1,5 +1,3 @@
-import torch
-
 from kvexp.policies.base import Policy
 
 
@@ -25,8 +23,8 @@ class KeyDiff(Policy):
     def score(self, state, view, ctx):
         valid = (view.pos >= 0).unsqueeze(-1)
         keys = view.keys.float()
-        unit = keys / keys.norm(dim=-1, keepdim=True).clamp(min=1e-12)   # F.normalize's eps
-        unit = unit * valid                                               # stale keys of empty slots: zero
+        unit = keys / keys.norm(dim=-1, keepdim=True).clamp(min=1e-12)  # F.normalize's eps
+        unit = unit * valid  # stale keys of empty slots: zero
         anchor = unit.sum(dim=-2, keepdim=True) / valid.sum(dim=-2, keepdim=True).clamp(min=1)
         # cosine(unit, anchor) = unit . anchor / |anchor|, unit already has norm 1 (or is zero)
         cosine = (unit @ anchor.transpose(-1, -2)).squeeze(-1) / anchor.norm(dim=-1).clamp(min=1e-8)

@@ -70,20 +70,20 @@ class RKV(Policy):
         """
         valid = pos >= 0
         unit = keys.float() / keys.float().norm(dim=-1, keepdim=True).clamp(min=1e-12)
-        unit = unit * valid.unsqueeze(-1)                  # empty slots (stale keys, padding): zero rows
+        unit = unit * valid.unsqueeze(-1)  # empty slots (stale keys, padding): zero rows
         b, h, n, _ = unit.shape
-        key_pos = torch.where(valid, pos, -1).to(torch.int32).unsqueeze(-2)       # [B, H, 1, N]
+        key_pos = torch.where(valid, pos, -1).to(torch.int32).unsqueeze(-2)  # [B, H, 1, N]
         total = torch.empty(b, h, n, device=keys.device)
         dropped = torch.zeros(b, h, n, device=keys.device)
         step = self._block_rows(b, h, n)
         for start in range(0, n, step):
             rows = torch.arange(start, min(start + step, n), device=keys.device)
-            sim = unit[:, :, start:start + len(rows)] @ unit.transpose(-1, -2)     # S[i, :] for i in rows
-            sim[:, :, torch.arange(len(rows), device=keys.device), rows] = 0.0     # no self-similarity
-            total[..., start:start + len(rows)] = sim.sum(dim=-1)   # S is symmetric: row sums are column sums
-            latest, latest_slot = torch.where(sim > self.threshold, key_pos, -1).max(dim=-1)   # d(i)
+            sim = unit[:, :, start : start + len(rows)] @ unit.transpose(-1, -2)  # S[i, :] for i in rows
+            sim[:, :, torch.arange(len(rows), device=keys.device), rows] = 0.0  # no self-similarity
+            total[..., start : start + len(rows)] = sim.sum(dim=-1)  # S is symmetric: row sums are column sums
+            latest, latest_slot = torch.where(sim > self.threshold, key_pos, -1).max(dim=-1)  # d(i)
             pair = torch.where(latest >= 0, sim.gather(-1, latest_slot.unsqueeze(-1)).squeeze(-1), 0.0)
-            dropped.scatter_add_(-1, latest_slot, pair)                            # column d(i) loses S[i, d(i)]
+            dropped.scatter_add_(-1, latest_slot, pair)  # column d(i) loses S[i, d(i)]
         mean = (total - dropped) / valid.sum(dim=-1, keepdim=True).clamp(min=1)
         return torch.softmax(mean.masked_fill(~valid, float("-inf")), dim=-1).nan_to_num(0.0)
 

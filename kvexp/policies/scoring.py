@@ -1,5 +1,6 @@
 """Scoring helpers that several policies share: rules along the sequence (position order, pooling over
 resident tokens) and the window of recent queries whose attention SnapKV-D, R-KV and G-KV score by."""
+
 from __future__ import annotations
 
 import torch
@@ -26,11 +27,13 @@ def pool_along_positions(values: Tensor, pos: Tensor, kernel: int, mode: str) ->
     valid = pos.gather(-1, order) >= 0
     flat = v.reshape(-1, 1, v.shape[-1])
     if mode == "avg":
-        pooled = torch.nn.functional.avg_pool1d(flat.masked_fill(~valid.reshape(flat.shape), 0.0),
-                                                kernel, stride=1, padding=kernel // 2)
+        pooled = torch.nn.functional.avg_pool1d(
+            flat.masked_fill(~valid.reshape(flat.shape), 0.0), kernel, stride=1, padding=kernel // 2
+        )
     elif mode == "max":
-        pooled = torch.nn.functional.max_pool1d(flat.masked_fill(~valid.reshape(flat.shape), float("-inf")),
-                                                kernel, stride=1, padding=kernel // 2)
+        pooled = torch.nn.functional.max_pool1d(
+            flat.masked_fill(~valid.reshape(flat.shape), float("-inf")), kernel, stride=1, padding=kernel // 2
+        )
     else:
         raise ConfigError(f"pool must be 'avg' or 'max', got {mode!r}")
     pooled = pooled.reshape(v.shape)
@@ -59,7 +62,7 @@ class QueryWindow:
         take = min(probs.shape[-2], self.size)  # older queries would be overwritten anyway
         probs, qpos = probs[..., -take:, :], ctx.query_pos[:, -take:]
         offset = (ctx.prompt_len - self.size).clamp(min=0).view(-1, 1)
-        ring_row = torch.remainder(qpos - offset, self.size)                       # [B, take], distinct per row
+        ring_row = torch.remainder(qpos - offset, self.size)  # [B, take], distinct per row
         b, h, _, n = probs.shape
         state["recent"].scatter_(-2, ring_row.view(b, 1, take, 1).expand(b, h, take, n), probs)
 

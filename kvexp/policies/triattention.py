@@ -58,8 +58,16 @@ class TriAttention(Policy):
 
     name = "triattention"
 
-    def __init__(self, *, offset_max: int = 65536, standardize: bool = True, calibration_prompts: int = 4,
-                 calibration_tokens: int = 256, calibration_seed: int = 0, **kwargs):
+    def __init__(
+        self,
+        *,
+        offset_max: int = 65536,
+        standardize: bool = True,
+        calibration_prompts: int = 4,
+        calibration_tokens: int = 256,
+        calibration_seed: int = 0,
+        **kwargs,
+    ):
         kwargs.setdefault("group_agg", "max")
         super().__init__(**kwargs)
         if offset_max < 1:
@@ -77,20 +85,23 @@ class TriAttention(Policy):
 
     def use_stats(self, stats: QueryStats) -> None:
         self.stats = stats
-        self._extra = stats.q_abs_mean - stats.q_mean.abs()                          # [L, Hq, F]
+        self._extra = stats.q_abs_mean - stats.q_mean.abs()  # [L, Hq, F]
         self._weight_for, self._weight = None, None
 
     def offsets(self) -> torch.Tensor:
         """1, 2, 4, ... up to offset_max (the authors' build_geometric_offsets)."""
-        return torch.tensor([float(2 ** i) for i in range(int(math.log2(self.offset_max)) + 1)], dtype=torch.float64)
+        return torch.tensor([float(2**i) for i in range(int(math.log2(self.offset_max)) + 1)], dtype=torch.float64)
 
     def future_weight(self, t: torch.Tensor) -> torch.Tensor:
         """[B, F] complex: the mean over offsets o of e^{i omega_f (t + o)}, angles in fp64 reduced mod
         2 pi before fp32. Every layer of a step shares it (the same ctx.incoming), so it is kept."""
         if self._weight_for is not t:
             omega = self.stats.inv_freq.to(t.device, torch.float64)
-            angle = torch.remainder((t.to(torch.float64).view(-1, 1, 1) + self.offsets().to(t.device).view(1, -1, 1))
-                                    * omega.view(1, 1, -1), 2 * math.pi)                # [B, O, F]
+            angle = torch.remainder(
+                (t.to(torch.float64).view(-1, 1, 1) + self.offsets().to(t.device).view(1, -1, 1))
+                * omega.view(1, 1, -1),
+                2 * math.pi,
+            )  # [B, O, F]
             self._weight = torch.polar(torch.ones_like(angle), angle).mean(dim=1).to(torch.complex64)
             self._weight_for = t
         return self._weight
@@ -98,25 +109,27 @@ class TriAttention(Policy):
     def raw_scores(self, keys: torch.Tensor, layer: int, t: torch.Tensor) -> torch.Tensor:
         """[B, H, G, N] unnormalised scores of post-RoPE keys [B, H, N, D] for query positions t [B]."""
         if self.stats is None:
-            raise RuntimeError("TriAttention has no calibration statistics: the engine calls policy.prepare(model) "
-                               "before generating (or pass them with use_stats)")
+            raise RuntimeError(
+                "TriAttention has no calibration statistics: the engine calls policy.prepare(model) "
+                "before generating (or pass them with use_stats)"
+            )
         b, h, n, d = keys.shape
         f = d // 2
-        q_mean = self.stats.q_mean[layer].to(keys.device).view(h, -1, f)               # [H, G, F]
+        q_mean = self.stats.q_mean[layer].to(keys.device).view(h, -1, f)  # [H, G, F]
         extra = self._extra[layer].to(keys.device).view(h, -1, f)
         scale = self.stats.attention_scaling
-        side = q_mean.unsqueeze(0) * self.future_weight(t).view(b, 1, 1, f)           # [B, H, G, F]
+        side = q_mean.unsqueeze(0) * self.future_weight(t).view(b, 1, 1, f)  # [B, H, G, F]
         # Re(c conj(k)) = Re c Re k + Im c Im k, with the pair (k[f], k[f + D/2]) as Re, Im
-        query_side = torch.cat([side.real, side.imag], dim=-1)                        # [B, H, G, D]
+        query_side = torch.cat([side.real, side.imag], dim=-1)  # [B, H, G, D]
         k = keys.float()
-        trig = torch.matmul(query_side, k.transpose(-1, -2))                          # [B, H, G, N]
-        pair_norm = torch.sqrt(k[..., :f] ** 2 + k[..., f:] ** 2)                     # [B, H, N, F]
+        trig = torch.matmul(query_side, k.transpose(-1, -2))  # [B, H, G, N]
+        pair_norm = torch.sqrt(k[..., :f] ** 2 + k[..., f:] ** 2)  # [B, H, N, F]
         norm_term = torch.matmul(extra.unsqueeze(0).expand(b, -1, -1, -1), pair_norm.transpose(-1, -2))
         # the key's pre-RoPE pair is k_rot / s; the authors weight every frequency by s^2
         return (trig + norm_term) * scale
 
     def score(self, state, view, ctx):
-        raw = self.raw_scores(view.keys, ctx.layer_idx, ctx.incoming)                 # [B, H, G, N]
+        raw = self.raw_scores(view.keys, ctx.layer_idx, ctx.incoming)  # [B, H, G, N]
         if self.standardize:
             # standardised over the tokens that compete (resident, not pinned), as they normalise
             # over the generated tokens; the window is budget-independent here (default 0)

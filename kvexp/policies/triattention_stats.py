@@ -20,6 +20,7 @@ digest of the model (its config's shape, RoPE frequencies and a sample of every 
 of the calibration settings. Written atomically (two jobs calibrating the same model at once both
 write the same file; a reader sees one whole copy) and reused by every later job.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,7 +39,7 @@ from kvexp.models.preset import cache_root
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1                      # bump when the statistics or the file change meaning
+FORMAT = 1  # bump when the statistics or the file change meaning
 CAPTURE_ATTENTION = "kvexp_triattention_capture"
 # RoPE variants whose frequencies change with the sequence length: a key's rotation could not be
 # read back from one table of frequencies
@@ -55,9 +56,10 @@ class QueryStats:
     inv_freq: Tensor
     attention_scaling: float = 1.0
 
-    def to(self, device) -> "QueryStats":
-        return QueryStats(self.q_mean.to(device), self.q_abs_mean.to(device), self.inv_freq.to(device),
-                          self.attention_scaling)
+    def to(self, device) -> QueryStats:
+        return QueryStats(
+            self.q_mean.to(device), self.q_abs_mean.to(device), self.inv_freq.to(device), self.attention_scaling
+        )
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,10 @@ class CalibrationSettings:
 
     def __post_init__(self):
         if self.prompts < 1 or self.tokens < 1:
-            raise ConfigError(f"policy.calibration_prompts and policy.calibration_tokens must be >= 1, "
-                             f"got {self.prompts} and {self.tokens}")
+            raise ConfigError(
+                f"policy.calibration_prompts and policy.calibration_tokens must be >= 1, "
+                f"got {self.prompts} and {self.tokens}"
+            )
 
 
 def rotary(model):
@@ -77,12 +81,16 @@ def rotary(model):
     body = getattr(model, "model", model)
     rope = getattr(body, "rotary_emb", None)
     if rope is None or not hasattr(rope, "inv_freq"):
-        raise ConfigError(f"TriAttention needs the model's rotary embedding (model.model.rotary_emb with inv_freq); "
-                         f"{type(model).__name__} has none")
+        raise ConfigError(
+            f"TriAttention needs the model's rotary embedding (model.model.rotary_emb with inv_freq); "
+            f"{type(model).__name__} has none"
+        )
     rope_type = getattr(rope, "rope_type", "default")
     if rope_type in _LENGTH_DEPENDENT_ROPE:
-        raise ConfigError(f"TriAttention cannot score keys under rope_type {rope_type!r}: its frequencies change with "
-                         f"the sequence length; use a checkpoint with a fixed RoPE")
+        raise ConfigError(
+            f"TriAttention cannot score keys under rope_type {rope_type!r}: its frequencies change with "
+            f"the sequence length; use a checkpoint with a fixed RoPE"
+        )
     return rope
 
 
@@ -91,8 +99,18 @@ def model_digest(model) -> str:
     strided sample of every weight tensor (retrained or other weights differ in it)."""
     config, rope = model.config, rotary(model)
     h = hashlib.sha256()
-    shape = {k: getattr(config, k, None) for k in ("model_type", "num_hidden_layers", "num_attention_heads",
-                                                   "num_key_value_heads", "head_dim", "hidden_size", "vocab_size")}
+    shape = {
+        k: getattr(config, k, None)
+        for k in (
+            "model_type",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "head_dim",
+            "hidden_size",
+            "vocab_size",
+        )
+    }
     h.update(json.dumps(shape, sort_keys=True).encode())
     h.update(rope.inv_freq.detach().float().cpu().numpy().tobytes())
     h.update(repr(float(getattr(rope, "attention_scaling", 1.0))).encode())
@@ -106,8 +124,17 @@ def model_digest(model) -> str:
 
 def cache_path(model, settings: CalibrationSettings, digest: str | None = None) -> Path:
     digest = digest or model_digest(model)
-    key = hashlib.sha256(json.dumps({"format": FORMAT, "model": digest, "prompts": settings.prompts,
-                                     "tokens": settings.tokens, "seed": settings.seed}).encode()).hexdigest()[:20]
+    key = hashlib.sha256(
+        json.dumps(
+            {
+                "format": FORMAT,
+                "model": digest,
+                "prompts": settings.prompts,
+                "tokens": settings.tokens,
+                "seed": settings.seed,
+            }
+        ).encode()
+    ).hexdigest()[:20]
     return cache_root() / "triattention" / f"{model.config.model_type}-{key}.pt"
 
 
@@ -121,8 +148,13 @@ def load_or_calibrate(model, settings: CalibrationSettings) -> QueryStats:
             return _from_payload(torch.load(path, map_location="cpu", weights_only=True), model, digest).to(device)
         except Exception as e:  # a damaged or foreign file: recompute and replace it
             log.warning("TriAttention calibration %s is unreadable (%s); recomputing it", path, e)
-    log.info("TriAttention: calibrating %s (%d sequences of %d tokens), cache %s", model.config.model_type,
-             settings.prompts, settings.tokens, path)
+    log.info(
+        "TriAttention: calibrating %s (%d sequences of %d tokens), cache %s",
+        model.config.model_type,
+        settings.prompts,
+        settings.tokens,
+        path,
+    )
     sequences = calibration_sequences(model, settings)
     stats = query_statistics(model, sequences)
     _save(path, stats, sequences, settings, digest, model)
@@ -156,7 +188,7 @@ def derotate(rotated: Tensor, positions: Tensor, inv_freq: Tensor, attention_sca
     """Complex pairs [..., T, F] of vectors [..., T, D] that RoPE ("rotate half" pairing, as Llama and
     Qwen apply it) rotated at `positions` [T]: rotated back, and divided by the attention scaling."""
     f = rotated.shape[-1] // 2
-    angle = positions.float().view(-1, 1) * inv_freq.float().view(1, -1)       # as the model computes it
+    angle = positions.float().view(-1, 1) * inv_freq.float().view(1, -1)  # as the model computes it
     pairs = torch.complex(rotated[..., :f].float(), rotated[..., f:].float())
     return pairs * torch.polar(torch.ones_like(angle), -angle) / attention_scaling
 
@@ -176,10 +208,13 @@ def query_statistics(model, sequences: list[list[int]]) -> QueryStats:
 
     def capture(module, query, key, value, attention_mask, **kwargs):
         positions = torch.arange(query.shape[-2], device=query.device)
-        pairs = derotate(query, positions, inv_freq.to(query.device), scaling)          # [B, Hq, T, F]
+        pairs = derotate(query, positions, inv_freq.to(query.device), scaling)  # [B, Hq, T, F]
         total, total_abs, n = sums.get(module.layer_idx, (0, 0, 0))
-        sums[module.layer_idx] = (total + pairs.to(torch.complex128).sum(dim=(0, 2)),
-                                  total_abs + pairs.abs().double().sum(dim=(0, 2)), n + pairs.shape[0] * pairs.shape[2])
+        sums[module.layer_idx] = (
+            total + pairs.to(torch.complex128).sum(dim=(0, 2)),
+            total_abs + pairs.abs().double().sum(dim=(0, 2)),
+            n + pairs.shape[0] * pairs.shape[2],
+        )
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
 
     AttentionInterface.register(CAPTURE_ATTENTION, capture)
@@ -191,21 +226,30 @@ def query_statistics(model, sequences: list[list[int]]) -> QueryStats:
         config._attn_implementation = previous
     layers = range(config.num_hidden_layers)
     if sorted(sums) != list(layers):
-        raise RuntimeError(f"TriAttention calibration captured queries of layers {sorted(sums)}, expected all "
-                           f"{config.num_hidden_layers}: the model's attention does not go through transformers' "
-                           f"attention interface")
-    q_mean = torch.stack([sums[l][0] / sums[l][2] for l in layers]).to(torch.complex64).cpu()
-    q_abs = torch.stack([sums[l][1] / sums[l][2] for l in layers]).float().cpu()
+        raise RuntimeError(
+            f"TriAttention calibration captured queries of layers {sorted(sums)}, expected all "
+            f"{config.num_hidden_layers}: the model's attention does not go through transformers' "
+            f"attention interface"
+        )
+    q_mean = torch.stack([sums[i][0] / sums[i][2] for i in layers]).to(torch.complex64).cpu()
+    q_abs = torch.stack([sums[i][1] / sums[i][2] for i in layers]).float().cpu()
     return QueryStats(q_mean, q_abs, inv_freq.cpu(), scaling)
 
 
 def _save(path: Path, stats: QueryStats, sequences, settings: CalibrationSettings, digest: str, model) -> None:
-    payload = {"format": FORMAT, "model_digest": digest, "model_type": model.config.model_type,
-               "settings": {"prompts": settings.prompts, "tokens": settings.tokens, "seed": settings.seed},
-               "prompts": sequences, "torch": str(torch.__version__),
-               "q_mean_real": stats.q_mean.real.contiguous(), "q_mean_imag": stats.q_mean.imag.contiguous(),
-               "q_abs_mean": stats.q_abs_mean, "inv_freq": stats.inv_freq,
-               "attention_scaling": stats.attention_scaling}
+    payload = {
+        "format": FORMAT,
+        "model_digest": digest,
+        "model_type": model.config.model_type,
+        "settings": {"prompts": settings.prompts, "tokens": settings.tokens, "seed": settings.seed},
+        "prompts": sequences,
+        "torch": str(torch.__version__),
+        "q_mean_real": stats.q_mean.real.contiguous(),
+        "q_mean_imag": stats.q_mean.imag.contiguous(),
+        "q_abs_mean": stats.q_abs_mean,
+        "inv_freq": stats.inv_freq,
+        "attention_scaling": stats.attention_scaling,
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     with replaced_atomically(path, "wb") as f:
         torch.save(payload, f)
@@ -215,8 +259,12 @@ def _from_payload(payload: dict, model, digest: str) -> QueryStats:
     config = model.config
     if payload.get("format") != FORMAT or payload.get("model_digest") != digest:
         raise ValueError("written for another model or format")
-    stats = QueryStats(torch.complex(payload["q_mean_real"], payload["q_mean_imag"]), payload["q_abs_mean"],
-                       payload["inv_freq"], float(payload["attention_scaling"]))
+    stats = QueryStats(
+        torch.complex(payload["q_mean_real"], payload["q_mean_imag"]),
+        payload["q_abs_mean"],
+        payload["inv_freq"],
+        float(payload["attention_scaling"]),
+    )
     want = (config.num_hidden_layers, config.num_attention_heads, stats.inv_freq.numel())
     if tuple(stats.q_mean.shape) != want or tuple(stats.q_abs_mean.shape) != want:
         raise ValueError(f"statistics of shape {tuple(stats.q_mean.shape)}, the model needs {want}")

@@ -39,11 +39,7 @@ class ReportResult:
 
     def table(self, kind: str, scope: str, model: str | None = None) -> Table:
         """Look up a table: result.table('accuracy', 'gsm8k'), ('category', 'category-Math')."""
-        found = [
-            t
-            for t in self.tables
-            if t.kind == kind and t.scope == scope and model in (None, t.model)
-        ]
+        found = [t for t in self.tables if t.kind == kind and t.scope == scope and model in (None, t.model)]
         if len(found) != 1:
             raise KeyError(f"{len(found)} tables match {kind=} {scope=} {model=}")
         return found[0]

@@ -48,8 +48,12 @@ class Run:
     @property
     def complete(self) -> bool:
         # a job marked done with rows missing (a corrupted or edited samples.jsonl) is not complete
-        return (not self.missing_shards and self.state == DONE and bool(self.jobs)
-                and not any(j.missing_rows for j in self.jobs.values()))
+        return (
+            not self.missing_shards
+            and self.state == DONE
+            and bool(self.jobs)
+            and not any(j.missing_rows for j in self.jobs.values())
+        )
 
 
 @dataclass(eq=False)  # compared and hashed by identity: cells key the metrics dictionaries
@@ -210,9 +214,7 @@ def _job_issues(job: Job, where: str) -> list[Issue]:
     else:
         total = job.n_target
         if isinstance(total, int) and len(job.rows) < total:
-            issues.append(
-                Issue("short", where, f"state done but {len(job.rows)} of {total} rows", [job.path])
-            )
+            issues.append(Issue("short", where, f"state done but {len(job.rows)} of {total} rows", [job.path]))
     if job.bad_lines:
         detail = f"{job.bad_lines} unparsable lines in samples.jsonl skipped"
         issues.append(Issue("bad lines", where, detail, [job.path]))
@@ -220,8 +222,10 @@ def _job_issues(job: Job, where: str) -> list[Issue]:
         detail = f"{job.duplicate_rows} repeated (id, sample_idx) rows; last kept"
         issues.append(Issue("duplicates", where, detail, [job.path]))
     if job.outside_rows:
-        detail = (f"{job.outside_rows} rows of problems its config does not ask for (an earlier run with a larger "
-                  f"dataset.limit?) not counted, as in its metrics.json")
+        detail = (
+            f"{job.outside_rows} rows of problems its config does not ask for (an earlier run with a larger "
+            f"dataset.limit?) not counted, as in its metrics.json"
+        )
         issues.append(Issue("extra rows", where, detail, [job.path]))
     return issues
 
@@ -278,9 +282,7 @@ def build_cells(jobs: Sequence[Job]) -> list[Cell]:
             policy=show(cfg.get("policy.name")),
             tokens=cfg.get("budget.tokens"),
             slack=cfg.get("budget.slack"),
-            params=tuple(
-                (k, cfg[k]) for k in sorted(cfg) if key_kind(k) == "identity" and k not in CORE_KEYS
-            ),
+            params=tuple((k, cfg[k]) for k in sorted(cfg) if key_kind(k) == "identity" and k not in CORE_KEYS),
             runs={seed: _build_run(seed, jobs) for seed, jobs in by_seed.items()},
         )
         cells.append(cell)
@@ -300,7 +302,6 @@ def _build_run(seed: Any, jobs: list[Job]) -> Run:
         ignored=ignored,
         cross_shard_duplicates=duplicates,
     )
-
 
 
 def state_counts(cells: Iterable[Cell]) -> Counter:

@@ -126,9 +126,7 @@ def _scope_of(key: str) -> str:
     return "report"
 
 
-def config_differences(
-    jobs: Sequence[Job], extra_ignored: Sequence[str] = ()
-) -> list[KeyDifference]:
+def config_differences(jobs: Sequence[Job], extra_ignored: Sequence[str] = ()) -> list[KeyDifference]:
     """Fixed keys whose values differ between jobs that the report compares (see module doc)."""
     all_keys = {k for job in jobs for k in job.config}
     fixed = {k for k in all_keys if key_kind(k, extra_ignored) == "fixed"}
@@ -166,10 +164,5 @@ def check_consistency(jobs: Sequence[Job], extra_ignored: Sequence[str] = ()) ->
         )
     if not extra_ignored:
         return []
-    mixed = [
-        d
-        for d in config_differences(jobs)
-        if any(fnmatchcase(d.key, p) for p in extra_ignored)
-    ]
+    mixed = [d for d in config_differences(jobs) if any(fnmatchcase(d.key, p) for p in extra_ignored)]
     return [f"mixed on purpose (--ignore-key): {d.describe()}" for d in mixed]
-

@@ -139,10 +139,7 @@ def render_markdown(
     for layout in layouts:
         lines += [f"## Model: {layout.model}", ""]
         categories = [
-            t
-            for (m, scope), ts in by_scope.items()
-            if m == layout.model and scope.startswith("category-")
-            for t in ts
+            t for (m, scope), ts in by_scope.items() if m == layout.model and scope.startswith("category-") for t in ts
         ]
         if categories:
             lines += ["### Category means", ""]
@@ -160,4 +157,3 @@ def render_markdown(
             for p in model_plots:
                 lines += [f"![{p.stem}]({p.relative_to(out).as_posix()})", ""]
     return "\n".join(lines).rstrip() + "\n"
-

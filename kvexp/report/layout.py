@@ -129,9 +129,7 @@ def layout_model(model: str, cells: list[Cell]) -> ModelLayout:
     variant_keys: dict[str, tuple] = {}
     policy_of: dict[str, str] = {}
     for policy, group in by_policy.items():
-        splitting, following = _split_params(
-            group, slot=lambda c: (c.dataset, c.tokens, c.slack)
-        )
+        splitting, following = _split_params(group, slot=lambda c: (c.dataset, c.tokens, c.slack))
         for key in following:
             values = sorted(
                 {(c.tokens, show(dict(c.params).get(key, ABSENT))) for c in group},
@@ -176,8 +174,17 @@ def layout_model(model: str, cells: list[Cell]) -> ModelLayout:
                 missing.append(Issue("missing cells", f"{model} / {d} / {v}", detail))
         missing += _missing_seeds([c for c in cells if c.dataset == d])
     return ModelLayout(
-        model, datasets, variants, columns, grid, full, reference, policy_of, frozenset(full_variants),
-        notes, missing,
+        model,
+        datasets,
+        variants,
+        columns,
+        grid,
+        full,
+        reference,
+        policy_of,
+        frozenset(full_variants),
+        notes,
+        missing,
     )
 
 
@@ -189,10 +196,8 @@ def _missing_seeds(cells: list[Cell]) -> list[Issue]:
     for c in cells:
         absent = [s for s in every if s not in c.runs]
         if absent:
-            detail = (
-                f"no run for seed {', '.join(map(show, absent))} (others have "
-                f"{', '.join(map(show, every))})"
-                + ("; policies' runs of that seed have no full cache to compare with" if c.is_full else "")
+            detail = f"no run for seed {', '.join(map(show, absent))} (others have {', '.join(map(show, every))})" + (
+                "; policies' runs of that seed have no full cache to compare with" if c.is_full else ""
             )
             issues.append(Issue("missing seeds", c.label, detail, [j.path for j in c.jobs]))
     return issues
@@ -204,11 +209,10 @@ def layout_models(cells: list[Cell]) -> list[ModelLayout]:
     for c in cells:
         by_model[c.model].append(c)
     layouts = [layout_model(m, by_model[m]) for m in sorted(by_model)]
-    all_datasets = set().union(*(set(l.datasets) for l in layouts)) if layouts else set()
+    all_datasets = set().union(*(set(layout.datasets) for layout in layouts)) if layouts else set()
     for layout in layouts:
         absent = sorted(all_datasets - set(layout.datasets), key=_dataset_rank)
         if absent:
             detail = "no cells for datasets " + ", ".join(absent)
             layout.missing.append(Issue("missing cells", layout.model, detail))
     return layouts
-

@@ -15,8 +15,20 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from kvexp.pipeline.folder import (CONFIG, DONE, METRICS, PREEMPTED, RUNNING, SAMPLES, STATUS, TRACES, JobFolder,
-                                  as_recorded_now, scan_jsonl, target_keys)
+from kvexp.pipeline.folder import (
+    CONFIG,
+    DONE,
+    METRICS,
+    PREEMPTED,
+    RUNNING,
+    SAMPLES,
+    STATUS,
+    TRACES,
+    JobFolder,
+    as_recorded_now,
+    scan_jsonl,
+    target_keys,
+)
 from kvexp.stats import Sample as Row  # the fields of one samples.jsonl row, as every statistic reads them
 
 #: Job states are status.json's (kvexp.pipeline.folder), and one of ours: no status.json and no metrics.json.
@@ -143,9 +155,12 @@ def load_job(path: Path) -> Job:
                 continue
             rows[row.key] = row
     if status.get("state") == RUNNING and _holder_died(path):
-        status = {**status, "state": PREEMPTED,
-                  "error": "the process running it died without a word (kill -9, out of memory, a node crash); "
-                           "rerun to resume"}
+        status = {
+            **status,
+            "state": PREEMPTED,
+            "error": "the process running it died without a word (kill -9, out of memory, a node crash); "
+            "rerun to resume",
+        }
     kept, outside = _rows_of_cell(list(rows.values()), status)
     return Job(
         path=path,
@@ -206,9 +221,7 @@ def find_job_folders(dirs: list[Path], exclude: Path | None = None) -> list[Path
                 subdirs[:] = []
                 continue
             subdirs[:] = sorted(
-                d
-                for d in subdirs
-                if d not in _SKIP_DIRS and (excluded is None or (here / d) != excluded)
+                d for d in subdirs if d not in _SKIP_DIRS and (excluded is None or (here / d) != excluded)
             )
     return sorted(found)
 
@@ -222,9 +235,7 @@ def load_jobs(dirs: list[Path], exclude: Path | None = None) -> tuple[list[Job],
     paths = find_job_folders(dirs, exclude)
     if not paths:
         shown = ", ".join(str(d) for d in dirs)
-        raise ReportError(
-            f"no job folders (config.yaml with samples.jsonl or status.json) below {shown}"
-        )
+        raise ReportError(f"no job folders (config.yaml with samples.jsonl or status.json) below {shown}")
     jobs, issues = [], []
     for p in paths:
         try:
@@ -232,8 +243,14 @@ def load_jobs(dirs: list[Path], exclude: Path | None = None) -> tuple[list[Job],
         except ReportError as exc:
             issues.append(Issue("unreadable", p.name, str(exc), [p]))
         except OSError as exc:  # e.g. another user's folder with files only its owner may read
-            issues.append(Issue("unreadable", p.name, f"{type(exc).__name__}: {exc}; left out (its owner can "
-                                                      f"share it with chmod -R a+rX)", [p]))
+            issues.append(
+                Issue(
+                    "unreadable",
+                    p.name,
+                    f"{type(exc).__name__}: {exc}; left out (its owner can share it with chmod -R a+rX)",
+                    [p],
+                )
+            )
     if not jobs:
         reasons = "; ".join(f"{i.paths[0]}: {i.detail}" for i in issues)
         raise ReportError(f"no readable job folder: {reasons}")

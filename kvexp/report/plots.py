@@ -54,10 +54,10 @@ def _finite(x) -> bool:
 
 def variant_colors(layouts: list[ModelLayout]) -> dict[str, str]:
     """One colour per policy variant, the same in every figure (full cache: black)."""
-    names = sorted({v for l in layouts for v in l.variants if not l.is_full(v)})
+    names = sorted({v for layout in layouts for v in layout.variants if not layout.is_full(v)})
     cmap = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
     colors = {name: mcolors.to_hex(cmap(i % cmap.N)) for i, name in enumerate(names)}
-    colors.update({v: FULL_COLOR for l in layouts for v in l.variants if l.is_full(v)})
+    colors.update({v: FULL_COLOR for layout in layouts for v in layout.variants if layout.is_full(v)})
     return colors
 
 
@@ -159,9 +159,7 @@ def _draw_series(ax, xs, ys, los, his, complete, color, label, style="-") -> Non
     ax.plot(xs, ys, color=color, marker="o", linewidth=1.8, linestyle=style, label=label)
     for x, y, ok in zip(xs, ys, complete):
         if not ok:
-            ax.plot(
-                [x], [y], marker="o", markersize=7, color=color, markerfacecolor="white", zorder=3
-            )
+            ax.plot([x], [y], marker="o", markersize=7, color=color, markerfacecolor="white", zorder=3)
     if all(_finite(v) for v in (*los, *his)) and los:
         ax.fill_between(xs, los, his, color=color, alpha=BAND_ALPHA, linewidth=0)
 
@@ -236,9 +234,7 @@ def _bytes_unit(values: list[float]) -> tuple[str, float]:
     return "bytes", 1
 
 
-def plot_accuracy_vs_memory(
-    layout: ModelLayout, results: dict, colors: dict[str, str], path: Path
-) -> Path | None:
+def plot_accuracy_vs_memory(layout: ModelLayout, results: dict, colors: dict[str, str], path: Path) -> Path | None:
     """Accuracy (with its interval as error bars) against KV bytes at peak: what memory buys."""
     cells = [c for c in layout.cells() if _finite(results[c].metrics.kv_bytes_peak)]
     if not cells:
@@ -301,9 +297,7 @@ def mean_prompt_share(traces: list[dict]) -> tuple[list[float], list[float]]:
     return steps, [sum(by_step[s]) / len(by_step[s]) for s in steps]
 
 
-def plot_prompt_share(
-    layout: ModelLayout, dataset: str, colors: dict[str, str], path: Path
-) -> Path | None:
+def plot_prompt_share(layout: ModelLayout, dataset: str, colors: dict[str, str], path: Path) -> Path | None:
     """One panel per budget, one line per policy: how much of the prompt the cache still holds."""
     panels: list[tuple[Column, list[tuple[str, list[float], list[float]]]]] = []
     for col in layout.columns:
@@ -324,9 +318,7 @@ def plot_prompt_share(
     title = f"Prompt tokens still resident while decoding — {layout.model} / {dataset}"
     fig, axes = _panels(len(panels), title)
     for ax, (col, series) in zip(axes, panels):
-        ax.axhline(
-            1.0, color=FULL_COLOR, linestyle="--", linewidth=1.2, label="full cache (all resident)"
-        )
+        ax.axhline(1.0, color=FULL_COLOR, linestyle="--", linewidth=1.2, label="full cache (all resident)")
         for v, steps, shares in series:
             ax.plot(steps, shares, color=colors[v], linewidth=1.6, label=v)
         ax.set_title(col.label)
@@ -363,8 +355,7 @@ def write_plots(layouts: list[ModelLayout], results: dict, out_dir: Path) -> dic
             ),
         ]  # fmt: skip
         paths += [
-            plot_prompt_share(layout, d, colors, out_dir / f"prompt_share__{m}__{slug(d)}.png")
-            for d in layout.datasets
+            plot_prompt_share(layout, d, colors, out_dir / f"prompt_share__{m}__{slug(d)}.png") for d in layout.datasets
         ]
         written[layout.model] = [p for p in paths if p is not None]
     return written

@@ -321,8 +321,13 @@ KINDS: tuple[Kind, ...] = (
         "length",
         "Mean output tokens · paired length ratio to the full cache",
         (
-            "mean_output_tokens", "ratio_to_full", "ratio_lo", "ratio_hi", "ratio_median",
-            "ratio_median_lo", "ratio_median_hi",
+            "mean_output_tokens",
+            "ratio_to_full",
+            "ratio_lo",
+            "ratio_hi",
+            "ratio_median",
+            "ratio_median_lo",
+            "ratio_median_hi",
         ),  # fmt: skip
         _length,
         "**Output length**: mean output tokens over rows without error; `×r [lo, hi]` the paired "
@@ -444,17 +449,11 @@ def dataset_tables(layout: ModelLayout, results: dict, dataset: str) -> list[Tab
         if ref is None and kind.compares:
             notes.append("No full-cache run for this dataset: nothing to compare against.")
         if kind.compares:
-            unpaired = sorted(
-                {show(s) for r in here if r.paired is not None for s in r.paired.unpaired_seeds}
-            )
+            unpaired = sorted({show(s) for r in here if r.paired is not None for s in r.paired.unpaired_seeds})
             if unpaired and ref is not None:
-                notes.append(
-                    f"Seed {', '.join(unpaired)} has no full-cache run: left out of the comparison."
-                )
+                notes.append(f"Seed {', '.join(unpaired)} has no full-cache run: left out of the comparison.")
         fields = kind.fields_for(here) if kind.fields_for is not None else kind.fields
-        tables.append(
-            Table(kind.key, kind.title, layout.model, dataset, labels, fields, rows, notes)
-        )
+        tables.append(Table(kind.key, kind.title, layout.model, dataset, labels, fields, rows, notes))
     return tables
 
 
@@ -481,17 +480,13 @@ def category_tables(layout: ModelLayout, results: dict) -> list[Table]:
                 found = [layout.cell(d, variant, col) for d in datasets]
                 found = [results[c] for c in found if c is not None]
                 cells[label] = _category_cell(found, len(datasets))
-            is_ref = is_full and all(
-                layout.reference.get(d) is layout.cell(d, variant, None) for d in datasets
-            )
+            is_ref = is_full and all(layout.reference.get(d) is layout.cell(d, variant, None) for d in datasets)
             if is_full and all(v is None for v in cells.values()):
                 continue
             rows.append(TableRow(variant, layout.policy_of[variant], is_ref, cells))
         title = f"{name} ({', '.join(datasets)}): mean accuracy"
         fields = ("accuracy", "n_datasets")
-        tables.append(
-            Table("category", title, layout.model, f"category-{name}", labels, fields, rows)
-        )
+        tables.append(Table("category", title, layout.model, f"category-{name}", labels, fields, rows))
     return tables
 
 

@@ -32,9 +32,7 @@ class WandbTarget:
 
 
 def _most_common(jobs: Sequence[Job], key: str) -> Any:
-    values = Counter(
-        job.config[key] for job in jobs if isinstance(job.config.get(key), str) and job.config[key]
-    )
+    values = Counter(job.config[key] for job in jobs if isinstance(job.config.get(key), str) and job.config[key])
     return values.most_common(1)[0][0] if values else None
 
 

@@ -25,8 +25,8 @@ from .summary import (
     SampleLike,
     cell_stats,
     common_prefix_length,
-    plain,
     paired_stats,
+    plain,
 )
 
 __all__ = [

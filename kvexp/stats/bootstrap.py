@@ -124,6 +124,4 @@ def bootstrap_mean_interval(
     """Percentile bootstrap interval of the mean of `values`, one value per problem (one seed)."""
     if len(values) == 0:
         return (math.nan, math.nan)
-    return two_level_interval(
-        np.asarray(values, dtype=float)[None, :], level=level, resamples=resamples, seed=seed
-    )
+    return two_level_interval(np.asarray(values, dtype=float)[None, :], level=level, resamples=resamples, seed=seed)

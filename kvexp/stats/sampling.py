@@ -60,9 +60,7 @@ def resolve_pass_k(pass_k: Sequence[int] | None, num_samples: int) -> list[int]:
     (None: `default_pass_k`). Raises ValueError naming the bad value and the fix."""
     if pass_k is None:
         return default_pass_k(num_samples)
-    if isinstance(pass_k, (int, str)) or not all(
-        isinstance(k, int) and not isinstance(k, bool) for k in pass_k
-    ):
+    if isinstance(pass_k, (int, str)) or not all(isinstance(k, int) and not isinstance(k, bool) for k in pass_k):
         raise ValueError(f"metrics.pass_k must be a list of integers such as [1,4,16], got {pass_k!r}")
     bad = [k for k in pass_k if not 1 <= k <= num_samples]
     if bad:

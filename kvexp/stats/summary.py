@@ -33,10 +33,7 @@ WILSON, BOOTSTRAP, TWO_LEVEL, NO_INTERVAL = "wilson", "bootstrap", "two-level bo
 METHOD_TEXT = {
     WILSON: "Wilson score interval",
     BOOTSTRAP: f"percentile bootstrap over problems ({RESAMPLES:,} resamples, seed {SEED})",
-    TWO_LEVEL: (
-        f"two-level percentile bootstrap over seeds and problems ({RESAMPLES:,} resamples, seed "
-        f"{SEED})"
-    ),
+    TWO_LEVEL: (f"two-level percentile bootstrap over seeds and problems ({RESAMPLES:,} resamples, seed {SEED})"),
     NO_INTERVAL: "no interval",
 }
 
@@ -159,9 +156,7 @@ class _Units:
                 x[s, column[p]], mask[s, column[p]] = v, True
         if not mask.any():
             return Estimate(NAN, NAN, NAN, NO_INTERVAL, tuple(NAN for _ in self.seeds))
-        per_seed = tuple(
-            matrix_statistic(x[s : s + 1], mask[s : s + 1], statistic) for s in range(shape[0])
-        )
+        per_seed = tuple(matrix_statistic(x[s : s + 1], mask[s : s + 1], statistic) for s in range(shape[0]))
         value = matrix_statistic(x, mask, statistic)
         if not interval:
             return Estimate(value, NAN, NAN, NO_INTERVAL, per_seed)
@@ -261,10 +256,7 @@ def cell_stats(
         )
         for k in ks
     }  # fmt: skip
-    maj_at = {
-        k: units.estimate(lambda items, k=k: maj_at_k(votes(items), k) if len(items) >= k else None)
-        for k in ks
-    }
+    maj_at = {k: units.estimate(lambda items, k=k: maj_at_k(votes(items), k) if len(items) >= k else None) for k in ks}
 
     ok = [r for r in rows if not r.is_error]
     lengths = [r.n_output_tokens for r in ok if r.n_output_tokens is not None]

@@ -1,10 +1,12 @@
 """Experiment trackers, chosen by the `logger` config group: `wandb` (kvexp.tracking.wandb_tracker) or
 `none`. A tracker gets `log_sample(row, progress)` per finished sample and `finish(...)` once, also when
 the job fails or is interrupted."""
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 
 class NullTracker:
@@ -17,13 +19,13 @@ class NullTracker:
         pass
 
 
-def make_tracker(logger_cfg: Mapping[str, Any], *, job_dir: Path, name: str, group: str | None,
-                 config: dict[str, Any]):
+def make_tracker(logger_cfg: Mapping[str, Any], *, job_dir: Path, name: str, group: str | None, config: dict[str, Any]):
     kind = logger_cfg.get("name", "none")
     if kind == "none":
         return NullTracker()
     if kind == "wandb":
         from kvexp.tracking.wandb_tracker import WandbTracker
+
         return WandbTracker(logger_cfg, job_dir=job_dir, name=name, group=group, config=config)
     raise ValueError(f"unknown logger {kind!r}; use logger=wandb or logger=none")
 

@@ -10,16 +10,31 @@ An online run that cannot reach its server within `logger.init_timeout` seconds 
 is written offline instead; if even that fails, the job runs without W&B.
 Offline mode (the default) writes the run under `<job folder>/wandb/`; `wandb sync` uploads it later.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 log = logging.getLogger(__name__)
 
-SAMPLE_COLUMNS = ("id", "sample_idx", "prompt", "output", "prediction", "gold", "correct", "n_prompt_tokens",
-                  "n_output_tokens", "stop_reason", "peak_resident_tokens", "n_evicted_tokens", "error")
+SAMPLE_COLUMNS = (
+    "id",
+    "sample_idx",
+    "prompt",
+    "output",
+    "prediction",
+    "gold",
+    "correct",
+    "n_prompt_tokens",
+    "n_output_tokens",
+    "stop_reason",
+    "peak_resident_tokens",
+    "n_evicted_tokens",
+    "error",
+)
 #: Seconds wandb.init may wait for its server (logger.init_timeout) before the job goes on offline.
 DEFAULT_INIT_TIMEOUT_S = 20.0
 TRACE_COLUMNS = ("id", "sample_idx", "step", "resident_tokens", "evicted_tokens", "prompt_resident_share")
@@ -37,8 +52,9 @@ def _cell_value(value: Any) -> Any:
 
 
 class WandbTracker:
-    def __init__(self, logger_cfg: Mapping[str, Any], *, job_dir: Path, name: str, group: str | None,
-                 config: dict[str, Any]):
+    def __init__(
+        self, logger_cfg: Mapping[str, Any], *, job_dir: Path, name: str, group: str | None, config: dict[str, Any]
+    ):
         self.run = None
         self.live = bool(logger_cfg.get("log_samples_live", True))
         mode = logger_cfg.get("mode") or "offline"
@@ -47,14 +63,21 @@ class WandbTracker:
 
             self._wandb = wandb
             # The job folder owns the run files; WANDB_DIR would scatter them elsewhere.
-            init = dict(project=logger_cfg.get("project") or "kvexp", entity=logger_cfg.get("entity"),
-                        group=logger_cfg.get("group") or group, name=name, tags=list(logger_cfg.get("tags") or []),
-                        config=config, dir=str(job_dir), job_type="eval", reinit="finish_previous")
+            init = dict(
+                project=logger_cfg.get("project") or "kvexp",
+                entity=logger_cfg.get("entity"),
+                group=logger_cfg.get("group") or group,
+                name=name,
+                tags=list(logger_cfg.get("tags") or []),
+                config=config,
+                dir=str(job_dir),
+                job_type="eval",
+                reinit="finish_previous",
+            )
             # wandb waits 90 s by default for a server it cannot reach (a compute node without network)
             timeout = float(logger_cfg.get("init_timeout") or DEFAULT_INIT_TIMEOUT_S)
             # x_disable_meta: the run's metadata would hold the command line, secrets typed on it included
-            settings = dict(console="off", silent=True, x_disable_stats=True, x_disable_meta=True,
-                            init_timeout=timeout)
+            settings = dict(console="off", silent=True, x_disable_stats=True, x_disable_meta=True, init_timeout=timeout)
         except Exception as e:  # noqa: BLE001 - any failure to start tracking is a warning, not an error
             log.warning("W&B did not start (%s: %s); the job goes on without it", type(e).__name__, e)
             return
@@ -65,14 +88,23 @@ class WandbTracker:
             if mode == "offline":
                 log.warning("W&B did not start (%s: %s); the job goes on without it", type(e).__name__, e)
                 return
-            log.warning("W&B (mode %s) did not start (%s: %s; its server is waited for logger.init_timeout=%gs); "
-                        "logging offline under %s/wandb instead (upload later with `wandb sync`)", mode,
-                        type(e).__name__, _first_line(e), timeout, job_dir)
+            log.warning(
+                "W&B (mode %s) did not start (%s: %s; its server is waited for logger.init_timeout=%gs); "
+                "logging offline under %s/wandb instead (upload later with `wandb sync`)",
+                mode,
+                type(e).__name__,
+                _first_line(e),
+                timeout,
+                job_dir,
+            )
         try:
             self.run = wandb.init(mode="offline", settings=wandb.Settings(**settings), **init)
         except Exception as e:  # noqa: BLE001
-            log.warning("W&B did not start offline either (%s: %s); the job goes on without it",
-                        type(e).__name__, _first_line(e))
+            log.warning(
+                "W&B did not start offline either (%s: %s); the job goes on without it",
+                type(e).__name__,
+                _first_line(e),
+            )
 
     def _safely(self, what: str, fn, *args, **kwargs) -> None:
         """Call fn (a callable that uses self.run) unless W&B is off; a failure is a warning."""
@@ -86,12 +118,17 @@ class WandbTracker:
     def log_sample(self, row: dict[str, Any], progress: Mapping[str, Any]) -> None:
         if not self.live:
             return
-        point = {"sample/correct": float(bool(row.get("correct"))), "sample/error": float(row.get("error") is not None),
-                 "sample/n_output_tokens": row.get("n_output_tokens"), **{f"progress/{k}": v for k, v in progress.items()}}
+        point = {
+            "sample/correct": float(bool(row.get("correct"))),
+            "sample/error": float(row.get("error") is not None),
+            "sample/n_output_tokens": row.get("n_output_tokens"),
+            **{f"progress/{k}": v for k, v in progress.items()},
+        }
         self._safely("a sample", lambda: self.run.log(point))
 
-    def finish(self, *, state: str, metrics: Mapping[str, Any] | None, rows: list[dict[str, Any]],
-               traces: list[dict[str, Any]]) -> None:
+    def finish(
+        self, *, state: str, metrics: Mapping[str, Any] | None, rows: list[dict[str, Any]], traces: list[dict[str, Any]]
+    ) -> None:
         if self.run is None:
             return
         if metrics:
@@ -108,8 +145,9 @@ class WandbTracker:
         self.run = None
 
     def _log_samples(self, rows: list[dict[str, Any]]) -> None:
-        table = self._wandb.Table(columns=list(SAMPLE_COLUMNS),
-                                  data=[[_cell_value(r.get(c)) for c in SAMPLE_COLUMNS] for r in rows])
+        table = self._wandb.Table(
+            columns=list(SAMPLE_COLUMNS), data=[[_cell_value(r.get(c)) for c in SAMPLE_COLUMNS] for r in rows]
+        )
         self.run.log({"samples": table})
 
     def _log_traces(self, traces: list[dict[str, Any]]) -> None:
@@ -124,6 +162,6 @@ class WandbTracker:
             xs = [[t["step"] for t in by_sample[k]] for k in keys]
             ys = [[t[metric] for t in by_sample[k]] for k in keys]
             logged[f"trace/{metric}"] = wandb.plot.line_series(
-                xs=xs, ys=ys, keys=[f"{i}#{s}" for i, s in keys], title=metric, xname="decode step")
+                xs=xs, ys=ys, keys=[f"{i}#{s}" for i, s in keys], title=metric, xname="decode step"
+            )
         self.run.log(logged)
-
