@@ -1,14 +1,13 @@
 import torch
 
 from kvexp.errors import ConfigError
-from kvexp.policies.base import Policy, PolicyState
-from kvexp.policies.scoring import QueryWindow, pool_along_positions
+from kvexp.policies.scoring import WindowedQueriesPolicy, pool_along_positions
 
 # the pairwise similarities of one eviction are computed in blocks of rows no larger than this
 SIMILARITY_BLOCK_BYTES = 32 * 2**20
 
 
-class RKV(Policy):
+class RKV(WindowedQueriesPolicy):
     """R-KV (Cai et al., 2025): importance minus redundancy.
 
     importance: attention of the last `obs_window` real queries, averaged and max-pooled (kernel 7)
@@ -24,28 +23,14 @@ class RKV(Policy):
     """
 
     name = "rkv"
-    needs_attention = True
 
     def __init__(self, *, lam: float = 0.1, obs_window: int = 8, kernel: int = 7, threshold: float = 0.5, **kw):
-        super().__init__(**kw)
+        super().__init__(obs_window=obs_window, **kw)
         if not 0.0 <= lam <= 1.0:
             raise ConfigError(f"rkv lam must be in [0, 1], got {lam}")
         self.lam = lam
-        self.obs_window = obs_window
         self.kernel = kernel
         self.threshold = threshold
-        self.queries = QueryWindow(obs_window)
-
-    def default_window(self, budget):
-        return self.obs_window
-
-    def init_state(self, batch, heads, n_slots, device):
-        state = PolicyState()
-        self.queries.init(state, batch, heads, n_slots, device)
-        return state
-
-    def observe(self, state, probs, ctx):
-        self.queries.push(state, probs, ctx)
 
     @staticmethod
     def _block_rows(batch: int, heads: int, n_slots: int) -> int:

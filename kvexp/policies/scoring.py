@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from kvexp.errors import ConfigError
-from kvexp.policies.base import PolicyState, StepContext
+from kvexp.policies.base import Policy, PolicyState, StepContext
 
 
 def position_sorted(pos: Tensor) -> Tensor:
@@ -70,3 +70,26 @@ class QueryWindow:
         """[B, H, N]: mean attention over the window's queries (those that exist yet)."""
         seen = ctx.incoming.clamp(min=1, max=self.size).to(torch.float32)
         return state["recent"].sum(dim=-2) / seen.view(-1, 1, 1)
+
+
+class WindowedQueriesPolicy(Policy):
+    """A policy that scores by the attention of its last `obs_window` real queries (SnapKV-D, R-KV,
+    G-KV): it keeps them in a QueryWindow, one per layer, and protects the window's own tokens."""
+
+    needs_attention = True
+
+    def __init__(self, *, obs_window: int, **kw):
+        super().__init__(**kw)
+        self.obs_window = obs_window
+        self.queries = QueryWindow(obs_window)
+
+    def default_window(self, budget):
+        return self.obs_window
+
+    def init_state(self, batch, heads, n_slots, device):
+        state = PolicyState()
+        self.queries.init(state, batch, heads, n_slots, device)
+        return state
+
+    def observe(self, state, probs, ctx):
+        self.queries.push(state, probs, ctx)
