@@ -132,3 +132,19 @@ def test_unknown_policy_is_refused(tmp_path):
         timeout=120,
     )
     assert proc.returncode == 2 and "unknown policy 'nope'" in proc.stderr
+
+
+def test_target_verdicts():
+    """A ratio target passes at or above its threshold, a size target at or below its limit; reference
+    figures are INFO whatever they read, a missing figure n/a; the CPU-time cross-check has its own verdict."""
+    from kvexp.bench.targets import check, check_at_most
+
+    fast, slow = {"batch": 1, "cpu_ms_per_step": 10.0}, {"batch": 1, "cpu_ms_per_step": 20.0}
+    passed = check("t", "d", 90.0, 100.0, 0.9, "a", "b", cpu=(slow, fast))
+    assert (passed["status"], passed["ratio"], passed["cpu_ratio"], passed["cpu_status"]) == ("PASS", 0.9, 0.5, "FAIL")
+    assert check("t", "d", 89.0, 100.0, 0.9, "a", "b")["status"] == "FAIL"
+    assert check("t", "d", 1.0, 100.0, 0.9, "a", "b", reference=True)["status"] == "INFO"
+    assert check("t", "d", None, 100.0, 0.9, "a", "b")["status"] == "n/a"
+    assert check_at_most("s", "d", 0.3, 0.3)["status"] == "PASS"
+    assert check_at_most("s", "d", 0.31, 0.3)["status"] == "FAIL"
+    assert check_at_most("s", "d", None, 0.3)["status"] == "n/a"

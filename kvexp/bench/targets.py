@@ -31,45 +31,39 @@ def cpu_speed(row: dict) -> float | None:
     return row["batch"] * 1000 / ms if ms else None
 
 
-def check(name, detail, num, den, threshold, num_label, den_label, reference=False, cpu=None) -> dict:
-    """reference=True: shown for context, not one of the issue's targets (status INFO, never FAIL).
-    cpu: (numerator row, denominator row) for the same ratio in CPU-time terms, a cross-check."""
-    ratio = num / den if num and den else None
-    cpu_ratio = None
-    if cpu is not None:
-        a, b = (cpu_speed(r) for r in cpu)
-        cpu_ratio = round(a / b, 4) if a and b else None
-    status = "n/a" if ratio is None else "INFO" if reference else "PASS" if ratio >= threshold else "FAIL"
+def _verdict(name, detail, value, threshold, met: bool, reference: bool) -> dict:
+    """One target's row: PASS/FAIL on `met`, INFO for a reference figure, n/a without a value."""
+    status = "n/a" if value is None else "INFO" if reference else "PASS" if met else "FAIL"
+    ratio = None if value is None else round(value, 4)
     return {
         "target": name,
         "detail": detail,
-        "ratio": None if ratio is None else round(ratio, 4),
+        "ratio": ratio,
         "threshold": threshold,
-        "numerator": num_label,
-        "denominator": den_label,
-        "numerator_tokens_per_s": num,
-        "denominator_tokens_per_s": den,
-        "status": status,
-        "reference": reference,
-        "cpu_ratio": cpu_ratio,
-        "cpu_status": None if cpu_ratio is None or reference else "PASS" if cpu_ratio >= threshold else "FAIL",
-    }
-
-
-def check_at_most(name, detail, value, limit, reference=False) -> dict:
-    """A target on a figure that must stay at or below `limit` (a size or count ratio, not a speed)."""
-    status = "n/a" if value is None else "INFO" if reference else "PASS" if value <= limit else "FAIL"
-    return {
-        "target": name,
-        "detail": detail,
-        "ratio": None if value is None else round(value, 4),
-        "threshold": limit,
-        "at_most": True,
         "status": status,
         "reference": reference,
         "cpu_ratio": None,
         "cpu_status": None,
     }
+
+
+def check(name, detail, num, den, threshold, num_label, den_label, reference=False, cpu=None) -> dict:
+    """reference=True: shown for context, not one of the issue's targets (status INFO, never FAIL).
+    cpu: (numerator row, denominator row) for the same ratio in CPU-time terms, a cross-check."""
+    ratio = num / den if num and den else None
+    row = _verdict(name, detail, ratio, threshold, ratio is not None and ratio >= threshold, reference)
+    row.update(numerator=num_label, denominator=den_label, numerator_tokens_per_s=num, denominator_tokens_per_s=den)
+    if cpu is not None:
+        a, b = (cpu_speed(r) for r in cpu)
+        if a and b:
+            row["cpu_ratio"] = round(a / b, 4)
+            row["cpu_status"] = None if reference else "PASS" if row["cpu_ratio"] >= threshold else "FAIL"
+    return row
+
+
+def check_at_most(name, detail, value, limit, reference=False) -> dict:
+    """A target on a figure that must stay at or below `limit` (a size or count ratio, not a speed)."""
+    return {**_verdict(name, detail, value, limit, value is not None and value <= limit, reference), "at_most": True}
 
 
 def evaluate(rows: list[dict], plan: Plan) -> list[dict]:
