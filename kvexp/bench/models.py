@@ -105,9 +105,9 @@ def load_model(name: str, device: torch.device, dtype: torch.dtype):
     return model.to(device).eval()
 
 
-def _load_smollm2(device: torch.device, dtype: torch.dtype):
-    """Through kvexp.models (the preset's GGUF, converted once into a safetensors cache folder)."""
-    from kvexp.models import ModelPreset, ModelSource
+def smollm2_preset(device: torch.device, dtype: torch.dtype):
+    """SmolLM2-135M-Instruct from its offline GGUF package, converted once into a safetensors cache folder."""
+    from kvexp.models import ModelPreset
 
     preset = ModelPreset(
         name=SMOLLM2,
@@ -118,7 +118,13 @@ def _load_smollm2(device: torch.device, dtype: torch.dtype):
         device=str(device),
     )
     preset.validate()
-    return ModelSource(preset).load().model
+    return preset
+
+
+def _load_smollm2(device: torch.device, dtype: torch.dtype):
+    from kvexp.models import ModelSource
+
+    return ModelSource(smollm2_preset(device, dtype)).load().model
 
 
 def random_prompts(vocab_size: int, batch: int, length: int, seed: int = 1234) -> list[list[int]]:

