@@ -414,6 +414,10 @@ def test_bookkeeping_keys_may_differ(tmp_path):
                 "trace.n_problems": 0,
                 "model.device": "cuda",
                 "dataset.source": "bundled",
+                # batching and memory (every key a resumed job may change, kvexp.pipeline.cell)
+                "generation.max_batch_size": 8,
+                "generation.memory_gb": 40,
+                "generation.max_prefill_tokens": 1024,
             }
         ),
         rows,

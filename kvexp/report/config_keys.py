@@ -26,27 +26,21 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
+from kvexp.pipeline.cell import RESUMABLE_CHANGES
+
 from .loading import Job, ReportError
 
 IDENTITY_KEYS = ("model.name", "dataset.name", "policy.*", "budget.*")
 REPLICATE_KEY = "seed"
 SHARD_KEYS = ("dataset.shard.*",)
-IGNORED_KEYS = (
-    "logger.*",
-    "hydra.*",
-    "output_dir",
-    "output_root",
-    "paths.*",
-    "generation.batch_size",
-    "*wandb*",
-    "trace.*",  # how many problems are traced, not how they are solved
-    "resume.*",
-    "dataset.source",  # hub or bundled copy: the same problems (kvexp.data)
-    "model.path",
-    "model.cache_dir",
-    "model.device",
-    "metrics.*",  # which summaries metrics.json computed; the report recomputes from rows
-)
+#: Keys the report checks itself although a rerun may change them: problems and samples per cell.
+_CHECKED_BY_THE_REPORT = ("dataset.limit", "generation.num_samples")
+#: Keys that do not change what a row means: the pipeline's one list of what a resumed job may change
+#: (output, logging, batching and memory, local paths, metrics.json's summaries), plus what only Hydra
+#: and W&B write.
+IGNORED_KEYS = tuple(
+    pattern for key in RESUMABLE_CHANGES if key not in _CHECKED_BY_THE_REPORT for pattern in (key, f"{key}.*")
+) + ("hydra.*", "output_dir", "paths.*", "*wandb*")
 #: A dataset.* key that is a sweep-wide choice (problems per cell), checked across the whole report.
 SWEEP_WIDE_KEYS = ("dataset.limit",)
 #: Keys outside model.* that the config derives from the model preset (conf/generation: temperature
