@@ -482,3 +482,17 @@ def test_the_first_termination_signal_interrupts_and_later_ones_are_ignored(caps
         with signals_as_exceptions():
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(1)
+
+
+def test_partition_offer_reads_sinfo_including_mixed_memory(monkeypatch):
+    """sinfo writes "64000+" for a partition whose nodes differ in memory: read as at least 62 GB."""
+    from kvexp.launch import slurm
+
+    monkeypatch.setattr(slurm, "_run", lambda cmd, timeout=10: "2|64000+|gpu:2|infinite\n4|16384|(null)|1:00:00\n")
+    assert slurm.partition_offer("debug") == (
+        "2 CPUs, 62+ GB memory, GRES gpu:2 per node, time limit infinite; "
+        "4 CPUs, 16 GB memory, GRES (null) per node, time limit 1:00:00"
+    )
+    monkeypatch.setattr(slurm, "_run", lambda cmd, timeout=10: None)
+    assert slurm.partition_offer("debug") == "unknown (sinfo did not answer)"
+    assert slurm.cancel("123") is False

@@ -503,7 +503,7 @@ class SlurmLauncher(_KvexpSubmititLauncher):
         cannot resolve (the request exceeds the partition, a per-job limit, an unknown account) cancels the
         array and fails the launch at once, naming the request, the offer and the settings to change; the
         others (Priority, Resources, ...) are logged when they change and every PENDING_LOG_S seconds."""
-        from kvexp.launch.slurm import never_starts, partition_offer, pending_tasks
+        from kvexp.launch.slurm import cancel, never_starts, partition_offer, pending_tasks
 
         array = jobs[0].job_id.split("_")[0]
         by_reason: dict[str, list[str]] = {}
@@ -515,9 +515,7 @@ class SlurmLauncher(_KvexpSubmititLauncher):
             meaning = never_starts(reason)
             if meaning is None:
                 continue
-            import subprocess
-
-            subprocess.run(["scancel", array], capture_output=True, timeout=30)
+            cancelled = cancel(array)
             p = self.params
             request = (
                 f"{p.get('cpus_per_task')} CPUs, {p.get('mem_gb')} GB memory, {p.get('gpus_per_node') or 0} "
@@ -531,8 +529,12 @@ class SlurmLauncher(_KvexpSubmititLauncher):
                 f"hydra.launcher.cpus_per_task=..., hydra.launcher.mem_gb=..., hydra.launcher.gpus_per_node=..., "
                 f"hydra.launcher.timeout_min=... (or KVEXP_SLURM_CPUS, KVEXP_SLURM_MEM_GB, KVEXP_SLURM_GPUS, "
                 f"KVEXP_SLURM_TIMEOUT_MIN in jobs/site.env), or pick another partition, account or QOS "
-                f"(hydra.launcher.partition / KVEXP_SLURM_PARTITION, ...). The array was cancelled (scancel "
-                f"{array}); nothing ran."
+                f"(hydra.launcher.partition / KVEXP_SLURM_PARTITION, ...). "
+                + (
+                    f"The array was cancelled (scancel {array}); nothing ran."
+                    if cancelled
+                    else f"SLURM did not answer scancel: cancel the array yourself (scancel {array})."
+                )
             )
         waiting = {r: len(t) for r, t in by_reason.items() if r not in ("None", "")}  # None: not yet looked at
         now = time.monotonic()

@@ -20,6 +20,11 @@ def _run(cmd: list[str], timeout: float = 10) -> str | None:
     return out.stdout if out.returncode == 0 else None
 
 
+def cancel(job_id: str) -> bool:
+    """`scancel` the job (or job array); False when SLURM did not answer."""
+    return _run(["scancel", job_id], timeout=30) is not None
+
+
 def accounting_state(job_id: str) -> str | None:
     """The job's state in the accounting database (`sacct`), e.g. RUNNING or "CANCELLED by 1000"."""
     out = _run(["sacct", "-X", "-n", "-P", "-o", "State", "-j", job_id])
@@ -154,6 +159,8 @@ def partition_offer(partition: str) -> str:
         parts = line.strip().split("|")
         if len(parts) == 4:
             cpus, mem_mb, gres, limit = parts
-            mem = f"{int(mem_mb) // 1024} GB" if mem_mb.rstrip("+").isdigit() else f"{mem_mb} MB"
+            # sinfo writes "64000+" when the partition's nodes differ: at least that much
+            mb, more = mem_mb.rstrip("+"), "+" if mem_mb.endswith("+") else ""
+            mem = f"{int(mb) // 1024}{more} GB" if mb.isdigit() else f"{mem_mb} MB"
             offers.append(f"{cpus} CPUs, {mem} memory, GRES {gres} per node, time limit {limit}")
     return "; ".join(offers) or "unknown (sinfo did not answer)"
