@@ -247,6 +247,7 @@ def reference_generate(model, prompt_ids, policy: ReferencePolicy, max_new_token
                     rows[layer][h].append(row)
         if t > policy.budget:
             prune(t - policy.budget)
+            policy.history.clear()  # G-KV: a prompt compressed at prefill starts no history
         tokens = [int(out.logits[0, -1].argmax())]
         while len(tokens) < max_new_tokens:
             if len(positions[0][0]) + 1 > policy.budget:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from engine_models import prompt
@@ -311,6 +313,13 @@ def test_gkv_matches_its_published_update_over_resident_slots_in_any_slot_order(
     assert (state["history"][0, 0, slots[n - w :]] == 0).all()  # the window carries no history
     # the history matters: a token whose cached score beats its local attention keeps it (times alpha)
     assert (expected_cache[:5] > rows.mean(0)[:5] / rows.mean(0)[: n - w].max()).any()
+
+    # a prompt compressed at prefill scores the same way but starts no history (G-KV's prefill)
+    state["history"].zero_()
+    without_history, _ = _gkv_as_published(rows, keys, torch.zeros(0), w)
+    score = policy.score(state, LayerView(stored, pos), dataclasses.replace(ctx(n), prefill=True))
+    assert torch.allclose(score[0, 0, outside], without_history, atol=1e-5)
+    assert (state["history"] == 0).all()
 
 
 # ---- TriAttention ----

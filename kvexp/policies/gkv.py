@@ -62,8 +62,9 @@ class GKV(RKV):
         global_score = torch.maximum(self.alpha * state["history"], local)
         redundancy = by_max_outside_window(self.redundancy(view.keys, view.pos))
         # the history G-KV caches: the global score of the tokens outside the window, in evicting rows
-        history = torch.where(scored, global_score, 0.0)
-        if not (ctx.prefill or ctx.evict_all) and ctx.evict_rows is not None:
-            history = torch.where(ctx.evict_rows.view(-1, 1, 1), history, state["history"])
-        state["history"] = history
+        if not ctx.prefill:  # a prompt compressed at prefill starts no history (docstring)
+            history = torch.where(scored, global_score, 0.0)
+            if not ctx.evict_all and ctx.evict_rows is not None:
+                history = torch.where(ctx.evict_rows.view(-1, 1, 1), history, state["history"])
+            state["history"] = history
         return self.lam * global_score - (1.0 - self.lam) * redundancy
