@@ -104,9 +104,8 @@ class _Row:
 
     request: Request
     resident: int
-    peak: int
+    peak: int  # also the slot extent: slots [0, peak) may hold entries (free slots are taken lowest first)
     evicted: int
-    extent: int  # slots [0, extent) may hold entries (free slots are taken lowest first)
     prefill_s: float = 0.0
     started: float = 0.0  # when its decode began (after its prefill)
     tokens: list[int] = field(default_factory=list)
@@ -325,7 +324,6 @@ class Engine:
                 kept,
                 kept,
                 n - kept,
-                extent=kept,
                 prefill_s=t1 - t0,
                 started=t1,
                 trace=[] if r.key in trace_keys else None,
@@ -341,7 +339,7 @@ class Engine:
         """One decode forward: every row appends its pending token (full rows evict first)."""
         evicting = self.policy.evicts
         needs = [evicting and row.resident + 1 > capacity for row in rows]
-        slots_in_use = max(min(row.extent + 1, capacity) for row in rows)
+        slots_in_use = max(min(row.peak + 1, capacity) for row in rows)
         # one host-to-device copy per step: [5, B] positions, prompt lengths, seeds, tokens, evictions
         incoming, prompt_len, row_seed, step_ids, evict = torch.tensor(
             [
@@ -370,7 +368,6 @@ class Engine:
                 row.evicted += self.budget.slack
             row.resident += 1
             row.peak = max(row.peak, row.resident)
-            row.extent = max(row.extent, row.resident)
             row.pending = None
         return self._forward(step_ids, incoming.view(-1, 1), cache)
 
@@ -386,8 +383,7 @@ class Engine:
 
     @staticmethod
     def _record_trace(rows: list[_Row], cache: KVCache) -> None:
-        prompt_len = torch.tensor([len(row.request.prompt_ids) for row in rows], device=cache.layers[0].pos.device)
-        share = cache.resident_prompt_share(prompt_len).tolist()
+        share = cache.resident_prompt_share(cache.ctx.prompt_len).tolist()  # the step's own prompt lengths
         for row, sh in zip(rows, share):
             if row.trace is not None:
                 row.trace.append(

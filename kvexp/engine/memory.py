@@ -55,6 +55,13 @@ class ModelShape:
         """K and V of one token across all layers and KV heads."""
         return 2 * self.layers * self.kv_heads * self.head_dim * self.dtype_bytes
 
+    @property
+    def activation_bytes_per_token(self) -> int:
+        """One token's activations in one layer: residual and norm, MLP, Q/K/V and attention output."""
+        return (
+            4 * self.hidden + 3 * self.intermediate + 2 * (self.query_heads + 2 * self.kv_heads) * self.head_dim
+        ) * self.dtype_bytes
+
     def weight_bytes(self) -> int:
         """Embedding, attention and MLP projections, LM head (untied), in the model's dtype."""
         attn = self.hidden * self.head_dim * (2 * self.query_heads + 2 * self.kv_heads)
@@ -105,19 +112,16 @@ def row_cost(shape: ModelShape, policy: Policy, capacity: int) -> RowCost:
     else:  # the fused kernel; its boolean mask
         attention = shape.query_heads * n * 4 + h * n
     logits = shape.vocab * (shape.dtype_bytes + 4 + 4 + 8)  # LM head out, fp32 copy, sampling sort
-    activations = (
-        4 * shape.hidden + 3 * shape.intermediate + 2 * (shape.query_heads + 2 * h) * shape.head_dim
-    ) * shape.dtype_bytes
     return RowCost(
-        kv=n * shape.kv_bytes_per_token, policy_state=state, workspace=max(attention, eviction) + logits + activations
+        kv=n * shape.kv_bytes_per_token,
+        policy_state=state,
+        workspace=max(attention, eviction) + logits + shape.activation_bytes_per_token,
     )
 
 
 def shared_workspace(shape: ModelShape, policy: Policy, longest_prompt: int, max_prefill_tokens: int) -> int:
     tokens = max(longest_prompt, max_prefill_tokens)
-    per_token = (
-        4 * shape.hidden + 3 * shape.intermediate + 2 * (shape.query_heads + 2 * shape.kv_heads) * shape.head_dim
-    ) * shape.dtype_bytes
+    per_token = shape.activation_bytes_per_token
     prompt_state = policy.state_bytes(shape.kv_heads, longest_prompt)
     _, fixed = (
         policy.eviction_workspace_bytes(shape.kv_heads, shape.query_heads, longest_prompt, shape.head_dim)
