@@ -231,19 +231,16 @@ def test_resume_identity_ignores_only_harmless_changes():
     for change in ("seed=1", "generation.max_new_tokens=9", "policy.window=3", "budget=512", "dataset=math500"):
         other = OmegaConf.to_container(compose_config(["model=tiny_random", change]), resolve=True)
         assert differences(run_identity(base), run_identity(other)), change
-    # the full cache records no budget (kvexp.pipeline.folder.record_budget), so its launches agree
-    from kvexp.pipeline.folder import record_budget
-    from kvexp.policies import POLICIES
+    # the full cache records no budget (the config the job writes), so its launches at two budgets agree
+    from kvexp.pipeline.job import _recorded_config
 
     full_a, full_b = (
-        record_budget(
-            OmegaConf.to_container(compose_config(["policy=full", f"budget={b}"]), resolve=True),
-            evicts=POLICIES["full"].evicts,
-        )
-        for b in (128, 512)
+        _recorded_config(compose_config(["model=tiny_random", "policy=full", f"budget={b}"])) for b in (128, 512)
     )
     assert full_a["budget"] == {"tokens": None, "slack": None}
     assert differences(run_identity(full_a), run_identity(full_b)) == []
+    h2o = _recorded_config(compose_config(["model=tiny_random", "policy=h2o", "budget=128"]))
+    assert h2o["budget"] == {"tokens": 128, "slack": 1}  # an evicting policy keeps its budget
 
 
 def test_sweep_product_is_exactly_as_typed():
