@@ -1,4 +1,5 @@
 from kvexp.policies.base import Policy
+from kvexp.policies.scoring import unit_keys
 
 
 class KeyDiff(Policy):
@@ -22,9 +23,7 @@ class KeyDiff(Policy):
 
     def score(self, state, view, ctx):
         valid = (view.pos >= 0).unsqueeze(-1)
-        keys = view.keys.float()
-        unit = keys / keys.norm(dim=-1, keepdim=True).clamp(min=1e-12)  # F.normalize's eps
-        unit = unit * valid  # stale keys of empty slots: zero
+        unit = unit_keys(view.keys, view.pos)
         anchor = unit.sum(dim=-2, keepdim=True) / valid.sum(dim=-2, keepdim=True).clamp(min=1)
         # cosine(unit, anchor) = unit . anchor / |anchor|, unit already has norm 1 (or is zero)
         cosine = (unit @ anchor.transpose(-1, -2)).squeeze(-1) / anchor.norm(dim=-1).clamp(min=1e-8)

@@ -1,7 +1,7 @@
 import torch
 
 from kvexp.errors import ConfigError
-from kvexp.policies.scoring import WindowedQueriesPolicy, pool_along_positions
+from kvexp.policies.scoring import WindowedQueriesPolicy, pool_along_positions, unit_keys
 
 # the pairwise similarities of one eviction are computed in blocks of rows no larger than this
 SIMILARITY_BLOCK_BYTES = 32 * 2**20
@@ -54,8 +54,7 @@ class RKV(WindowedQueriesPolicy):
         near-duplicate drops nothing (R-KV's code drops its similarity to token 0 there).
         """
         valid = pos >= 0
-        unit = keys.float() / keys.float().norm(dim=-1, keepdim=True).clamp(min=1e-12)
-        unit = unit * valid.unsqueeze(-1)  # empty slots (stale keys, padding): zero rows
+        unit = unit_keys(keys, pos)
         b, h, n, _ = unit.shape
         key_pos = torch.where(valid, pos, -1).to(torch.int32).unsqueeze(-2)  # [B, H, 1, N]
         total = torch.empty(b, h, n, device=keys.device)

@@ -17,6 +17,13 @@ def position_sorted(pos: Tensor) -> Tensor:
     return torch.argsort(key, dim=-1, stable=True)
 
 
+def unit_keys(keys: Tensor, pos: Tensor) -> Tensor:
+    """[B, H, N, D] keys scaled to unit length in fp32 (F.normalize's eps), empty slots (stale keys,
+    padding) zero, for cosine similarities over resident tokens."""
+    keys = keys.float()
+    return keys / keys.norm(dim=-1, keepdim=True).clamp(min=1e-12) * (pos >= 0).unsqueeze(-1)
+
+
 def pool_along_positions(values: Tensor, pos: Tensor, kernel: int, mode: str) -> Tensor:
     """1-D pooling (avg or max, stride 1, 'same' padding) of [B, H, N] values over resident
     tokens taken in position order; empty slots neither contribute nor receive."""

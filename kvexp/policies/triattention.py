@@ -73,6 +73,8 @@ class TriAttention(Policy):
         if offset_max < 1:
             raise ConfigError(f"policy.offset_max must be >= 1, got {offset_max}")
         self.offset_max, self.standardize = offset_max, standardize
+        # 1, 2, 4, ... up to offset_max (the authors' build_geometric_offsets)
+        self._offsets = torch.tensor([float(2**i) for i in range(int(math.log2(offset_max)) + 1)], dtype=torch.float64)
         self.calibration = CalibrationSettings(calibration_prompts, calibration_tokens, calibration_seed)
         self.stats: QueryStats | None = None
         self._prepared_for = None
@@ -88,18 +90,13 @@ class TriAttention(Policy):
         self._extra = stats.q_abs_mean - stats.q_mean.abs()  # [L, Hq, F]
         self._weight_for, self._weight = None, None
 
-    def offsets(self) -> torch.Tensor:
-        """1, 2, 4, ... up to offset_max (the authors' build_geometric_offsets)."""
-        return torch.tensor([float(2**i) for i in range(int(math.log2(self.offset_max)) + 1)], dtype=torch.float64)
-
     def future_weight(self, t: torch.Tensor) -> torch.Tensor:
         """[B, F] complex: the mean over offsets o of e^{i omega_f (t + o)}, angles in fp64 reduced mod
         2 pi before fp32. Every layer of a step shares it (the same ctx.incoming), so it is kept."""
         if self._weight_for is not t:
             omega = self.stats.inv_freq.to(t.device, torch.float64)
             angle = torch.remainder(
-                (t.to(torch.float64).view(-1, 1, 1) + self.offsets().to(t.device).view(1, -1, 1))
-                * omega.view(1, 1, -1),
+                (t.to(torch.float64).view(-1, 1, 1) + self._offsets.to(t.device).view(1, -1, 1)) * omega.view(1, 1, -1),
                 2 * math.pi,
             )  # [B, O, F]
             self._weight = torch.polar(torch.ones_like(angle), angle).mean(dim=1).to(torch.complex64)
