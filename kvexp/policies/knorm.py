@@ -4,7 +4,10 @@ from kvexp.policies.base import Policy
 
 # significant bits kept of a key norm: the keys of one token at several positions have equal norms
 # (RoPE rotates, never scales), yet differ in their last bits with the shape of the batch's matrix
-# products; rounded, such ties stay ties and go to the older token whatever shared the batch
+# products; rounded, such ties stay ties and go to the older token whatever shared the batch.
+# Best effort: two norms whose last-bit noise straddles a rounding boundary still round apart (rare:
+# the noise is ~2^-23 against a 2^-16 grid). Scores of other policies are not rounded; their ties
+# between equal keys are rare because they mix in attention or positions.
 _NORM_BITS = 16
 
 
