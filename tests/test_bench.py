@@ -112,6 +112,10 @@ def test_quick_bench_workload_section(tmp_path):
         "ops_vs_full",
     }
     assert "aten ops per decode step" in stdout and "utilization" in stdout
+    by_name = {t["target"]: t for t in result["targets"]}
+    assert by_name["continuous_vs_static"]["cpu_ratio"] > 0 and by_name["continuous_vs_static"]["cpu_status"]
+    whole = by_name["auto_tokens_vs_full_whole"]  # a reference figure: a CPU ratio, but no verdict
+    assert whole["status"] == "INFO" and whole["cpu_ratio"] > 0 and whole["cpu_status"] is None
 
 
 def test_quick_bench_filters(tmp_path):

@@ -117,16 +117,6 @@ def static_utilization(lengths: list[int], rows: int) -> float:
     return sum(n - 1 for n in lengths) / sum(rows * (max(b) - 1) for b in batches)
 
 
-def with_cpu_ratio(target: dict, num: dict, den: dict) -> dict:
-    """The same ratio in tokens per CPU-second (all threads), which other processes on a shared
-    machine barely move: a cross-check of the wall-clock figure."""
-    a, b = num.get("tokens_per_cpu_s"), den.get("tokens_per_cpu_s")
-    if a and b:
-        target["cpu_ratio"] = round(a / b, 4)
-        target["cpu_status"] = "PASS" if target["cpu_ratio"] >= target["threshold"] else "FAIL"
-    return target
-
-
 def run_workload(
     model,
     policy_name: str,
@@ -214,31 +204,25 @@ def batching_runs(plan: WorkloadPlan, device, dtype, log) -> tuple[list[dict], l
         f"{plan.policy} B{plan.budget}/S{plan.slack}"
     )
     targets = [
-        with_cpu_ratio(
-            check(
-                "continuous_vs_static",
-                f"{what}: continuous / static tok/s (static utilization {static['utilization']:.2f})",
-                cont["tokens_per_s"],
-                static["tokens_per_s"],
-                1.6,
-                "continuous",
-                "static",
-            ),
-            cont,
-            static,
+        check(
+            "continuous_vs_static",
+            f"{what}: continuous / static tok/s (static utilization {static['utilization']:.2f})",
+            cont["tokens_per_s"],
+            static["tokens_per_s"],
+            1.6,
+            "continuous",
+            "static",
+            cpu=(cont, static),
         ),
-        with_cpu_ratio(
-            check(
-                "continuous_vs_equal_lengths",
-                f"{what}: heavy-tailed / equal lengths tok/s",
-                cont["tokens_per_s"],
-                ideal["tokens_per_s"],
-                0.85,
-                "heavy-tailed",
-                "equal lengths",
-            ),
-            cont,
-            ideal,
+        check(
+            "continuous_vs_equal_lengths",
+            f"{what}: heavy-tailed / equal lengths tok/s",
+            cont["tokens_per_s"],
+            ideal["tokens_per_s"],
+            0.85,
+            "heavy-tailed",
+            "equal lengths",
+            cpu=(cont, ideal),
         ),
         # the same in steady state: without the drain, where the longest requests end nearly alone
         check(
@@ -361,19 +345,16 @@ def auto_runs(plan: WorkloadPlan, device, dtype, log) -> tuple[list[dict], list[
             plan.policy,
             "full",
         ),
-        with_cpu_ratio(
-            check(
-                "auto_tokens_vs_full_whole",
-                f"{what}: {plan.policy} B{plan.auto_budget} tok/s / full-cache tok/s, whole workload with its drain",
-                evicting["tokens_per_s"],
-                full_run["tokens_per_s"],
-                2.5,
-                plan.policy,
-                "full",
-                reference=True,
-            ),
-            evicting,
-            full_run,
+        check(
+            "auto_tokens_vs_full_whole",
+            f"{what}: {plan.policy} B{plan.auto_budget} tok/s / full-cache tok/s, whole workload with its drain",
+            evicting["tokens_per_s"],
+            full_run["tokens_per_s"],
+            2.5,
+            plan.policy,
+            "full",
+            reference=True,
+            cpu=(evicting, full_run),
         ),
     ]
     return runs, targets
