@@ -17,7 +17,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from kvexp.models import ModelPreset, ModelSource, encode_prompt, format_prompt
-from kvexp.pipeline import IncompatibleJobFolder, JobFolder, JobFolderBusy, read_jsonl, run_job, wilson_interval
+from kvexp.pipeline import IncompatibleJobFolder, JobFolder, JobFolderBusy, read_jsonl, run_job
 from kvexp.pipeline.config import CONFIG_DIR, compose_config
 from kvexp.pipeline.folder import scan_jsonl
 
@@ -441,17 +441,6 @@ def test_secrets_are_never_written(tmp_path, monkeypatch):
         if path.is_file():
             data = path.read_bytes()
             assert secret.encode() not in data and b"0123456789abcdef0123456789abcdef" not in data, path
-
-
-def test_wilson_interval():
-    assert wilson_interval(0, 0) is None
-    lo, hi = wilson_interval(0, 10)
-    assert lo == 0 and 0.27 < hi < 0.28
-    lo, hi = wilson_interval(5, 10)
-    assert abs(lo - 0.2366) < 1e-3 and abs(hi - 0.7634) < 1e-3
-
-
-# ---- the command line, sweeps, experiments ----
 
 
 def test_mission_sweep_on_the_command_line(tmp_path):

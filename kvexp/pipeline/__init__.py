@@ -9,7 +9,7 @@ resume compatibility: kvexp.pipeline.cell; signals: kvexp.pipeline.signals; tabl
 from kvexp.pipeline.cell import cell_name, register_resolvers
 from kvexp.pipeline.folder import JobFolder, JobFolderBusy, read_jsonl
 from kvexp.pipeline.job import IncompatibleJobFolder, plan_job, run_job, sample_seed
-from kvexp.pipeline.metrics import compute_metrics, wilson_interval
+from kvexp.pipeline.metrics import compute_metrics
 from kvexp.pipeline.signals import JobInterrupted
 
 __all__ = [
@@ -23,6 +23,5 @@ __all__ = [
     "IncompatibleJobFolder",
     "read_jsonl",
     "compute_metrics",
-    "wilson_interval",
     "JobInterrupted",
 ]

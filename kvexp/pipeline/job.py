@@ -253,7 +253,7 @@ def run_job(
             (folder.path / HYDRA_DIR).mkdir(exist_ok=True)
             OmegaConf.save(OmegaConf.create(scrub(content)), folder.path / HYDRA_DIR / name)
         status = StatusFile(folder)
-        tracker, state, metrics, plan = None, FAILED, None, None
+        tracker, state, metrics, plan, rows = None, FAILED, None, None, None
         try:  # from the first write of status.json on, every way out leaves a final state in it
             status.update()
             write_json(folder.file(RUN_META), run_meta(overrides=overrides, started_at=status.data["started_at"]))
@@ -261,7 +261,7 @@ def run_job(
             finished, pending = _split_done(cfg, plan, folder)
             if pending or not _tracked_before(folder):  # a finished, already logged job: no second W&B run
                 tracker = _start_tracker(cfg, plan, folder, sweep, resolved)
-            metrics = _execute(cfg, plan, folder, status, tracker, overrides, finished, pending)
+            metrics, rows = _execute(cfg, plan, folder, status, tracker, overrides, finished, pending)
             state = DONE
             return metrics
         except (JobInterrupted, KeyboardInterrupt) as e:
@@ -283,7 +283,7 @@ def run_job(
                 tracker.finish(
                     state=state,
                     metrics=metrics,
-                    rows=_target_rows(folder, plan)[0],
+                    rows=rows if rows is not None else _target_rows(folder, plan)[0],  # read again on failure
                     traces=read_jsonl(folder.file(TRACES)),
                 )
 
@@ -398,7 +398,8 @@ def _execute(
     overrides,
     finished: list[dict[str, Any]],
     pending: list[tuple[Any, int]],
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(metrics.json's content, the cell's rows it was computed from)."""
     done = {row_key(r) for r in finished}
     n_target = len(plan.problems) * plan.num_samples
     status.update(
@@ -437,7 +438,7 @@ def _execute(
         print(f"\n{folder.path}\n{format_table([metrics])}\n", flush=True)
     except OSError:  # a closed stdout (e.g. piped into `head`) must not fail a finished job
         pass
-    return metrics
+    return metrics, rows
 
 
 def _generate(cfg, plan: Plan, folder: JobFolder, status: StatusFile, tracker, pending, done, overrides):

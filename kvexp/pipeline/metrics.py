@@ -16,12 +16,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from kvexp.stats import Sample, cell_stats, plain
-from kvexp.stats import wilson_interval as _wilson
-
-
-def wilson_interval(k: int, n: int) -> list[float] | None:
-    """Wilson's interval as metrics.json stores it: a list, or None when n == 0."""
-    return list(_wilson(k, n)) if n else None
 
 
 def _mean(values: list[float]) -> float | None:

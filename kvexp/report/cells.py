@@ -118,7 +118,7 @@ class Cell:
     def budget_label(self) -> str:
         if self.is_full:
             return "full cache"
-        s = f"B={self.tokens if self.tokens is not None else 'none'}"
+        s = f"B={self.tokens}"
         return s if self.slack in (None, 1) else f"{s} S={self.slack}"
 
     @property

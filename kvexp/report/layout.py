@@ -16,10 +16,6 @@ from .cells import Cell
 from .config_keys import ABSENT, canon, show
 from .loading import Issue
 
-#: Row order in tables: the policy registry's (the reference first, then the README's policy table), then
-#: anything unregistered by name. Importing the registry's names does not load torch.
-POLICY_ORDER = POLICY_NAMES
-
 #: Categories of the data registry (kvexp.data.registry, the one place a dataset's category is
 #: written), in its order, which also orders datasets in the report. Datasets outside it (the
 #: organism's chain task, new ones) are averaged under "Other" rather than dropped.
@@ -77,13 +73,14 @@ class ModelLayout:
 
 
 def _policy_rank(policy: str) -> tuple:
-    if policy in POLICY_ORDER:
-        return (POLICY_ORDER.index(policy), "")
-    return (len(POLICY_ORDER), policy)
+    # the registry's order (the reference first, then the README's policy table), then unregistered by name
+    if policy in POLICY_NAMES:
+        return (POLICY_NAMES.index(policy), "")
+    return (len(POLICY_NAMES), policy)
 
 
 def _column_of(cell: Cell, slack_varies: bool) -> Column:
-    label = f"B={cell.tokens if cell.tokens is not None else 'none'}"
+    label = f"B={cell.tokens}"  # only cells with a budget have a column
     if slack_varies:
         label += f" S={cell.slack if cell.slack is not None else '?'}"
     return Column(cell.tokens, cell.slack, label)

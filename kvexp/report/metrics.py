@@ -9,13 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kvexp.stats import METHOD_TEXT, CellStats, PairedStats, cell_stats, paired_stats, resolve_pass_k
+from kvexp.stats import CellStats, PairedStats, cell_stats, paired_stats, resolve_pass_k
 
 from .cells import Cell
 from .layout import ModelLayout
-
-#: How each interval method reads in report.md.
-CI_METHOD_TEXT = METHOD_TEXT
 
 
 @dataclass

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kvexp.stats import BOOTSTRAP, TWO_LEVEL, WILSON, Estimate, plain
+from kvexp.stats import BOOTSTRAP, METHOD_TEXT, TWO_LEVEL, WILSON, Estimate, plain
 
 from .config_keys import show
 from .layout import CATEGORIES, OTHER, ModelLayout, category_of
-from .metrics import CI_METHOD_TEXT, CellResult
+from .metrics import CellResult
 
 INCOMPLETE_MARK = "†"
 NO_VALUE = "—"
@@ -286,8 +286,8 @@ KINDS: tuple[Kind, ...] = (
         "mean over problems of each problem's share of correct samples; with several seeds, the "
         "mean over seeds, `sd` the standard deviation between seeds, each seed's value in "
         "seeds.csv). Error rows count as incorrect; `k err` gives their number (n_errors in the "
-        f"CSV). Interval: 95% {CI_METHOD_TEXT[WILSON]} with one seed and one sample per problem, "
-        f"else a {CI_METHOD_TEXT[BOOTSTRAP]}, or with several seeds a {CI_METHOD_TEXT[TWO_LEVEL]} "
+        f"CSV). Interval: 95% {METHOD_TEXT[WILSON]} with one seed and one sample per problem, "
+        f"else a {METHOD_TEXT[BOOTSTRAP]}, or with several seeds a {METHOD_TEXT[TWO_LEVEL]} "
         "(a problem drawn is drawn for every seed). `(n=…)` gives the rows of an incomplete cell.",
     ),
     Kind(
@@ -445,7 +445,7 @@ def dataset_tables(layout: ModelLayout, results: dict, dataset: str) -> list[Tab
         notes = []
         if kind.key == "accuracy":
             methods = sorted({r.metrics.ci_method for r in here})
-            notes.append("95% intervals: " + "; ".join(CI_METHOD_TEXT[m] for m in methods) + ".")
+            notes.append("95% intervals: " + "; ".join(METHOD_TEXT[m] for m in methods) + ".")
         if ref is None and kind.compares:
             notes.append("No full-cache run for this dataset: nothing to compare against.")
         if kind.compares:
