@@ -123,10 +123,9 @@ class LayerCache:
         """Prompts laid end to end (packed, no padding): q [1, H*G, T, D], k/v [1, H, T, D], prompt p
         being the next ctx.prompt_len[p] tokens. Each prompt attends to itself alone, exactly as if
         it were prefilled on its own, keeps at most `capacity` tokens by the policy's rule and is
-        written to cache row ctx.rows[p] with fresh policy state. Returns [1, T, H*G, D]."""
-        rows = ctx.rows.tolist() if ctx.rows is not None else range(len(ctx.prompt_len))
+        written to its cache row (ctx.prefill_rows) with fresh policy state. Returns [1, T, H*G, D]."""
         outs, start = [], 0
-        for p, (row, length) in enumerate(zip(rows, ctx.prompt_len.tolist())):
+        for p, (row, length) in enumerate(ctx.prefill_rows):
             end = start + length
             outs.append(
                 self._prefill_one(q[:, :, start:end], k[:, :, start:end], v[:, :, start:end], scaling, ctx.one(p), row)
@@ -158,7 +157,7 @@ class LayerCache:
         self.k[row, :, :kept] = k[0].gather(1, keep[0].unsqueeze(-1).expand(h, kept, d))
         self.v[row, :, :kept] = v[0].gather(1, keep[0].unsqueeze(-1).expand(h, kept, d))
         self.pos[row] = torch.nn.functional.pad(keep[0], (0, self.capacity - kept), value=-1)  # index = position
-        self.state.load_rows(torch.tensor([row], device=k.device), state.gather_slots(keep, self.capacity))
+        self.state.load_row(row, state.gather_slots(keep, self.capacity))
         return torch.cat(outs, dim=3).reshape(1, h * g, length, d)
 
     def _prefill_keep(self, state, view: LayerView, ctx: StepContext) -> Tensor:

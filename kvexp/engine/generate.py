@@ -311,7 +311,7 @@ class Engine:
             incoming=prompt_len.clone(),
             prompt_len=prompt_len,
             row_seed=torch.tensor([r.seed % 2**62 for r in batch], device=self.device),
-            rows=torch.tensor(targets, device=self.device),
+            prefill_rows=tuple(zip(targets, lengths)),
         )
         t0 = self._sync()
         new_logits = self._forward(ids, positions, cache, last)

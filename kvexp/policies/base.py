@@ -10,7 +10,7 @@ Every tensor of a policy's state carries the batch axis first and the slot axis 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 import torch
@@ -34,8 +34,9 @@ class StepContext:
         first, so no entry lies beyond); attention reads only those. None means all.
     query_pos: [B, Q] positions of the queries of this pass (prefill: of the current chunk), for
         rules that index queries by position.
-    rows: prefill only, [B] the cache row each prompt is written to (newcomers replace finished
-        requests in place); None means rows 0..B-1.
+    prefill_rows: prefill only, on the host: (cache row, prompt length) of each packed prompt, in
+        order (newcomers replace finished requests in place), so layers split the packed prompts
+        without reading the device.
     """
 
     prefill: bool
@@ -46,26 +47,17 @@ class StepContext:
     evict_all: bool = False
     slots_in_use: int | None = None
     query_pos: Tensor | None = None
-    rows: Tensor | None = None
+    prefill_rows: tuple[tuple[int, int], ...] = ()
     layer_idx: int = 0
 
-    def one(self, row: int) -> StepContext:
-        """The context of batch row `row` alone (a prefill handles its packed prompts one by one)."""
-
-        def pick(t):
-            return None if t is None else t[row : row + 1]
-
-        return StepContext(
-            self.prefill,
-            pick(self.incoming),
-            pick(self.prompt_len),
-            pick(self.row_seed),
-            pick(self.evict_rows),
-            self.evict_all,
-            self.slots_in_use,
-            pick(self.query_pos),
-            None,
-            self.layer_idx,
+    def one(self, p: int) -> StepContext:
+        """The context of packed prompt `p` alone (a prefill handles its prompts one by one)."""
+        return replace(
+            self,
+            incoming=self.incoming[p : p + 1],
+            prompt_len=self.prompt_len[p : p + 1],
+            row_seed=self.row_seed[p : p + 1],
+            prefill_rows=(),
         )
 
 
@@ -126,10 +118,10 @@ class PolicyState:
         for name, t in self.tensors.items():
             self.tensors[name] = t.index_select(0, rows)
 
-    def load_rows(self, rows: Tensor, other: PolicyState) -> None:
-        """Rows `rows` [K] take `other`'s state (K rows): a newcomer replaces a finished request."""
+    def load_row(self, row: int, other: PolicyState) -> None:
+        """Row `row` takes `other`'s state (one row): a newcomer replaces a finished request."""
         for name, t in self.tensors.items():
-            t.index_copy_(0, rows, other[name])
+            t[row] = other[name][0]
 
 
 class Policy:
