@@ -28,7 +28,6 @@ job; default: the launching interpreter) and `poll_s`.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -50,7 +49,7 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmitit
 from omegaconf import OmegaConf, open_dict
 
 from kvexp.pipeline.cell import register_resolvers
-from kvexp.pipeline.folder import STATUS
+from kvexp.pipeline.folder import read_status
 from kvexp.pipeline.signals import JobInterrupted, ignore_further_signals, signals_as_exceptions
 
 log = logging.getLogger(__name__)
@@ -143,8 +142,10 @@ def _reason(exc: BaseException, state: str | None = None) -> str:
 def _status_line(folder: Path, reason: str) -> str | None:
     """What the job folder's status.json says, where it adds to `reason`."""
     try:
-        status = json.loads((folder / STATUS).read_text())
-    except (OSError, ValueError):
+        status = read_status(folder)
+    except OSError:
+        return None
+    if not status:
         return None
     line = str(status.get("state"))
     error = status.get("error")

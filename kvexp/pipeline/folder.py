@@ -83,6 +83,19 @@ def as_recorded_now(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+def read_status(folder: Path) -> dict[str, Any] | None:
+    """A job folder's status.json: {} when it has none, None when it is not a JSON object (e.g. torn by a
+    kill, which says nothing reliable). A file that cannot be read raises OSError."""
+    path = Path(folder) / STATUS
+    if not path.exists():
+        return {}
+    try:
+        status = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return None
+    return status if isinstance(status, dict) else None
+
+
 def write_json(path: Path, obj: Any) -> None:
     """Replace `path` atomically with `obj` as JSON."""
     with replaced_atomically(path) as f:

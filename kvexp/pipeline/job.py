@@ -15,9 +15,9 @@ the same folder resumes).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
-import json
 import logging
 import time
 import traceback
@@ -46,6 +46,7 @@ from kvexp.pipeline.folder import (
     JobFolderBusy,
     as_recorded_now,
     read_jsonl,
+    read_status,
     record_budget,
     row_key,
     target_keys,
@@ -179,10 +180,8 @@ class StatusFile:
     def existing(cls, folder: JobFolder) -> StatusFile:
         """The folder's status.json as it stands (its targets and counts kept), to amend it."""
         status = cls(folder)
-        try:
-            status.data.update(json.loads(status.path.read_text()))
-        except (OSError, ValueError):
-            pass
+        with contextlib.suppress(OSError):
+            status.data.update(read_status(folder.path) or {})
         return status
 
     def update(self, force: bool = True, **fields: Any) -> None:
@@ -304,8 +303,8 @@ def _note_a_dead_holder(folder: JobFolder) -> None:
     """A status.json still `running` in a folder this process has just locked was left by a run that died
     without a word (kill -9, the OOM killer, a node crash): say so, since its rows are resumed."""
     try:
-        state = json.loads(folder.file(STATUS).read_text()).get("state")
-    except (OSError, ValueError, AttributeError):
+        state = (read_status(folder.path) or {}).get("state")
+    except OSError:
         return
     if state == RUNNING:
         log.warning(

@@ -7,7 +7,6 @@ the sample fields the report uses, so sweeps with long outputs stay cheap in mem
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from kvexp.pipeline.folder import (
     TRACES,
     JobFolder,
     as_recorded_now,
+    read_status,
     scan_jsonl,
     target_keys,
 )
@@ -129,15 +129,9 @@ def _job_state(path: Path, status: dict[str, Any]) -> str:
 def load_job(path: Path) -> Job:
     """Load one job folder."""
     config = load_config(path / CONFIG)
-    status: dict[str, Any] = {}
-    status_path = path / STATUS
-    if status_path.is_file():
-        try:
-            loaded = json.loads(status_path.read_text(encoding="utf-8"))
-            status = loaded if isinstance(loaded, dict) else {}
-        except json.JSONDecodeError:
-            # A status.json torn by a kill says nothing reliable; the state becomes "unknown".
-            status = {"state": UNKNOWN, "error": "status.json is not valid JSON"}
+    status = read_status(path)
+    if status is None:  # torn by a kill: it says nothing reliable, so the state is "unknown"
+        status = {"state": UNKNOWN, "error": "status.json is not a valid JSON object"}
     samples_path = path / SAMPLES
     rows: dict[tuple[str, int], Row] = {}
     torn, bad, dup, mtime = False, 0, 0, 0.0
