@@ -367,12 +367,14 @@ def test_triattention_matches_the_authors_formula_over_resident_slots(params):
     stats, v, c, group = _triattention_case()
     policy.use_stats(stats)
     score = policy.score(policy.init_state(2, 2, 12, "cpu"), v, c)
-    protected = policy.protected_mask(v.pos, c, budget=64)
+    # the tokens that compete, written out: not a sink, not in the recent window, not a pinned prompt token
+    n_sink, window, pinned = params.get("n_sink", 0), params.get("window", 0), params.get("protect_prompt", False)
     for b in range(2):
+        t, prompt = int(c.incoming[b]), int(c.prompt_len[b])
         for h in range(2):
             pos = v.pos[b, h].tolist()
             live = [i for i, p in enumerate(pos) if p >= 0]
-            competing = [not bool(protected[b, h, i]) for i in live]
+            competing = [not (pos[i] < n_sink or pos[i] >= t - window or (pinned and pos[i] < prompt)) for i in live]
             expected = triattention_scores(
                 v.keys[b, h, live].double(),
                 [pos[i] for i in live],
