@@ -74,7 +74,7 @@ def run_kvexp(model, spec: RunSpec, prompts: list[list[int]]) -> Timing:
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     policy = build_policy(spec.policy)
-    budget = Budget(spec.budget, spec.slack or 1) if policy.evicts else Budget(None)
+    budget = Budget.for_policy(policy, spec.budget, spec.slack or 1)
     settings = GenerationSettings(max_new_tokens=spec.new_tokens, batch_size=spec.batch, eos_token_ids=())
     clock = _Clock(device)
     engine = Engine(model, policy, budget, settings, observer=clock.stamp)

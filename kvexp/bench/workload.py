@@ -143,7 +143,7 @@ def run_workload(
     settings = GenerationSettings(
         max_new_tokens=max_new_tokens, batch_size=rows, continuous=continuous, eos_token_ids=eos
     )
-    engine = Engine(model, policy, Budget(budget, slack) if policy.evicts else Budget(None), settings, observer=watch)
+    engine = Engine(model, policy, Budget.for_policy(policy, budget, slack), settings, observer=watch)
     t0, cpu0 = engine._sync(), time.process_time()
     outputs = list(engine.generate(requests))
     wall, cpu = engine._sync() - t0, time.process_time() - cpu0
@@ -418,7 +418,7 @@ def ops_table(plan: WorkloadPlan, device, dtype) -> tuple[list[dict], list[dict]
         policy = build_policy(name)
         for slack in (plan.slack, 1) if policy.evicts else (None,):
             counter, marks = _OpCounter(), []
-            budget = Budget(plan.budget, slack) if policy.evicts else Budget(None)
+            budget = Budget.for_policy(policy, plan.budget, slack)
             engine = Engine(
                 model,
                 policy,

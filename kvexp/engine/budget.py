@@ -20,6 +20,11 @@ class Budget:
     tokens: int | None
     slack: int = 1
 
+    @classmethod
+    def for_policy(cls, policy: Policy, tokens: int | None, slack: int = 1) -> Budget:
+        """The budget `policy` runs under: (tokens, slack), or no cap for a policy that never evicts."""
+        return cls(tokens, slack) if policy.evicts else cls(None)
+
     def check(self, policy: Policy) -> None:
         """Refuse a budget/policy pair that cannot run, before anything expensive starts."""
         if not policy.evicts:
