@@ -32,8 +32,9 @@ class ReferencePolicy:
         pool="avg",
         alpha=0.8,
         stats=None,
+        schedule="cap",
     ):
-        self.name, self.budget, self.slack = name, budget, slack
+        self.name, self.budget, self.slack, self.schedule = name, budget, slack, schedule
         defaults = {
             "streaming_llm": dict(n_sink=4, window=0),
             "h2o": dict(n_sink=0, window=budget // 2),
@@ -245,13 +246,18 @@ def reference_generate(model, prompt_ids, policy: ReferencePolicy, max_new_token
                     for p, v in row.items():
                         received[layer][h][p] += v
                     rows[layer][h].append(row)
-        if t > policy.budget:
-            prune(t - policy.budget)
-            policy.history.clear()  # G-KV: a prompt compressed at prefill starts no history
+        # cap: evict `slack` when an append would exceed the budget; interval: after every `slack`-th decode
+        # step, cut to budget - slack (kvpress's DecodingPress), the prompt cut to that at prefill already
+        room = policy.budget if policy.schedule == "cap" else policy.budget - policy.slack
+        if t > room:
+            prune(t - room)
         tokens = [int(out.logits[0, -1].argmax())]
         while len(tokens) < max_new_tokens:
-            if len(positions[0][0]) + 1 > policy.budget:
+            n, step = len(positions[0][0]), len(tokens)  # decode step `step` appends tokens[-1]
+            if policy.schedule == "cap" and n + 1 > policy.budget:
                 prune(policy.slack)
+            if policy.schedule == "interval" and step > 1 and (step - 1) % policy.slack == 0 and n > room:
+                prune(n - room)
             n = len(positions[0][0])
             out = model(
                 input_ids=torch.tensor([[tokens[-1]]]),

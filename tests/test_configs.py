@@ -180,6 +180,9 @@ def test_job_folders_name_the_cell():
     assert cell_name("full", 128, 1) == "full" and cell_name("h2o", 64, 4) == "h2o-b64-s4"
     assert cell_name("full", 128, 1, 0, 2) == "full-shard0of2"
     assert cell_name("h2o", 64, 4, 1, 3) == "h2o-b64-s4-shard1of3"
+    assert cell_name("h2o", 64, 4, 0, 1, "interval") == "h2o-b64-s4-interval"
+    assert cell_name("h2o", 64, 4, 1, 3, "cap") == "h2o-b64-s4-shard1of3"
+    assert cell_name("full", None, None, 0, 1, "interval") == "full"
 
 
 def test_launchers():

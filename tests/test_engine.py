@@ -111,6 +111,86 @@ def test_slack_one_matches_per_step_reference(llama, name, params, prompt_len):
     assert out.n_evicted_tokens == prompt_len + 31 - budget
 
 
+@pytest.mark.parametrize("name,prompt_len", [(name, n) for name in EVICTING for n in (9, 22)])
+def test_interval_schedule_matches_per_step_reference(llama, name, prompt_len):
+    """budget.schedule=interval at slack 4: cuts to B - S after every 4th decode step (a prompt of 22 is
+    compressed to B - S = 12 at prefill, one of 9 is not), in the reference's plain loops too."""
+    params = SMALL_WINDOWS[name]
+    budget, slack = 16, 4
+    ids = prompt(prompt_len, seed=3)
+    reference = ReferencePolicy(name, budget, slack, seed=11, schedule="interval", **params)
+    ref_tokens, ref_pos = reference_generate(llama, ids, reference, 32)
+    store = {}
+    out = run(
+        llama,
+        build_policy(name, **params),
+        Budget(budget, slack, "interval"),
+        [Request(0, ids, seed=11)],
+        max_new=32,
+        observer=_final_positions(store),
+    )[0]
+    assert out.output_ids == ref_tokens
+    assert store["pos"] == ref_pos
+    assert out.peak_resident_tokens == budget
+
+
+def decoding_press_sizes(prompt_len, target, interval, steps):
+    """Entries each decode step's attention sees under kvpress's DecodingPress (decoding_press.py,
+    forward_hook): every decode forward appends its token and counts one step; once the count reaches
+    `compression_interval` the cache is compressed to `target_size` (nothing if already below) after that
+    step's attention, and the count restarts. The prompt is never compressed."""
+    size, count, seen = prompt_len, 0, []
+    for _ in range(steps):
+        size += 1
+        seen.append(size)
+        count += 1
+        if count >= interval:
+            size, count = min(size, target), 0
+    return seen
+
+
+def _resident_per_step(llama, prompt_len, budget, steps=40):
+    sizes = []
+
+    def observer(cache, keys):
+        if not cache.ctx.prefill:
+            sizes.append(int((cache.layers[0].pos[0, 0] >= 0).sum()))
+
+    run(llama, build_policy("streaming_llm"), budget, [Request(0, prompt(prompt_len, seed=1))], steps + 1, observer)
+    return sizes
+
+
+@pytest.mark.parametrize("prompt_len", range(2, 21))
+def test_interval_schedule_keeps_its_phase_whatever_the_prompt(llama, prompt_len):
+    b, s = 16, 5
+    sizes = _resident_per_step(llama, prompt_len, Budget(b, s, "interval"))
+    cuts = [t for t in range(2, len(sizes) + 1) if sizes[t - 1] <= sizes[t - 2]]  # step t appended after a cut
+    assert cuts and all((t - 1) % s == 0 for t in cuts)
+    assert max(sizes) <= b
+    # DecodingPress(target_size=B - S, compression_interval=S) step for step; a prompt longer than its target
+    # is compressed to it at prefill here (B stays a hard cap), where DecodingPress would run over B until step S
+    assert sizes == decoding_press_sizes(min(prompt_len, b - s), b - s, s, len(sizes))
+    if prompt_len <= b - s:
+        assert sizes == decoding_press_sizes(prompt_len, b - s, s, len(sizes))
+    else:
+        assert max(decoding_press_sizes(prompt_len, b - s, s, len(sizes))) > b
+
+
+def test_interval_and_cap_schedules_on_a_hand_worked_case(llama):
+    """A prompt of 14, target b = 20, S = 12 (B = 32): the authors' schedule cuts after decode steps 12, 24
+    and 36, at sequence lengths 26, 38, 50; kvexp's cap evicts when the 33rd entry would arrive, at
+    sequence lengths 32 and 44 (with every entry appended, the sequence length is the prompt plus the
+    tokens appended)."""
+
+    def cut_lengths(schedule):
+        sizes = _resident_per_step(llama, 14, Budget(32, 12, schedule), steps=40)
+        return [14 + t - 1 for t in range(2, len(sizes) + 1) if sizes[t - 1] <= sizes[t - 2]]
+
+    assert cut_lengths("interval") == [26, 38, 50]
+    assert cut_lengths("cap") == [32, 44]
+    assert decoding_press_sizes(14, 20, 12, 40) == _resident_per_step(llama, 14, Budget(32, 12, "interval"))
+
+
 def test_policies_really_differ(llama):
     """Guards the reference test: the policies must make different choices on this model."""
     ids = prompt(22, seed=3)
@@ -290,6 +370,8 @@ def test_records_what_really_happened(llama):
 def test_bad_budget_fails_before_model_load(budget, slack, policy, match):
     with pytest.raises(ConfigError, match=match):
         Budget(budget, slack).check(build_policy(policy))
+    with pytest.raises(ConfigError, match="budget.schedule must be one of cap, interval"):
+        Budget(16, 1, "every").check(build_policy("h2o"))
 
 
 def test_unknown_policy_lists_valid_ones():

@@ -42,7 +42,7 @@ def test_eviction_order_breaks_ties_toward_older_whatever_the_storage_order():
     pos = torch.tensor([[[7, 2, 9, 4, -1]]])
     score = torch.tensor([[[1.0, 1.0, 0.5, 1.0, 0.0]]])
     order = eviction_order(score, pos, torch.zeros_like(pos, dtype=torch.bool))
-    assert pos.gather(-1, order)[0, 0].tolist() == [-1, 9, 2, 4, 7]
+    assert pos.gather(-1, order)[0, 0].tolist() == [9, 2, 4, 7, -1]  # an empty slot frees nothing: last
 
 
 def test_h2o_accumulates_all_queries_in_fp32_per_state():
@@ -314,12 +314,95 @@ def test_gkv_matches_its_published_update_over_resident_slots_in_any_slot_order(
     # the history matters: a token whose cached score beats its local attention keeps it (times alpha)
     assert (expected_cache[:5] > rows.mean(0)[:5] / rows.mean(0)[: n - w].max()).any()
 
-    # a prompt compressed at prefill scores the same way but starts no history (G-KV's prefill)
+    # a prompt compressed at prefill: G-KV runs update_kv on the prefill forward too (gen_patch.py 177-179),
+    # with no score cache yet, and the kept tokens leave with their global scores (score_based.py 206-221)
     state["history"].zero_()
-    without_history, _ = _gkv_as_published(rows, keys, torch.zeros(0), w)
+    prefill_score, prefill_cache = _gkv_as_published(rows, keys, torch.zeros(0), w)
     score = policy.score(state, LayerView(stored, pos), dataclasses.replace(ctx(n), prefill=True))
-    assert torch.allclose(score[0, 0, outside], without_history, atol=1e-5)
-    assert (state["history"] == 0).all()
+    assert torch.allclose(score[0, 0, outside], prefill_score, atol=1e-5)
+    assert torch.allclose(state["history"][0, 0, outside], prefill_cache, atol=1e-5)
+    assert (prefill_cache > 0).all()
+
+
+def _gkv_published_loop(q, k, prompt_len, steps, b, divide_length, window):
+    """G-KV's generation loop (gkv/model/gen_patch.py 167-217, modeling_llama.py 140-210) for one head:
+    `update_kv` on the prefill forward and on every `divide_length`-th decode forward, after that forward
+    appended its token (its attention still saw the uncompressed cache), with the score cache carried
+    from one compression to the next. The window queries' attention is the rows they paid at their own
+    steps, as kvexp's policy reads them (its one stated difference). Returns, per decode step, the
+    positions that step's attention saw."""
+    positions, rows, cache = list(range(prompt_len)), {}, torch.zeros(0)
+
+    def attend(t):  # query t over the resident keys up to itself
+        seen = [p for p in positions if p <= t]
+        probs = torch.softmax(k[seen] @ q[t] * q.shape[-1] ** -0.5, dim=0)
+        rows[t] = dict(zip(seen, probs.tolist()))
+
+    def compress():
+        nonlocal positions, cache
+        if len(positions) <= b:
+            return
+        recent = [[rows[t].get(p, 0.0) for p in positions] for t in positions[-window:]]
+        score, final = _gkv_as_published(torch.tensor(recent), k[positions], cache, window)
+        keep = score.topk(b - window).indices.sort().values
+        cache = final[keep]
+        positions = [positions[i] for i in keep.tolist()] + positions[-window:]
+
+    for t in range(prompt_len):
+        attend(t)
+    compress()
+    seen = []
+    for step in range(1, steps + 1):
+        positions.append(prompt_len + step - 1)
+        attend(positions[-1])
+        seen.append(sorted(positions))
+        if step % divide_length == 0:
+            compress()
+    return seen
+
+
+@pytest.mark.parametrize("prompt_len", [10, 4])
+def test_gkv_follows_its_published_loop_under_the_interval_schedule(prompt_len):
+    """A prompt of 10 is longer than G-KV's budget b=6 and compressed at prefill: its kept tokens carry
+    their global scores into the next compression (kvexp used to drop them and kept other positions at
+    the second one). B = b + divide_length, S = divide_length, the interval schedule."""
+    from kvexp.engine.cache import LayerCache
+
+    g = torch.Generator().manual_seed(5)
+    d, w, b, s, steps = 8, 2, 6, 4, 13
+    q, k, v = (torch.randn(prompt_len + steps, d, generator=g) for _ in range(3))
+    expected = _gkv_published_loop(q, k, prompt_len, steps, b, s, w)
+
+    budget = Budget(b + s, s, "interval")
+    layer = LayerCache(1, 1, b + s, d, torch.float32, "cpu", build_policy("gkv", obs_window=w), budget, 0)
+    one = dict(prompt_len=torch.tensor([prompt_len]), row_seed=torch.tensor([0]))
+
+    def heads(x):  # [Q, D] -> [1, 1 head, Q, D]
+        return x.view(1, 1, -1, d)
+
+    n = prompt_len
+    layer.prefill(
+        heads(q[:n]), heads(k[:n]), heads(v[:n]), d**-0.5,
+        StepContext(prefill=True, incoming=torch.tensor([n]), prefill_rows=((0, n),), **one),
+    )  # fmt: skip
+    resident, seen = min(n, b), []
+    for step in range(1, steps + 1):
+        t = prompt_len + step - 1
+        count = budget.evictions(resident, step)
+        ctx = StepContext(
+            prefill=False,
+            incoming=torch.tensor([t]),
+            query_pos=torch.tensor([[t]]),
+            evict_rows=torch.tensor([True]) if count else None,
+            evict_all=bool(count),
+            evict_count=count,
+            **one,
+        )
+        layer.decode(heads(q[t]), heads(k[t]), heads(v[t]), d**-0.5, ctx)
+        resident += 1 - count
+        seen.append(sorted(p for p in layer.pos[0, 0].tolist() if p >= 0))
+    assert seen == expected
+    assert max(len(x) for x in seen) == b + s  # the cache grows back to B before each cut
 
 
 # ---- TriAttention ----

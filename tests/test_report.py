@@ -439,6 +439,20 @@ def test_policy_parameters_split_rows_unless_they_follow_the_budget(tmp_path):
     assert not _issues(result, "missing cells")
 
 
+def test_budget_schedules_are_told_apart_when_a_sweep_mixes_them(tmp_path):
+    """A folder written before budget.schedule existed ran the cap schedule; one sweep with both schedules
+    shows them as two rows of h2o, one that does not shows none."""
+    rows = [fx.sample_row(f"g{i}", True) for i in range(3)]
+    fx.write_job(tmp_path / "full", fx.job_config(policy="full"), rows)
+    fx.write_job(tmp_path / "old", fx.job_config(), rows)  # no budget.schedule key: cap
+    result = build_report([tmp_path], tmp_path / "report")
+    assert [r.label for r in result.table("accuracy", "gsm8k").rows] == ["full", "h2o"]
+    fx.write_job(tmp_path / "interval", fx.job_config(overrides={"budget.schedule": "interval"}), rows)
+    result = build_report([tmp_path], tmp_path / "report")
+    labels = [r.label for r in result.table("accuracy", "gsm8k").rows]
+    assert labels == ["full", "h2o (schedule=cap)", "h2o (schedule=interval)"]
+
+
 # ---------------------------------------------------------------- files: CSV, Markdown, plots
 
 

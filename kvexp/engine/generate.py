@@ -251,8 +251,7 @@ class Engine:
                         self.dtype,
                         self.device,
                         self.policy,
-                        self.budget.tokens,
-                        self.budget.slack,
+                        self.budget,
                     )
                     rows, logits = [None] * n, None
                 free = [i for i, row in enumerate(rows) if row is None]
@@ -317,8 +316,9 @@ class Engine:
         new_logits = self._forward(ids, positions, cache, last)
         t1 = self._sync()
         generators = self.sampler.generators([r.seed for r in batch], self.device) or [None] * len(batch)
+        room = self.budget.prefill_room(capacity)
         for i, r, n, g in zip(targets, batch, lengths, generators):
-            kept = min(n, capacity)
+            kept = min(n, room)
             rows[i] = _Row(
                 r,
                 kept,
@@ -336,9 +336,8 @@ class Engine:
         return logits
 
     def _step(self, cache: KVCache, rows: list[_Row], capacity: int) -> Tensor:
-        """One decode forward: every row appends its pending token (full rows evict first)."""
-        evicting = self.policy.evicts
-        needs = [evicting and row.resident + 1 > capacity for row in rows]
+        """One decode forward: every row appends its pending token (rows the budget cuts evict first)."""
+        counts = [self.budget.evictions(row.resident, len(row.tokens)) if self.policy.evicts else 0 for row in rows]
         slots_in_use = max(min(row.peak + 1, capacity) for row in rows)
         # one host-to-device copy per step: [5, B] positions, prompt lengths, seeds, tokens, evictions
         incoming, prompt_len, row_seed, step_ids, evict = torch.tensor(
@@ -347,26 +346,29 @@ class Engine:
                 [len(row.request.prompt_ids) for row in rows],
                 [row.request.seed % 2**62 for row in rows],
                 [row.pending for row in rows],
-                needs,
+                counts,
             ],
             device=self.device,
         )
+        evicting = [c for c in counts if c]
         cache.ctx = StepContext(
             prefill=False,
             incoming=incoming,
             query_pos=incoming.view(-1, 1),
             prompt_len=prompt_len,
             row_seed=row_seed,
-            evict_rows=evict.bool() if any(needs) else None,
-            evict_all=all(needs),
+            evict_rows=evict > 0 if evicting else None,
+            evict_all=len(evicting) == len(rows),
+            evict_count=max(evicting, default=0),
+            evict_counts=evict if len(set(evicting)) > 1 else None,
             slots_in_use=slots_in_use,
         )
         step_ids = step_ids.view(-1, 1)
-        for row, evict in zip(rows, needs):
-            if evict:
-                row.resident -= self.budget.slack
-                row.evicted += self.budget.slack
-            row.resident += 1
+        for row, count in zip(rows, counts):
+            row.resident += 1 - count
+            row.evicted += count
+            if row.resident > capacity:  # the budget's rules keep B a hard cap; this would be a bug in them
+                raise RuntimeError(f"row would hold {row.resident} entries in {capacity} slots")
             row.peak = max(row.peak, row.resident)
             row.pending = None
         return self._forward(step_ids, incoming.view(-1, 1), cache)

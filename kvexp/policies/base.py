@@ -25,11 +25,19 @@ GROUP_AGGREGATIONS = ("mean", "max", "sum")
 class StepContext:
     """What the engine tells every layer about the current forward pass.
 
+    prefill: True while prompts are prefilled (the policy then scores one prompt at a time on a fresh
+        state, `one`), False for a decode step.
     incoming: [B] absolute position of the token being generated next (decode: the token whose K/V
         this pass appends; prefill: the prompt length, i.e. the first generated token).
     prompt_len: [B] real prompt tokens per row.
     row_seed: [B] per-row seed (problem, sample), so random choices do not depend on the batch.
-    evict_rows: [B] bool, rows whose cache is full and must evict before this append; None if none.
+    evict_rows: [B] bool, rows that evict before this append (their cache is full, or the budget's
+        interval schedule cuts them this step); None if none.
+    evict_all: every row of the batch evicts this step (no row mask needed).
+    evict_count: slots each of those rows frees (the budget's slack under its `cap` schedule).
+    evict_counts: [B] slots each row frees, where evicting rows free different counts (the budget's
+        `interval` schedule cuts a row down to B - S from wherever it stands); None when every evicting
+        row frees `evict_count`.
     slots_in_use: slots [0, slots_in_use) can hold entries this step (free slots are taken lowest
         first, so no entry lies beyond); attention reads only those. None means all.
     query_pos: [B, Q] positions of the queries of this pass (prefill: of the current chunk), for
@@ -37,6 +45,7 @@ class StepContext:
     prefill_rows: prefill only, on the host: (cache row, prompt length) of each packed prompt, in
         order (newcomers replace finished requests in place), so layers split the packed prompts
         without reading the device.
+    layer_idx: the layer being computed (the engine sets it before each layer's attention).
     """
 
     prefill: bool
@@ -45,6 +54,8 @@ class StepContext:
     row_seed: Tensor
     evict_rows: Tensor | None = None
     evict_all: bool = False
+    evict_count: int = 0
+    evict_counts: Tensor | None = None
     slots_in_use: int | None = None
     query_pos: Tensor | None = None
     prefill_rows: tuple[tuple[int, int], ...] = ()
