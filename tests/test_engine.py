@@ -134,6 +134,15 @@ def test_interval_schedule_matches_per_step_reference(llama, name, prompt_len):
     assert out.peak_resident_tokens == budget
 
 
+@pytest.mark.parametrize("name", EVICTING)
+def test_schedules_agree_at_slack_one_for_a_prompt_under_the_budget(llama, name):
+    """README: with S = 1 the two schedules differ only for a prompt longer than B."""
+    params = SMALL_WINDOWS[name]
+    request = [Request(0, prompt(9, seed=3), seed=11)]
+    cap, interval = (run(llama, build_policy(name, **params), Budget(16, 1, s), request)[0] for s in ("cap", "interval"))
+    assert cap.output_ids == interval.output_ids and cap.n_evicted_tokens == interval.n_evicted_tokens > 0
+
+
 def decoding_press_sizes(prompt_len, target, interval, steps):
     """Entries each decode step's attention sees under kvpress's DecodingPress (decoding_press.py,
     forward_hook): every decode forward appends its token and counts one step; once the count reaches
