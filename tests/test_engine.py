@@ -10,6 +10,7 @@ from engine_models import ARCHITECTURES, prompt, tiny_model
 from reference import ReferencePolicy, reference_generate
 
 from kvexp.engine import Budget, ConfigError, Engine, GenerationSettings, Request, check_model_config
+from kvexp.engine.budget import SCHEDULES
 from kvexp.policies import POLICIES, POLICY_NAMES, build_policy
 
 EVICTING = [p for p in POLICY_NAMES if p != "full"]
@@ -139,7 +140,7 @@ def test_schedules_agree_at_slack_one_for_a_prompt_under_the_budget(llama, name)
     """README: with S = 1 the two schedules differ only for a prompt longer than B."""
     params = SMALL_WINDOWS[name]
     request = [Request(0, prompt(9, seed=3), seed=11)]
-    cap, interval = (run(llama, build_policy(name, **params), Budget(16, 1, s), request)[0] for s in ("cap", "interval"))
+    cap, interval = (run(llama, build_policy(name, **params), Budget(16, 1, s), request)[0] for s in SCHEDULES)
     assert cap.output_ids == interval.output_ids and cap.n_evicted_tokens == interval.n_evicted_tokens > 0
 
 
