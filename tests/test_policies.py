@@ -14,7 +14,7 @@ from kvexp.policies import build_policy
 from kvexp.policies.base import LayerView, StepContext
 
 
-def ctx(incoming, prompt_len=None, seed=0):
+def ctx(incoming, prompt_len=None, seed=0, budget=64):
     incoming = torch.tensor([incoming])
     return StepContext(
         prefill=False,
@@ -22,6 +22,7 @@ def ctx(incoming, prompt_len=None, seed=0):
         query_pos=incoming.view(1, 1),
         prompt_len=torch.tensor([prompt_len or 1]),
         row_seed=torch.tensor([seed]),
+        budget=budget,
     )
 
 
@@ -32,9 +33,9 @@ def view(positions, keys=None, dim=4):
     return LayerView(torch.as_tensor(keys, dtype=torch.float32).view(1, 1, len(positions), -1), pos)
 
 
-def first_evicted(policy, state, v, c, budget=64, count=1):
+def first_evicted(policy, state, v, c, count=1):
     score = policy.score(state, v, c)
-    order = eviction_order(score, v.pos, policy.protected_mask(v.pos, c, budget))
+    order = eviction_order(score, v.pos, policy.protected_mask(v.pos, c))
     return v.pos.gather(-1, order)[0, 0, :count].tolist()
 
 
@@ -375,7 +376,9 @@ def test_gkv_follows_its_published_loop_under_the_interval_schedule(prompt_len):
 
     budget = Budget(b + s, s, "interval")
     layer = LayerCache(1, 1, b + s, d, torch.float32, "cpu", build_policy("gkv", obs_window=w), budget, 0)
-    one = dict(prompt_len=torch.tensor([prompt_len]), row_seed=torch.tensor([0]))
+    one = dict(
+        prompt_len=torch.tensor([prompt_len]), row_seed=torch.tensor([0]), budget=b + s, slack=s, schedule="interval"
+    )
 
     def heads(x):  # [Q, D] -> [1, 1 head, Q, D]
         return x.view(1, 1, -1, d)

@@ -83,7 +83,7 @@ class LayerCache:
         ctx.evict_rows, lowest score first."""
         view = self.view()
         score = self.policy.score(self.state, view, ctx)
-        protected = self.policy.protected_mask(self.pos, ctx, self.budget.tokens)
+        protected = self.policy.protected_mask(self.pos, ctx)
         slots = lowest_slots(score, self.pos, protected, ctx.evict_count)  # [B, H, K]
         if ctx.evict_counts is not None:  # a row evicting fewer than K frees its first slot again instead
             surplus = torch.arange(ctx.evict_count, device=slots.device) >= ctx.evict_counts.view(-1, 1, 1)
@@ -171,7 +171,7 @@ class LayerCache:
         if length <= room:
             return torch.arange(length, device=view.pos.device).view(1, 1, -1).expand(b, h, length)
         score = self.policy.score(state, view, ctx)
-        protected = self.policy.protected_mask(view.pos, ctx, self.budget.tokens)
+        protected = self.policy.protected_mask(view.pos, ctx)
         keep = eviction_order(score, view.pos, protected)[..., length - room :]
         return keep.sort(dim=-1).values
 

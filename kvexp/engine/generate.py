@@ -143,6 +143,7 @@ class Engine:
         budget.check(policy)
         policy.prepare(model)
         self.model, self.policy, self.budget, self.settings = model, policy, budget, settings
+        self._budget_fields = dict(budget=budget.tokens, slack=budget.slack, schedule=budget.schedule)
         self.observer = observer
         self.sampler = Sampler(settings.temperature, settings.top_p, settings.top_k)
         self.device = next(model.parameters()).device
@@ -311,6 +312,7 @@ class Engine:
             prompt_len=prompt_len,
             row_seed=torch.tensor([r.seed % 2**62 for r in batch], device=self.device),
             prefill_rows=tuple(zip(targets, lengths)),
+            **self._budget_fields,
         )
         t0 = self._sync()
         new_logits = self._forward(ids, positions, cache, last)
@@ -362,6 +364,7 @@ class Engine:
             evict_count=max(evicting, default=0),
             evict_counts=evict if len(set(evicting)) > 1 else None,
             slots_in_use=slots_in_use,
+            **self._budget_fields,
         )
         step_ids = step_ids.view(-1, 1)
         for row, count in zip(rows, counts):

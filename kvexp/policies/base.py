@@ -45,6 +45,9 @@ class StepContext:
     prefill_rows: prefill only, on the host: (cache row, prompt length) of each packed prompt, in
         order (newcomers replace finished requests in place), so layers split the packed prompts
         without reading the device.
+    budget, slack, schedule: the run's budget (README, "Budget semantics"): B tokens (None for a policy
+        that never evicts), the slack S and the schedule (`cap` or `interval`), so that a rule that
+        depends on them (H2O's window of B/2) reads the real ones.
     layer_idx: the layer being computed (the engine sets it before each layer's attention).
     """
 
@@ -59,6 +62,9 @@ class StepContext:
     slots_in_use: int | None = None
     query_pos: Tensor | None = None
     prefill_rows: tuple[tuple[int, int], ...] = ()
+    budget: int | None = None
+    slack: int = 1
+    schedule: str = "cap"
     layer_idx: int = 0
 
     def one(self, p: int) -> StepContext:
@@ -105,6 +111,16 @@ class PolicyState:
         while idx.dim() < t.dim():
             idx = idx.unsqueeze(-2)
         return idx.expand(*t.shape[:-1], idx.shape[-1])
+
+    def set_where_evicting(self, name: str, value: Tensor, ctx: StepContext) -> None:
+        """state[name] = value [B, ..., N] in the rows that evict now (every row at prefill, where each
+        prompt is scored alone): `score` runs for the whole batch whenever any row evicts, so state that
+        a score updates must change only in the rows whose eviction it decides."""
+        if ctx.prefill or ctx.evict_all or ctx.evict_rows is None:
+            self.tensors[name] = value
+        else:
+            rows = ctx.evict_rows.view(-1, *([1] * (value.dim() - 1)))
+            self.tensors[name] = torch.where(rows, value, self.tensors[name])
 
     def clear_slots(self, slots: Tensor, rows: Tensor | None) -> None:
         """Zero the state of evicted slots [B, H, S] (only in `rows` [B] bool when given)."""
@@ -177,12 +193,12 @@ class Policy:
         """Tokens that may be protected at an eviction, not counting a pinned prompt."""
         return self.n_sink + self.recent_window(budget)
 
-    def protected_mask(self, pos: Tensor, ctx: StepContext, budget: int) -> Tensor:
+    def protected_mask(self, pos: Tensor, ctx: StepContext) -> Tensor:
         """[B, H, N] bool: sinks, the recent window (the `window` positions before the incoming
-        token) and, with protect_prompt, the prompt."""
+        token, at the run's budget ctx.budget) and, with protect_prompt, the prompt."""
         shape = (-1,) + (1,) * (pos.dim() - 1)
         prot = pos < self.n_sink
-        window = self.recent_window(budget)
+        window = self.recent_window(ctx.budget)
         if window:
             prot |= pos >= (ctx.incoming.view(shape) - window)
         if self.protect_prompt:

@@ -61,7 +61,7 @@ class GKV(RKV):
         return state
 
     def score(self, state, view, ctx):
-        window = self.recent_window(0)  # the default window is obs_window whatever the budget
+        window = self.recent_window(ctx.budget)
         scored = (view.pos >= 0) & (view.pos < ctx.incoming.view(-1, 1, 1) - window)
 
         def by_max_outside_window(x):
@@ -73,8 +73,5 @@ class GKV(RKV):
         redundancy = by_max_outside_window(self.redundancy(view.keys, view.pos))
         # the history G-KV caches: the global score of the tokens outside the window, in evicting rows (a
         # prompt compressed at prefill included: its kept tokens carry their scores into the first eviction)
-        history = torch.where(scored, global_score, 0.0)
-        if not ctx.evict_all and ctx.evict_rows is not None:
-            history = torch.where(ctx.evict_rows.view(-1, 1, 1), history, state["history"])
-        state["history"] = history
+        state.set_where_evicting("history", torch.where(scored, global_score, 0.0), ctx)
         return self.lam * global_score - (1.0 - self.lam) * redundancy

@@ -134,8 +134,8 @@ class TriAttention(Policy):
         raw = self.raw_scores(view.keys, ctx.layer_idx, ctx.incoming)  # [B, H, G, N]
         if self.standardize:
             # standardised over the tokens that compete (resident, not pinned), as they normalise
-            # over the generated tokens; the window is budget-independent here (default 0)
-            competing = ((view.pos >= 0) & ~self.protected_mask(view.pos, ctx, budget=0)).unsqueeze(2)
+            # over the generated tokens
+            competing = ((view.pos >= 0) & ~self.protected_mask(view.pos, ctx)).unsqueeze(2)
             count = competing.sum(dim=-1, keepdim=True).clamp(min=1)
             mean = (raw * competing).sum(dim=-1, keepdim=True) / count
             var = (((raw - mean) * competing) ** 2).sum(dim=-1, keepdim=True) / count
