@@ -71,7 +71,7 @@ class LayerCache:
         return self.pos.shape[-1]
 
     def view(self) -> LayerView:
-        return LayerView(self.k, self.pos)
+        return LayerView(self.k, self.pos, self.v)
 
     def select_rows(self, rows: Tensor) -> None:
         self.k, self.v, self.pos = (t.index_select(0, rows) for t in (self.k, self.v, self.pos))
@@ -139,7 +139,7 @@ class LayerCache:
         g = q.shape[1] // h
         qg = q.view(1, h, g, length, d)
         idx = torch.arange(length, device=k.device)
-        view = LayerView(k, idx.view(1, 1, -1).expand(1, h, length))
+        view = LayerView(k, idx.view(1, 1, -1).expand(1, h, length), v)
         state = self.policy.init_state(1, h, length, k.device)
         chunk = max(1, PREFILL_CHUNK_BYTES // max(1, h * g * length * 4))
         outs = []
