@@ -18,7 +18,7 @@ class VaSE(WindowedQueriesPolicy):
     As their `eval/reasoning_tasks/modified/transformers/cache_utils.py` (commit bfa2692) does it, at
     a compression:
     - L185-190: the candidates are every entry but the newest `residual_length` (64), the buffer
-      since the last compression, kept whole (`window`, default 64 here).
+      since the last compression, kept whole (the protected window here, `obs_window`).
     - L194-201: value range = max - min of the value vector over the head dim, +inf for the first
       `n_sink` (4, L55) entries; L215: the `n_large` candidates with the largest range are kept.
     - L143-168, L204-205: the attention score of a candidate is the softmax of the last 64 post-RoPE
@@ -35,10 +35,13 @@ class VaSE(WindowedQueriesPolicy):
     (`eviction_draws`), and kvexp evicts the lowest scores, so the kept set has their distribution.
     The value-range entries score above every sampled one, ordered by range, so they are evicted
     last. Their regime (`--token_budget K --residual_length 64`, `n_large` K/4 in their scripts and
-    Random Attention's) is `budget.tokens=K+64 budget.slack=64` here, with `large_share` 0.25 of the
-    entries outside the window (K of them at a compression) as n_large.
+    Random Attention's) is `budget.tokens=K+64 budget.slack=64 policy.obs_window=64` here, with
+    `large_share` 0.25 of the entries outside the window (K of them at a compression) as n_large.
 
     Differences from their code:
+    - The window (queries and protected tokens) is 32 by default, SnapKV-D's, where theirs is 64:
+      kvexp keeps the window's attention rows (obs_window x N fp32 per KV head), half the size of a
+      bf16 KV cache of head dim 128 at 64; `policy.obs_window=64` is theirs.
     - The draws are hashes of (problem and sample seed, layer, KV head, step, position), clamped into
       [2^-32, 1 - 2^-24] before the Gumbel transform; theirs come from the process's unseeded global
       generator, shared by the batch. Same distribution but for those clamped tails.
@@ -63,7 +66,7 @@ class VaSE(WindowedQueriesPolicy):
 
     name = "vase"
 
-    def __init__(self, *, large_share: float = 0.25, obs_window: int = 64, kernel: int = 5, n_sink: int = 4, **kw):
+    def __init__(self, *, large_share: float = 0.25, obs_window: int = 32, kernel: int = 5, n_sink: int = 4, **kw):
         super().__init__(obs_window=obs_window, n_sink=n_sink, **kw)
         if not 0.0 <= large_share <= 1.0:
             raise ConfigError(f"vase large_share must be in [0, 1], got {large_share}")
@@ -93,7 +96,9 @@ class VaSE(WindowedQueriesPolicy):
         value_range = value_range.masked_fill(~candidates, float("-inf"))  # ranks count candidates only
         by_pos = position_sorted(pos)  # so that equal ranges rank the older first
         order = by_pos.gather(-1, torch.argsort(-value_range.gather(-1, by_pos), dim=-1, stable=True))
-        rank = torch.empty_like(order).scatter_(-1, order, torch.arange(pos.shape[-1], device=pos.device).expand_as(order))
+        rank = torch.empty_like(order).scatter_(
+            -1, order, torch.arange(pos.shape[-1], device=pos.device).expand_as(order)
+        )
         large = candidates & (rank < n_large)
 
         # as theirs, the softmax and the pooling run over every entry outside the window (a pinned
