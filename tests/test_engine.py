@@ -272,6 +272,34 @@ def test_pinned_prompt_that_does_not_fit_is_an_error_row(llama):
     assert outs["short"].error is None and len(outs["short"].output_ids) == 30
 
 
+def test_prompt_kept_at_the_end_by_hand(llama):
+    """StreamingLLM keeps its 4 sinks of a 10-token prompt and then only recent tokens: 4/10 of the
+    prompt in every head of every layer. The full cache keeps all of it."""
+    ids = prompt(10, seed=30)
+    out = run(llama, build_policy("streaming_llm"), Budget(16, 1), [Request(0, ids)], max_new=30)[0]
+    assert (out.prompt_kept_share, out.prompt_kept_any) == (0.4, 0.4)
+    full = run(llama, build_policy("full"), Budget(None), [Request(0, ids)], max_new=30)[0]
+    assert (full.prompt_kept_share, full.prompt_kept_any) == (1.0, 1.0)
+    pinned = run(llama, build_policy("h2o", protect_prompt=True, window=2), Budget(16), [Request(0, prompt(20))])[0]
+    assert pinned.error is not None and pinned.prompt_kept_share is None  # an error row has none
+
+
+def test_prompt_kept_share_averages_heads_and_any_takes_their_union(llama):
+    """Random eviction keeps a different part of the prompt in each (layer, KV head): the share is the
+    mean of what each keeps, `any` the union, both read from the positions the cache holds at the end."""
+    ids = prompt(14, seed=31)
+    store = {}
+    requests = [Request(0, ids, seed=5), Request(1, prompt(9, seed=32), seed=6, max_new_tokens=12)]
+    observer = _final_positions(store)
+    outs = run(llama, build_policy("random"), Budget(16, 1), requests, max_new=24, observer=observer, batch_size=2)
+    held = [set(p for p in head if p < 14) for layer in store["pos"] for head in layer]  # request 0 finishes last
+    share, union = sum(len(h) for h in held) / (14 * len(held)), len(set().union(*held)) / 14
+    out = outs[0]
+    assert out.prompt_kept_share == pytest.approx(share) and out.prompt_kept_any == pytest.approx(union)
+    assert 0 < out.prompt_kept_share < out.prompt_kept_any < 1  # the heads differ, so the union is larger
+    assert 0 < outs[1].prompt_kept_share <= outs[1].prompt_kept_any <= 1
+
+
 def test_records_what_really_happened(llama):
     out = run(llama, build_policy("streaming_llm"), Budget(16, 4), [Request(0, prompt(10))], max_new=30)[0]
     assert out.peak_resident_tokens == 16
