@@ -55,7 +55,9 @@ class VaSE(WindowedQueriesPolicy):
       a compression is the order of the kept ids (largest ranges, then draws), not positions.
       Random Attention's port of VaSE sorts the kept ids by position first, as here.
     - n_large is a share of the entries outside the window at each eviction (K/4 at theirs); under
-      kvexp's default slack 1 it is recomputed at every step. Ties in range go to the older token.
+      kvexp's default slack 1 it is recomputed at every step. The range is the difference of the
+      extremes in fp32 (theirs subtracts in the model's dtype, bf16 on their runs, which rounds it);
+      ties in range go to the older token.
     - The sinks are the first `n_sink` positions, also protected outright; theirs are the first 4
       slots, which hold the same tokens (their range is +inf, so they lead every compacted cache).
     - A candidate of zero attention is evicted first; theirs raises if fewer candidates have
@@ -72,6 +74,12 @@ class VaSE(WindowedQueriesPolicy):
             raise ConfigError(f"vase large_share must be in [0, 1], got {large_share}")
         self.large_share = large_share
         self.kernel = kernel
+
+    def eviction_workspace_bytes(self, heads, query_heads, n_slots, head_dim):
+        # beyond the default's score and sorts: about a dozen more fp32/int64 [H, N] tensors live at
+        # once (the range and its ranks, the renormalised and pooled attention, the draws)
+        per_row, shared = super().eviction_workspace_bytes(heads, query_heads, n_slots, head_dim)
+        return per_row + heads * n_slots * 12 * 8, shared
 
     def candidate_attention(self, state, outside: torch.Tensor) -> torch.Tensor:
         """[B, H, N]: each window query's attention over the entries `outside` [B, H, N] bool (those
@@ -91,8 +99,9 @@ class VaSE(WindowedQueriesPolicy):
         candidates = outside & (pos >= ctx.prompt_len.view(-1, 1, 1)) if self.protect_prompt else outside
         n_large = torch.floor(outside.sum(dim=-1, keepdim=True) * self.large_share)  # [B, H, 1]
 
-        values = view.values.float()
-        value_range = (values.amax(dim=-1) - values.amin(dim=-1)).masked_fill(pos < self.n_sink, float("inf"))
+        # the extremes are elements of the values, exact in any dtype: only their difference is fp32
+        value_range = view.values.amax(dim=-1).float() - view.values.amin(dim=-1).float()
+        value_range = value_range.masked_fill(pos < self.n_sink, float("inf"))
         value_range = value_range.masked_fill(~candidates, float("-inf"))  # ranks count candidates only
         by_pos = position_sorted(pos)  # so that equal ranges rank the older first
         order = by_pos.gather(-1, torch.argsort(-value_range.gather(-1, by_pos), dim=-1, stable=True))
