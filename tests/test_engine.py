@@ -300,6 +300,30 @@ def test_prompt_kept_share_averages_heads_and_any_takes_their_union(llama):
     assert 0 < outs[1].prompt_kept_share <= outs[1].prompt_kept_any <= 1
 
 
+def test_random_attention_pins_its_prompt_under_the_hard_cap(llama):
+    """By default the prompt is pinned: it stays whole in every head while the cache holds B at most;
+    a prompt that cannot fit beside the window is an error row and the others run."""
+    budget, slack, window = 16, 4, 2
+    policy = build_policy("random_attention", window=window)
+    seen = {"steps": 0}
+
+    def observer(cache, keys):
+        for layer in cache.layers:
+            for b in range(layer.pos.shape[0]):
+                n = int(cache.ctx.prompt_len[b])
+                for head in layer.pos[b].tolist():
+                    held = {p for p in head if p >= 0}
+                    assert len(held) <= budget and set(range(n)) <= held
+        seen["steps"] += 1
+
+    requests = [Request("long", prompt(13), seed=1), Request("short", prompt(6), seed=2)]
+    outs = run(llama, policy, Budget(budget, slack), requests, observer=observer)
+    assert "prompt does not fit" in outs["long"].error and "budget 16 with slack 4" in outs["long"].error
+    short = outs["short"]
+    assert short.error is None and short.n_evicted_tokens > 0 and short.peak_resident_tokens == budget
+    assert (short.prompt_kept_share, short.prompt_kept_any) == (1.0, 1.0) and seen["steps"] == 30
+
+
 def test_records_what_really_happened(llama):
     out = run(llama, build_policy("streaming_llm"), Budget(16, 4), [Request(0, prompt(10))], max_new=30)[0]
     assert out.peak_resident_tokens == 16
@@ -328,8 +352,9 @@ def test_bad_budget_fails_before_model_load(budget, slack, policy, match):
 
 
 def test_unknown_policy_lists_valid_ones():
-    with pytest.raises(ConfigError, match="valid policies: full, streaming_llm, h2o"):
+    with pytest.raises(ConfigError, match="valid policies: full, streaming_llm, h2o") as err:
         build_policy("h3o")
+    assert str(err.value).endswith(", ".join(POLICY_NAMES))  # every registered policy, new ones included
     with pytest.raises(ConfigError, match="unknown parameter"):
         build_policy({"name": "h2o", "windw": 3})
 
