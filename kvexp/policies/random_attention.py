@@ -12,7 +12,8 @@ class RandomAttention(Random):
 
     As their `kvcompress/engine/cache_utils.py` (commit 066c520) does it:
     - L389-398 (`random_pp`): one `torch.rand` per (row, KV head, candidate); the first prompt tokens
-      (L390) get +inf, so they are always kept; the top K of the draws are kept, the rest evicted.
+      (L390) get +inf, so they are always kept; the `token_budget` - 64 largest draws are kept, the
+      rest evicted.
     - L272-275: the candidates are every entry but the newest `residual_length` (64), the buffer
       written since the last compression, which is moved back behind the kept entries untouched: the
       newest 64 tokens are never evicted. That is the default window here, min(64, B / 2): 64 at
@@ -29,9 +30,9 @@ class RandomAttention(Random):
       from the process's global generator; same distribution, other numbers, and a row's draws do
       not depend on the batch it shares.
     - A pinned prompt that does not fit (prompt + window > B - S) is an error row, as for every
-      policy with `protect_prompt` (README, "Budget semantics"); theirs pins only the first
-      K - 65 prompt tokens then (L390: `min(prompt_len, K - 1)` of the K - 64 candidates kept) and
-      lets the rest compete. With `protect_prompt=false` a prompt longer than B is compressed at
+      policy with `protect_prompt` (README, "Budget semantics"); theirs then pins only the first
+      K - 65 prompt tokens (L390 caps the pinned prompt one below the K - 64 candidates it keeps)
+      and lets the rest compete. With `protect_prompt=false` a prompt longer than B is compressed at
       prefill by the same draws; theirs never compresses at prefill.
     - kvexp's default slack is 1 (evict one entry a step); they only run the 64-step schedule. The
       window is the same either way; `policy.window=0` lets the newest tokens compete too.

@@ -24,12 +24,12 @@ class VaSE(WindowedQueriesPolicy):
     - L143-168, L204-205: the attention score of a candidate is the softmax of the last 64 post-RoPE
       queries (the buffer's own, L104-122) over the candidates, averaged over those queries, avg-pooled
       (kernel 5, `--smooth`), averaged over the query heads of the KV head.
-    - L217-219, L179-183: the large entries' scores are set to 0 and K - n_large more candidates are
-      drawn by `torch.multinomial(score, K - n_large, replacement=False)`; L259-271: the cache keeps
-      them and the buffer (K + 64 = `token_budget` entries).
+    - L217-219, L179-183: the large entries' scores are set to 0 and the rest of the kept candidates
+      (`token_budget` - 64 - n_large) are drawn by `torch.multinomial(score, ..., replacement=False)`;
+      L259-271: the cache keeps them and the buffer, `token_budget` entries.
 
     Sampling as a score: torch's multinomial without replacement is the top-k of p / q, q ~ Exp(1)
-    (ATen's Distributions.cpp, "the algorithm is from gumbel softmax"), i.e. the top-k of
+    (aten/src/ATen/native/Distributions.cpp: "The algorithm is from gumbel softmax"), i.e. the top-k of
     log p + Gumbel noise, which is sequential sampling without replacement in proportion to p. The
     score here is log p - log(-log u) for a uniform u of `random`'s seeded draws
     (`eviction_draws`), and kvexp evicts the lowest scores, so the kept set has their distribution.
