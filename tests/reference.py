@@ -6,158 +6,74 @@ because that hash *is* the draws of random's rule (and of random_attention's and
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 from kvexp.policies.random import hash_uniform
 
 
+@dataclass
+class Resident:
+    """What one (layer, KV head) holds at an eviction, in position order: positions, keys and values [n, D],
+    the attention each position received so far {pos: float}, every query's row so far [{pos: prob}], and
+    t, the position of the token about to be generated."""
+
+    layer: int
+    head: int
+    positions: list[int]
+    keys: torch.Tensor
+    values: torch.Tensor
+    received: dict[int, float]
+    rows: list[dict[int, float]]
+    t: int
+
+
+#: policy name -> (its defaults at a budget, its rule: (ReferencePolicy, Resident) -> one sort key per
+#: position, lowest evicted first). `window="obs_window"` makes the recent window default to obs_window.
+RULES: dict[str, tuple[Callable[[int], dict], Callable[[ReferencePolicy, Resident], list]]] = {}
+
+
+def rule(name: str, defaults: Callable[[int], dict] = lambda budget: {}):
+    def register(fn):
+        RULES[name] = (defaults, fn)
+        return fn
+
+    return register
+
+
+class MissingReferenceRule(LookupError):
+    def __init__(self, name: str):
+        super().__init__(
+            f"policy {name!r} has no reference rule: add an independent transcription of its rule to "
+            f"tests/reference.py as a function decorated with @rule({name!r}, <its defaults>)"
+        )
+
+
 class ReferencePolicy:
-    def __init__(
-        self,
-        name,
-        budget,
-        slack,
-        *,
-        window=None,
-        n_sink=None,
-        protect_prompt=None,
-        normalize="sum",
-        obs_window=None,
-        kernel=None,
-        lam=None,
-        threshold=0.5,
-        seed=0,
-        group_agg=None,
-        pool="avg",
-        alpha=0.8,
-        stats=None,
-        large_share=None,
-        schedule="cap",
-    ):
+    PARAMS = dict(
+        window=None, n_sink=0, protect_prompt=False, normalize="sum", obs_window=0, kernel=1, lam=0.1,
+        threshold=0.5, seed=0, group_agg="mean", pool="avg", alpha=0.8, stats=None, large_share=None,
+    )  # fmt: skip
+
+    def __init__(self, name, budget, slack, *, schedule="cap", **params):
+        if name not in RULES:
+            raise MissingReferenceRule(name)
+        unknown = set(params) - set(self.PARAMS)
+        assert not unknown, f"unknown reference parameters {unknown}"
         self.name, self.budget, self.slack, self.schedule = name, budget, slack, schedule
-        defaults = {
-            "streaming_llm": dict(n_sink=4, window=0),
-            "h2o": dict(n_sink=0, window=budget // 2),
-            "snapkv": dict(n_sink=0, obs_window=32, kernel=5),
-            "rkv": dict(n_sink=0, obs_window=8, kernel=7),
-            "gkv": dict(n_sink=0, obs_window=16, kernel=1, lam=0.5, group_agg="max"),
-            "triattention": dict(group_agg="max"),
-            "random_attention": dict(window=min(64, budget // 2), protect_prompt=True),
-            "vase": dict(n_sink=4, obs_window=32, kernel=5, large_share=0.25),
-        }
-        d = defaults.get(name, {})
-        self.n_sink = n_sink if n_sink is not None else d.get("n_sink", 0)
-        self.obs_window = obs_window if obs_window is not None else d.get("obs_window", 0)
-        self.kernel = kernel if kernel is not None else d.get("kernel", 1)
-        default_window = self.obs_window if name in ("snapkv", "rkv", "gkv", "vase") else d.get("window", 0)
-        self.window = window if window is not None else default_window
-        self.protect_prompt = protect_prompt if protect_prompt is not None else d.get("protect_prompt", False)
-        self.normalize, self.threshold, self.seed = normalize, threshold, seed
-        self.large_share = large_share if large_share is not None else d.get("large_share")
-        self.lam = lam if lam is not None else d.get("lam", 0.1)
-        self.group_agg = group_agg or d.get("group_agg", "mean")
-        self.pool, self.alpha = pool, alpha
+        defaults, self.rule = RULES[name]
+        for key, value in {**self.PARAMS, **defaults(budget), **params}.items():
+            setattr(self, key, value)
+        if self.window in (None, "obs_window"):
+            self.window = self.obs_window if self.window == "obs_window" else 0
         self.history = {}  # gkv: (layer, head) -> {position: global score at the last eviction it survived}
-        self.stats = stats  # triattention: its calibrated query statistics (set by reference_generate if None)
         self.prompt_len = 0
-
-    # one (layer, head): positions ascending, keys and values [n, D], received {pos: float}, rows [{pos: prob}]
-    def scores(self, layer, head, positions, keys, values, received, rows, t):
-        n = len(positions)
-        if self.name == "streaming_llm":
-            return [float(p) for p in positions]
-        if self.name == "h2o":
-            return [received[p] / (t - p if self.normalize == "mean" else 1) for p in positions]
-        if self.name == "tova":
-            return [rows[-1].get(p, 0.0) for p in positions]
-        if self.name == "knorm":  # norms rounded to 16 significant bits, so equal norms tie exactly
-            return [-math.ldexp(round(m * 2**16) / 2**16, e) for m, e in (math.frexp(float(k.norm())) for k in keys)]
-        if self.name == "keydiff":  # minus the cosine of each key with the mean of the unit keys
-            unit = [k.double() / max(float(k.double().norm()), 1e-12) for k in keys]
-            anchor = sum(unit) / n
-            return [-float(u @ anchor) / max(float(anchor.norm()), 1e-8) for u in unit]
-        if self.name in ("random", "random_attention"):
-            return [float(hash_uniform(self.seed, layer, head, t, p)) for p in positions]
-        if self.name == "vase":
-            return self.vase_keys(layer, head, positions, values, rows, t)
-        if self.name == "triattention":
-            competing = [
-                not (p < self.n_sink or p >= t - self.window or (self.protect_prompt and p < self.prompt_len))
-                for p in positions
-            ]
-            return triattention_scores(
-                keys, positions, t, self.stats, layer, head, self.groups, competing, self.group_agg
-            )
-        window = rows[-self.obs_window :]
-        mean = [sum(r.get(p, 0.0) for r in window) / min(t, self.obs_window) for p in positions]
-        half = self.kernel // 2
-        if self.name == "snapkv" and self.pool == "avg":  # zero padding at the ends, as avg_pool1d
-            return [sum(mean[j] for j in range(i - half, i + half + 1) if 0 <= j < n) / self.kernel for i in range(n)]
-        if self.name == "snapkv":
-            return [max(mean[j] for j in range(i - half, i + half + 1) if 0 <= j < n) for i in range(n)]
-        if self.name == "gkv":
-            outside = [p < t - self.window for p in positions]
-            top = max(m for m, o in zip(mean, outside) if o)
-            hist = self.history.get((layer, head), {})
-            global_score = [max(self.alpha * hist.get(p, 0.0), m / top) for p, m in zip(positions, mean)]
-            redundancy = self.redundancy(positions, keys)
-            top = max(r for r, o in zip(redundancy, outside) if o)
-            self.history[(layer, head)] = {p: g for p, g, o in zip(positions, global_score, outside) if o}
-            return [self.lam * g - (1 - self.lam) * r / top for g, r in zip(global_score, redundancy)]
-        assert self.name == "rkv"
-        importance = [max(mean[j] for j in range(i - half, i + half + 1) if 0 <= j < n) for i in range(n)]
-        redundancy = self.redundancy(positions, keys)
-        return [self.lam * a - (1 - self.lam) * r for a, r in zip(importance, redundancy)]
-
-    def redundancy(self, positions, keys):
-        n = len(positions)
-        unit = [k / k.norm().clamp(min=1e-12) for k in keys.float()]
-        # R-KV's cal_similarity: row i names its most recent near-duplicate d(i) and the entry
-        # S[i][d(i)] is zeroed; token j's redundancy is the mean of column j
-        sim = [[0.0 if i == j else float(unit[i] @ unit[j]) for j in range(n)] for i in range(n)]
-        for i in range(n):
-            dups = [j for j in range(n) if sim[i][j] > self.threshold]
-            if dups:
-                sim[i][max(dups, key=lambda j: positions[j])] = 0.0
-        redundancy_raw = [sum(sim[i][j] for i in range(n)) / n for j in range(n)]
-        top = max(redundancy_raw)
-        exp = [math.exp(r - top) for r in redundancy_raw]
-        return [e / sum(exp) for e in exp]
-
-    def vase_keys(self, layer, head, positions, values, rows, t):
-        """VaSE's rule as sort keys, lowest evicted first: (1, -rank) for the floor(large_share * m)
-        candidates of largest value range (m: entries older than the window; sinks' range +inf; ties
-        to the older), (0, log p + Gumbel noise) for the others, p the window queries' attention
-        renormalised over the m older entries, averaged, avg-pooled over them in position order."""
-        outside = [p < t - self.window for p in positions]
-        candidate = [o and not (self.protect_prompt and p < self.prompt_len) for p, o in zip(positions, outside)]
-        ranges = [math.inf if p < self.n_sink else float(v.max() - v.min()) for p, v in zip(positions, values.float())]
-        ranked = sorted((i for i in range(len(positions)) if candidate[i]), key=lambda i: (-ranges[i], positions[i]))
-        n_large = math.floor(self.large_share * sum(outside))
-        rank = {i: r for r, i in enumerate(ranked) if r < n_large}
-        older = [p for p, o in zip(positions, outside) if o]
-        queries = [r for r in rows[-self.obs_window :] if sum(r.get(p, 0.0) for p in older) > 0]
-        attention = {p: sum(r.get(p, 0.0) / sum(r.get(o, 0.0) for o in older) for r in queries) / len(queries)
-                     for p in older}  # fmt: skip
-        half = self.kernel // 2
-        keys = []
-        for i, p in enumerate(positions):
-            if i in rank:
-                keys.append((1, -rank[i]))
-                continue
-            if not outside[i]:
-                keys.append((0, 0.0))  # the window: protected, never compared
-                continue
-            j = older.index(p)
-            pooled = sum(attention[older[k]] for k in range(j - half, j + half + 1) if 0 <= k < len(older))
-            u = min(max(float(hash_uniform(self.seed, layer, head, t, p)), 2.0**-32), 1.0 - 2.0**-24)
-            keys.append((0, math.log(pooled / self.kernel) - math.log(-math.log(u)) if pooled > 0 else -math.inf))
-        return keys
 
     def evict(self, layer, head, positions, keys, values, received, rows, t, prompt_len, count):
         self.prompt_len = prompt_len
-        scores = self.scores(layer, head, positions, keys, values, received, rows, t)
+        scores = self.rule(self, Resident(layer, head, positions, keys, values, received, rows, t))
         candidates = []
         for p, s in zip(positions, scores):
             protected = p < self.n_sink or p >= t - self.window or (self.protect_prompt and p < prompt_len)
@@ -165,6 +81,139 @@ class ReferencePolicy:
                 candidates.append((s, p))
         candidates.sort()
         return {p for _, p in candidates[:count]}
+
+
+@rule("streaming_llm", lambda budget: dict(n_sink=4))
+def _recency(ref, r):
+    return [float(p) for p in r.positions]
+
+
+@rule("h2o", lambda budget: dict(window=budget // 2))
+def _h2o(ref, r):
+    return [r.received[p] / (r.t - p if ref.normalize == "mean" else 1) for p in r.positions]
+
+
+@rule("tova")
+def _tova(ref, r):
+    return [r.rows[-1].get(p, 0.0) for p in r.positions]
+
+
+@rule("knorm")
+def _knorm(ref, r):  # norms rounded to 16 significant bits, so equal norms tie exactly
+    return [-math.ldexp(round(m * 2**16) / 2**16, e) for m, e in (math.frexp(float(k.norm())) for k in r.keys)]
+
+
+@rule("keydiff")
+def _keydiff(ref, r):  # minus the cosine of each key with the mean of the unit keys
+    unit = [k.double() / max(float(k.double().norm()), 1e-12) for k in r.keys]
+    anchor = sum(unit) / len(unit)
+    return [-float(u @ anchor) / max(float(anchor.norm()), 1e-8) for u in unit]
+
+
+def _uniform(ref, r):
+    return [float(hash_uniform(ref.seed, r.layer, r.head, r.t, p)) for p in r.positions]
+
+
+rule("random")(_uniform)
+rule("random_attention", lambda budget: dict(window=min(64, budget // 2), protect_prompt=True))(_uniform)
+
+
+@rule("triattention", lambda budget: dict(group_agg="max"))
+def _triattention(ref, r):
+    competing = [
+        not (p < ref.n_sink or p >= r.t - ref.window or (ref.protect_prompt and p < ref.prompt_len))
+        for p in r.positions
+    ]
+    return triattention_scores(
+        r.keys, r.positions, r.t, ref.stats, r.layer, r.head, ref.groups, competing, ref.group_agg
+    )
+
+
+def _window_mean(ref, r):
+    """Mean attention of the last obs_window queries (fewer at the start) per position."""
+    window = r.rows[-ref.obs_window :]
+    return [sum(row.get(p, 0.0) for row in window) / min(r.t, ref.obs_window) for p in r.positions]
+
+
+def _pooled(values, kernel, reduce):
+    half, n = kernel // 2, len(values)
+    return [reduce([values[j] for j in range(i - half, i + half + 1) if 0 <= j < n]) for i in range(n)]
+
+
+@rule("snapkv", lambda budget: dict(obs_window=32, window="obs_window", kernel=5))
+def _snapkv(ref, r):
+    if ref.pool == "avg":  # zero padding at the ends, as avg_pool1d
+        return _pooled(_window_mean(ref, r), ref.kernel, lambda v: sum(v) / ref.kernel)
+    return _pooled(_window_mean(ref, r), ref.kernel, max)
+
+
+@rule("rkv", lambda budget: dict(obs_window=8, window="obs_window", kernel=7))
+def _rkv(ref, r):
+    importance = _pooled(_window_mean(ref, r), ref.kernel, max)
+    return [ref.lam * a - (1 - ref.lam) * d for a, d in zip(importance, _redundancy(ref, r.positions, r.keys))]
+
+
+@rule("gkv", lambda budget: dict(obs_window=16, window="obs_window", lam=0.5, group_agg="max"))
+def _gkv(ref, r):
+    mean = _window_mean(ref, r)
+    outside = [p < r.t - ref.window for p in r.positions]
+    top = max(m for m, o in zip(mean, outside) if o)
+    hist = ref.history.get((r.layer, r.head), {})
+    global_score = [max(ref.alpha * hist.get(p, 0.0), m / top) for p, m in zip(r.positions, mean)]
+    redundancy = _redundancy(ref, r.positions, r.keys)
+    top = max(d for d, o in zip(redundancy, outside) if o)
+    ref.history[(r.layer, r.head)] = {p: g for p, g, o in zip(r.positions, global_score, outside) if o}
+    return [ref.lam * g - (1 - ref.lam) * d / top for g, d in zip(global_score, redundancy)]
+
+
+def _redundancy(ref, positions, keys):
+    n = len(positions)
+    unit = [k / k.norm().clamp(min=1e-12) for k in keys.float()]
+    # R-KV's cal_similarity: row i names its most recent near-duplicate d(i) and the entry
+    # S[i][d(i)] is zeroed; token j's redundancy is the mean of column j
+    sim = [[0.0 if i == j else float(unit[i] @ unit[j]) for j in range(n)] for i in range(n)]
+    for i in range(n):
+        dups = [j for j in range(n) if sim[i][j] > ref.threshold]
+        if dups:
+            sim[i][max(dups, key=lambda j: positions[j])] = 0.0
+    redundancy_raw = [sum(sim[i][j] for i in range(n)) / n for j in range(n)]
+    top = max(redundancy_raw)
+    exp = [math.exp(x - top) for x in redundancy_raw]
+    return [e / sum(exp) for e in exp]
+
+
+@rule("vase", lambda budget: dict(n_sink=4, obs_window=32, window="obs_window", kernel=5, large_share=0.25))
+def _vase(ref, resident):
+    """VaSE's rule as sort keys, lowest evicted first: (1, -rank) for the floor(large_share * m)
+    candidates of largest value range (m: entries older than the window; sinks' range +inf; ties
+    to the older), (0, log p + Gumbel noise) for the others, p the window queries' attention
+    renormalised over the m older entries, averaged, avg-pooled over them in position order."""
+    positions, values, rows, t = resident.positions, resident.values, resident.rows, resident.t
+    layer, head = resident.layer, resident.head
+    outside = [p < t - ref.window for p in positions]
+    candidate = [o and not (ref.protect_prompt and p < ref.prompt_len) for p, o in zip(positions, outside)]
+    ranges = [math.inf if p < ref.n_sink else float(v.max() - v.min()) for p, v in zip(positions, values.float())]
+    ranked = sorted((i for i in range(len(positions)) if candidate[i]), key=lambda i: (-ranges[i], positions[i]))
+    n_large = math.floor(ref.large_share * sum(outside))
+    rank = {i: r for r, i in enumerate(ranked) if r < n_large}
+    older = [p for p, o in zip(positions, outside) if o]
+    queries = [r for r in rows[-ref.obs_window :] if sum(r.get(p, 0.0) for p in older) > 0]
+    attention = {p: sum(r.get(p, 0.0) / sum(r.get(o, 0.0) for o in older) for r in queries) / len(queries)
+                 for p in older}  # fmt: skip
+    half = ref.kernel // 2
+    keys = []
+    for i, p in enumerate(positions):
+        if i in rank:
+            keys.append((1, -rank[i]))
+            continue
+        if not outside[i]:
+            keys.append((0, 0.0))  # the window: protected, never compared
+            continue
+        j = older.index(p)
+        pooled = sum(attention[older[k]] for k in range(j - half, j + half + 1) if 0 <= k < len(older))
+        u = min(max(float(hash_uniform(ref.seed, layer, head, t, p)), 2.0**-32), 1.0 - 2.0**-24)
+        keys.append((0, math.log(pooled / ref.kernel) - math.log(-math.log(u)) if pooled > 0 else -math.inf))
+    return keys
 
 
 def triattention_scores(keys, positions, t, stats, layer, kv_head, group, competing, group_agg, offset_max=65536):

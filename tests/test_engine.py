@@ -7,7 +7,7 @@ import inspect
 import pytest
 import torch
 from engine_models import ARCHITECTURES, prompt, tiny_model
-from reference import ReferencePolicy, reference_generate
+from reference import RULES, ReferencePolicy, reference_generate
 
 from kvexp.engine import Budget, ConfigError, Engine, GenerationSettings, Request, check_model_config
 from kvexp.engine.budget import SCHEDULES
@@ -77,8 +77,17 @@ def _final_positions(store):
     return observer
 
 
+@pytest.mark.parametrize("name", EVICTING)
+def test_every_policy_has_a_reference_rule(name):
+    """The one shared test that asks more of a new policy than its module, YAML and registry line: an
+    independent transcription of its rule in tests/reference.py (the error names the policy and where)."""
+    ReferencePolicy(name, 16, 1)
+
+
+# policies whose rule the reference holds (the others fail the test above, once each)
+REFERENCED = [name for name in EVICTING if name in RULES]
 # prompts of 9 and 22 tokens: shorter and longer than the budget of 16 (compressed at prefill)
-REFERENCE_CASES = [(name, {}, n) for name in EVICTING for n in (9, 22)] + [
+REFERENCE_CASES = [(name, {}, n) for name in REFERENCED for n in (9, 22)] + [
     ("h2o", {"normalize": "mean"}, 22),
     ("h2o", {"protect_prompt": True, "window": 2}, 9),
     ("streaming_llm", {"n_sink": 2, "window": 3}, 22),
@@ -119,7 +128,7 @@ def test_slack_one_matches_per_step_reference(llama, name, params, prompt_len):
     assert out.n_evicted_tokens == prompt_len + 31 - budget
 
 
-@pytest.mark.parametrize("name,prompt_len", [(name, n) for name in EVICTING for n in (9, 22)])
+@pytest.mark.parametrize("name,prompt_len", [(name, n) for name in REFERENCED for n in (9, 22)])
 def test_interval_schedule_matches_per_step_reference(llama, name, prompt_len):
     """budget.schedule=interval at slack 4: cuts to B - S after every 4th decode step (a prompt of 22 is
     compressed to B - S = 12 at prefill, one of 9 is not), in the reference's plain loops too."""
