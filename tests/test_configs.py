@@ -8,24 +8,15 @@ import itertools
 import pytest
 from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
+from sweeps import options, sweep_params
 
 from kvexp.models import ModelPreset
 from kvexp.pipeline.cell import cell_name, differences, run_identity
-from kvexp.pipeline.config import CONFIG_DIR, compose_config, quote_numeric_choices
+from kvexp.pipeline.config import compose_config, quote_numeric_choices
 
 GROUPS = ("model", "dataset", "policy", "budget", "generation", "logger", "experiment")
 STUDY_DATASETS = ["gsm8k", "math500", "strategyqa", "folio", "drop", "reclor", "openbookqa", "commonsenseqa"]
 STUDY_MODELS = ["llama31_8b_instruct", "nemotron_nano_8b", "r1_distill_llama_8b", "r1_distill_qwen_7b"]
-
-
-def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
-
-
-def sweep_params(cfg) -> dict[str, list[str]]:
-    """hydra.sweeper.params of a composed config, as {key: [values]}."""
-    params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
-    return {k: str(v).split(",") for k, v in params.items()}
 
 
 def test_documented_options_exist():

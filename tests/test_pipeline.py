@@ -4,7 +4,6 @@ command line, experiment files, W&B offline output, and one real SmolLM2 run."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import signal
@@ -14,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import sweeps
 from omegaconf import OmegaConf
 
 from kvexp.models import ModelPreset, ModelSource, encode_prompt, format_prompt
@@ -571,11 +571,13 @@ def test_folder_naming_of_swept_keys_leaves_other_command_lines_alone():
 
 
 def _cells(experiment: str, only_bundled: bool) -> list[list[str]]:
-    params = compose_config([f"experiment={experiment}"], return_hydra_config=True).hydra.sweeper.params
-    axes = {k: str(v).split(",") for k, v in params.items()}
-    if only_bundled and "dataset" in axes:
-        axes["dataset"] = [d for d in axes["dataset"] if d in ("gsm8k", "math500")]
-    return [[f"{k}={v}" for k, v in zip(axes, values)] for values in itertools.product(*axes.values())]
+    cells = sweeps.cells(compose_config([f"experiment={experiment}"], return_hydra_config=True))
+    if only_bundled:
+        cells = [c for c in cells if not any(o.startswith("dataset=") and o not in BUNDLED for o in c)]
+    return cells
+
+
+BUNDLED = ("dataset=gsm8k", "dataset=math500")
 
 
 def test_smoke_experiment_runs_every_cell(tmp_path):
