@@ -1,0 +1,138 @@
+"""`python -m kvexp.gpucheck`: the acceptance run (`make gpu-check`; see kvexp/gpucheck/__init__.py).
+
+Prints one verdict line per check and writes every figure to --out; the exit status is 1 when a check
+fails. On a machine without a GPU the correctness checks run on the CPU and the GPU-only ones are NOT RUN.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from kvexp.files import replaced_atomically
+from kvexp.gpucheck import correctness, speed
+from kvexp.gpucheck.verdicts import not_run, passed
+
+# the organism's problems: on a CPU fewer, so the run stays under 5 minutes on 2 shared cores
+GPU_PROBLEMS, CPU_PROBLEMS = 32, 12
+GPU_ONLY = {
+    "gpu.bandwidth": "device-to-device copy bandwidth",
+    "gpu.batch1": "Llama-3.1-8B shape, bf16, batch 1: tok/s vs the bandwidth bound",
+    "gpu.auto.rows": "auto rows: evicting policy at B=640 vs the full cache at 8k new tokens",
+    "gpu.auto.tokens": "decode tok/s of both auto runs",
+    "gpu.memory": "the plan's bytes vs torch.cuda.max_memory_allocated, within 15%",
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m kvexp.gpucheck", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--device", default="auto", help="auto (cuda when torch sees a GPU, else cpu), cuda or cpu")
+    p.add_argument("--out", type=Path, default=Path("gpucheck.json"), help="where to write every figure")
+    p.add_argument(
+        "--problems",
+        type=int,
+        default=None,
+        help=f"organism problems per policy (default {GPU_PROBLEMS} on a GPU, {CPU_PROBLEMS} on a CPU; at most 32)",
+    )
+    p.add_argument(
+        "--scale-steps", type=int, default=speed.ScalePlan().steps, help="decode steps a row in the auto runs"
+    )
+    p.add_argument(
+        "--write-reference",
+        type=Path,
+        default=None,
+        help="make the CPU reference instead of checking against it (kvexp/gpucheck/reference.json)",
+    )
+    args = p.parse_args(argv)
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error("--device cuda but torch sees no CUDA device")
+    if args.problems is None:
+        args.problems = GPU_PROBLEMS if args.device.startswith("cuda") else CPU_PROBLEMS
+    if args.problems < 1:
+        p.error("--problems must be >= 1")
+    if args.scale_steps < 2:
+        p.error("--scale-steps must be >= 2")
+    return args
+
+
+def machine(device: torch.device) -> dict:
+    import transformers
+
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "device": str(device),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["gpu_memory_bytes"] = torch.cuda.get_device_properties(device).total_memory
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def write_json(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with replaced_atomically(path) as f:
+        f.write(json.dumps(obj, indent=1, default=str) + "\n")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    reference = None
+    if args.write_reference is None:
+        reference = correctness.load_reference()
+        correctness.check_problem_count(args.problems, reference)
+    t0 = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    info = machine(device)
+    log(
+        f"kvexp gpu-check on {info.get('gpu', 'cpu')}: torch {info['torch']}, transformers {info['transformers']}, "
+        f"{args.problems} organism problems"
+    )
+    result = {"machine": info, "settings": {"problems": args.problems}, "verdicts": [], "figures": {}}
+    verdicts, result["figures"]["organism"] = correctness.run(device, args.problems, reference, log)
+    if device.type == "cuda":
+        plan = speed.ScalePlan(steps=args.scale_steps)
+        found, result["figures"]["gpu"] = speed.run(device, plan, log)
+        verdicts += found
+    else:
+        for check, what in GPU_ONLY.items():
+            verdicts.append(not_run(check, what, "no GPU"))
+            log(verdicts[-1].line())
+    result["verdicts"] = [v.as_dict() for v in verdicts]
+    result["passed"] = passed(verdicts)
+    result["elapsed_s"] = round(time.perf_counter() - t0, 1)
+    write_json(args.out, result)
+    if args.write_reference is not None:
+        ref = correctness.reference_from(result["figures"]["organism"], device)
+        write_json(args.write_reference, ref)
+        log(f"reference written: {args.write_reference}")
+    counts = {s: sum(v.status == s for v in verdicts) for s in ("PASS", "FAIL", "INFO", "NOT RUN")}
+    log(
+        f"\n{'PASSED' if result['passed'] else 'FAILED'}: "
+        + ", ".join(f"{n} {s}" for s, n in counts.items())
+        + f"; {result['elapsed_s']:.0f}s; figures in {args.out}"
+    )
+    return 0 if result["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

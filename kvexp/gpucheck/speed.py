@@ -1,0 +1,202 @@
+"""GPU-only checks on the bench's Llama-3.1-8B-shaped model (kvexp.bench.models, `llama8b_shaped`) with
+random bf16 weights, built directly on the device:
+
+- bandwidth: what a device-to-device copy moves per second (bytes read + written);
+- batch 1: the full cache's decode speed against the bound weights bytes / bandwidth (INFO);
+- scale: `batch_size=auto` (kvexp.engine.memory) for an evicting policy at B=640 and for the full cache
+  at 8k generated tokens; each row decodes a few steps from its steady state, rows and tokens/s (INFO);
+- memory: the plan's bytes (weights, shared workspace, rows x bytes per row) against
+  torch.cuda.max_memory_allocated over each auto run, within 15%.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from kvexp.bench.models import load_model, random_prompts
+from kvexp.bench.runner import KVEXP, RunSpec, run_kvexp
+from kvexp.bench.workload import run_workload
+from kvexp.engine import Request
+from kvexp.engine.memory import GiB, plan_for_model, weight_bytes
+from kvexp.gpucheck.verdicts import FAIL, Verdict, info, ratio_within
+from kvexp.policies import build_policy
+
+MODEL = "llama8b_shaped"
+MEMORY_TOLERANCE = 0.15
+
+
+@dataclass(frozen=True)
+class ScalePlan:
+    """The auto comparison, shortened to fit a slot: every row decodes `steps` tokens from its steady
+    state. The evicting policy's prompts fill its budget, so it evicts from its first step; the full
+    cache's prompts reach the middle of an 8k generation (prompt_len + full_new_tokens / 2), so each step
+    attends over the run's mean length, and its rows are planned for the whole 8k."""
+
+    policy: str = "h2o"
+    budget: int = 640
+    slack: int = 1
+    full_new_tokens: int = 8192
+    prompt_len: int = 256
+    steps: int = 64
+    max_rows: int = 1024
+    max_prefill_tokens: int = 8192
+    batch1_tokens: int = 256
+
+
+def copy_bandwidth(device: torch.device, gib: int = 2, reps: int = 10) -> float:
+    """Bytes per second a device-to-device copy moves, counting what it reads and what it writes."""
+    src = torch.empty(gib * GiB, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        dst.copy_(src)
+    torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - t0
+    del src, dst
+    torch.cuda.empty_cache()
+    return 2 * gib * GiB * reps / seconds
+
+
+def batch1_speed(model, plan: ScalePlan) -> dict:
+    """Full-cache decode at batch 1 through the bench's timed run (a short warm-up first)."""
+    prompts = random_prompts(model.config.vocab_size, 1, 64)
+    run_kvexp(model, RunSpec(MODEL, KVEXP, "full", None, None, 8, 1), prompts)
+    t = run_kvexp(model, RunSpec(MODEL, KVEXP, "full", None, None, plan.batch1_tokens, 1), prompts)
+    return {"tokens_per_s": t.steps / t.decode_s, "ms_per_step": 1000 * t.decode_s / t.steps, "steps": t.steps}
+
+
+def stop_if_fell_back(rows: int):
+    """An observer that stops a batch the engine is rerunning one request at a time (after a failed
+    forward, e.g. out of memory): hundreds of requests alone would outlast the slot."""
+
+    def guard(cache, keys):
+        if cache.ctx.prefill and len(keys) < rows:
+            ooms = torch.cuda.memory_stats().get("num_ooms", 0) if torch.cuda.is_available() else 0
+            raise RuntimeError(
+                f"the batch of {rows} rows failed and the engine fell back to one request at a time "
+                f"(CUDA out-of-memory errors so far: {ooms})"
+            )
+
+    return guard
+
+
+def auto_run(model, policy_name: str, plan: ScalePlan, log) -> dict:
+    """One `batch_size=auto` run: rows planned from the free memory, one request per row, each decoding
+    plan.steps tokens; its figures, the plan and the peak memory allocated."""
+    device = next(model.parameters()).device
+    if policy_name == "full":
+        prompt_len, cap = plan.prompt_len + plan.full_new_tokens // 2, plan.full_new_tokens // 2
+    else:
+        prompt_len, cap = plan.budget, plan.full_new_tokens
+    torch.cuda.empty_cache()
+    rows = plan_for_model(
+        model,
+        build_policy(policy_name),
+        plan.budget,
+        [prompt_len] * plan.max_rows,
+        max_new_tokens=cap,
+        max_rows=plan.max_rows,
+        memory_gb=None,
+        max_prefill_tokens=plan.max_prefill_tokens,
+    )
+    prompts = random_prompts(model.config.vocab_size, rows.rows, prompt_len, seed=8)
+    requests = [Request(i, p, seed=i, max_new_tokens=plan.steps) for i, p in enumerate(prompts)]
+    label = "full" if policy_name == "full" else f"{policy_name} B={plan.budget}"
+    log(f"{'':9}(auto, {label}: {rows.rows} rows, {rows.limited_by}; prompts {prompt_len}, capacity {rows.capacity})")
+    torch.cuda.reset_peak_memory_stats(device)
+    result = run_workload(
+        model,
+        policy_name,
+        plan.budget,
+        plan.slack,
+        requests,
+        rows=rows.rows,
+        continuous=True,
+        max_new_tokens=cap,
+        label=label,
+        guard=stop_if_fell_back(rows.rows),
+    )
+    planned = weight_bytes(model) + rows.shared_bytes + rows.rows * rows.per_row.total
+    return {
+        **result,
+        "prompt_len": prompt_len,
+        "plan": rows.as_dict(),
+        "planned_bytes": planned,
+        "peak_allocated_bytes": torch.cuda.max_memory_allocated(device),
+    }
+
+
+def run(device: torch.device, plan: ScalePlan, log) -> tuple[list[Verdict], dict]:
+    """Every GPU-only check; a section that raises becomes a FAIL and the next one still runs."""
+    verdicts, figures = [], {"plan": plan.__dict__}
+
+    def emit(v: Verdict) -> None:
+        verdicts.append(v)
+        log(v.line())
+
+    bandwidth = copy_bandwidth(device)
+    figures["copy_bandwidth_bytes_per_s"] = bandwidth
+    emit(info("gpu.bandwidth", "device-to-device copy, bytes read + written per second", f"{bandwidth / 1e9:.0f} GB/s"))
+    t0 = time.perf_counter()
+    model = load_model(MODEL, device, torch.bfloat16)
+    weights = weight_bytes(model)
+    figures["model"] = {"name": MODEL, "weight_bytes": weights, "build_s": round(time.perf_counter() - t0, 1)}
+    try:
+        b1 = batch1_speed(model, plan)
+        bound = bandwidth / weights
+        b1.update(bound_tokens_per_s=bound, ratio=b1["tokens_per_s"] / bound)
+        figures["batch1"] = b1
+        emit(
+            info(
+                "gpu.batch1",
+                f"Llama-3.1-8B shape, bf16, batch 1, full cache: tok/s vs bound {bound:.0f} tok/s "
+                f"(weights {weights / 1e9:.1f} GB / copy bandwidth)",
+                f"{b1['tokens_per_s']:.1f} tok/s, ratio {b1['ratio']:.2f}",
+            )
+        )
+    except Exception as e:  # recorded as a verdict; the slot goes on
+        emit(Verdict("gpu.batch1", FAIL, type(e).__name__, str(e).splitlines()[0]))
+    runs = {}
+    for name in (plan.policy, "full"):
+        try:
+            runs[name] = auto_run(model, name, plan, log)
+        except Exception as e:
+            emit(Verdict(f"gpu.auto.{name}", FAIL, type(e).__name__, str(e).splitlines()[0]))
+            continue
+        r = runs[name]
+        emit(
+            ratio_within(
+                f"gpu.memory.{name}",
+                f"auto {r['run']}: peak allocated {r['peak_allocated_bytes'] / GiB:.1f} GiB / "
+                f"planned {r['planned_bytes'] / GiB:.1f} GiB",
+                r["peak_allocated_bytes"],
+                r["planned_bytes"],
+                MEMORY_TOLERANCE,
+            )
+        )
+    figures["auto"] = runs
+    if len(runs) == 2:
+        ev, full = runs[plan.policy], runs["full"]
+        emit(
+            info(
+                "gpu.auto.rows",
+                f"auto rows: {plan.policy} B={plan.budget} vs the full cache at {plan.full_new_tokens} new tokens",
+                f"{ev['rows']} vs {full['rows']} = {ev['rows'] / full['rows']:.1f}x",
+            )
+        )
+        emit(
+            info(
+                "gpu.auto.tokens",
+                f"decode tok/s, {plan.steps} steps a row: {plan.policy} B={plan.budget} vs the full cache",
+                f"{ev['decode_tokens_per_s']:.0f} vs {full['decode_tokens_per_s']:.0f} = "
+                f"{ev['decode_tokens_per_s'] / full['decode_tokens_per_s']:.1f}x",
+            )
+        )
+    del model
+    torch.cuda.empty_cache()
+    return verdicts, figures
