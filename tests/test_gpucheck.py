@@ -8,6 +8,7 @@ import types
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from kvexp.gpucheck import __main__ as gpucheck
@@ -67,8 +68,9 @@ def test_cpu_run_passes_the_correctness_checks_and_marks_gpu_checks_not_run(tmp_
         assert status[f"organism.{policy}.accuracy"] == PASS
         assert status[f"organism.{policy}.vs_cpu"] == INFO
     assert status["organism.full.generate"] == PASS
-    assert {c for c, s in status.items() if s == NOT_RUN} == set(gpucheck.GPU_ONLY)
-    assert stdout.count("NOT RUN ") == len(gpucheck.GPU_ONLY) and "PASSED" in stdout
+    gpu_only = speed.checks(speed.ScalePlan())
+    assert {c for c, s in status.items() if s == NOT_RUN} == set(gpu_only) and len(gpu_only) == 6
+    assert stdout.count("NOT RUN ") == len(gpu_only) and "PASSED" in stdout
     full = result["figures"]["organism"]["policies"]["full"]
     assert full["problems"] == 2 and full["errors"] == 0 and full["equal_alone"] == 2
     # the CPU made the reference: the same rows, token for token
@@ -115,6 +117,27 @@ def test_configs_ship_inside_the_package():
     package = Path(correctness.__file__).resolve().parents[1]
     assert CONFIG_DIR == package / "conf" and (CONFIG_DIR / "config.yaml").is_file()
     assert (CONFIG_DIR / "model" / "organism.yaml").is_file() and correctness.REFERENCE.is_file()
+
+
+def test_gpu_section_runs_end_to_end_at_tiny_scale_on_the_cpu():
+    """The GPU section's code path on a tiny bench model: bandwidth, batch-1 speed, both auto runs
+    planned by kvexp.engine.memory (on a CPU no peak memory is measured, so no memory verdict)."""
+    plan = speed.ScalePlan(
+        "tiny_kv_heavy", budget=48, full_new_tokens=64, prompt_len=16, steps=3, max_rows=4, batch1_tokens=4, copy_mib=1
+    )
+    lines = []
+    verdicts, figures = speed.run(torch.device("cpu"), plan, lines.append)
+    status = {v.check: v.status for v in verdicts}
+    assert status == {"gpu.bandwidth": INFO, "gpu.batch1": INFO, "gpu.auto.rows": INFO, "gpu.auto.tokens": INFO}
+    assert set(status) < set(speed.checks(plan))
+    evicting, full = figures["auto"]["h2o"], figures["auto"]["full"]
+    assert evicting["rows"] == full["rows"] == 4 and evicting["plan"]["limited_by"] == "max_batch_size"
+    assert (evicting["prompt_len"], full["prompt_len"]) == (48, 16 + 32)
+    assert full["plan"]["capacity"] == 16 + 64 and evicting["plan"]["capacity"] == 48
+    assert evicting["tokens"] == full["tokens"] == 4 * 3 and evicting["decode_tokens_per_s"] > 0
+    assert evicting["planned_bytes"] > figures["model"]["weight_bytes"] and evicting["peak_allocated_bytes"] is None
+    assert figures["batch1"]["steps"] == 3 and figures["batch1"]["ratio"] > 0
+    assert any("4 rows" in line for line in lines)
 
 
 def test_a_batch_that_fell_back_to_one_row_at_a_time_is_stopped():

@@ -22,13 +22,6 @@ from kvexp.gpucheck.verdicts import not_run, passed
 
 # the organism's problems: on a CPU fewer, so the run stays under 5 minutes on 2 shared cores
 GPU_PROBLEMS, CPU_PROBLEMS = 32, 12
-GPU_ONLY = {
-    "gpu.bandwidth": "device-to-device copy bandwidth",
-    "gpu.batch1": "Llama-3.1-8B shape, bf16, batch 1: tok/s vs the bandwidth bound",
-    "gpu.auto.rows": "auto rows: evicting policy at B=640 vs the full cache at 8k new tokens",
-    "gpu.auto.tokens": "decode tok/s of both auto runs",
-    "gpu.memory": "the plan's bytes vs torch.cuda.max_memory_allocated, within 15%",
-}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -109,12 +102,12 @@ def main(argv=None) -> int:
     )
     result = {"machine": info, "settings": {"problems": args.problems}, "verdicts": [], "figures": {}}
     verdicts, result["figures"]["organism"] = correctness.run(device, args.problems, reference, log)
+    plan = speed.ScalePlan(steps=args.scale_steps)
     if device.type == "cuda":
-        plan = speed.ScalePlan(steps=args.scale_steps)
         found, result["figures"]["gpu"] = speed.run(device, plan, log)
         verdicts += found
     else:
-        for check, what in GPU_ONLY.items():
+        for check, what in speed.checks(plan).items():
             verdicts.append(not_run(check, what, "no GPU"))
             log(verdicts[-1].line())
     result["verdicts"] = [v.as_dict() for v in verdicts]

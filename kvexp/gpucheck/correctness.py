@@ -153,7 +153,8 @@ def reference_from(figures: dict, device: torch.device) -> dict:
     import transformers
 
     return {
-        "made_by": "python -m kvexp.gpucheck --device cpu --write-reference kvexp/gpucheck/reference.json",
+        "made_by": f"python -m kvexp.gpucheck --device cpu --problems {figures['problems']} "
+        "--write-reference kvexp/gpucheck/reference.json",
         "device": str(device),
         "torch": torch.__version__,
         "transformers": transformers.__version__,

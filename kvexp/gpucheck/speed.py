@@ -24,7 +24,6 @@ from kvexp.engine.memory import GiB, plan_for_model, weight_bytes
 from kvexp.gpucheck.verdicts import FAIL, Verdict, info, ratio_within
 from kvexp.policies import build_policy
 
-MODEL = "llama8b_shaped"
 MEMORY_TOLERANCE = 0.15
 
 
@@ -35,6 +34,7 @@ class ScalePlan:
     cache's prompts reach the middle of an 8k generation (prompt_len + full_new_tokens / 2), so each step
     attends over the run's mean length, and its rows are planned for the whole 8k."""
 
+    model: str = "llama8b_shaped"  # a bench preset (the tests run a tiny one on the CPU)
     policy: str = "h2o"
     budget: int = 640
     slack: int = 1
@@ -44,29 +44,51 @@ class ScalePlan:
     max_rows: int = 1024
     max_prefill_tokens: int = 8192
     batch1_tokens: int = 256
+    copy_mib: int = 2048
 
 
-def copy_bandwidth(device: torch.device, gib: int = 2, reps: int = 10) -> float:
+def checks(plan: ScalePlan) -> dict[str, str]:
+    """The checks `run` makes, by name, with what each compares (on a CPU: the NOT RUN lines)."""
+    evicting = f"{plan.policy} B={plan.budget}"
+    return {
+        "gpu.bandwidth": "device-to-device copy, bytes read + written per second",
+        "gpu.batch1": f"{plan.model}, bf16, batch 1, full cache: tok/s vs weights bytes / copy bandwidth",
+        f"gpu.memory.{plan.policy}": f"auto {evicting}: peak allocated / planned bytes, within {MEMORY_TOLERANCE:.0%}",
+        "gpu.memory.full": f"auto full cache: peak allocated / planned bytes, within {MEMORY_TOLERANCE:.0%}",
+        "gpu.auto.rows": f"auto rows: {evicting} vs the full cache at {plan.full_new_tokens} new tokens",
+        "gpu.auto.tokens": f"decode tok/s, {plan.steps} steps a row: {evicting} vs the full cache",
+    }
+
+
+def _failed(check: str, error: Exception) -> Verdict:
+    return Verdict(check, FAIL, type(error).__name__, (str(error).splitlines() or [""])[0])
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def copy_bandwidth(device: torch.device, mib: int, reps: int = 10) -> float:
     """Bytes per second a device-to-device copy moves, counting what it reads and what it writes."""
-    src = torch.empty(gib * GiB, dtype=torch.uint8, device=device)
+    src = torch.empty(mib * 2**20, dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
     dst.copy_(src)
-    torch.cuda.synchronize(device)
+    _sync(device)
     t0 = time.perf_counter()
     for _ in range(reps):
         dst.copy_(src)
-    torch.cuda.synchronize(device)
+    _sync(device)
     seconds = time.perf_counter() - t0
     del src, dst
-    torch.cuda.empty_cache()
-    return 2 * gib * GiB * reps / seconds
+    return 2 * mib * 2**20 * reps / seconds
 
 
 def batch1_speed(model, plan: ScalePlan) -> dict:
     """Full-cache decode at batch 1 through the bench's timed run (a short warm-up first)."""
     prompts = random_prompts(model.config.vocab_size, 1, 64)
-    run_kvexp(model, RunSpec(MODEL, KVEXP, "full", None, None, 8, 1), prompts)
-    t = run_kvexp(model, RunSpec(MODEL, KVEXP, "full", None, None, plan.batch1_tokens, 1), prompts)
+    run_kvexp(model, RunSpec(plan.model, KVEXP, "full", None, None, 8, 1), prompts)
+    t = run_kvexp(model, RunSpec(plan.model, KVEXP, "full", None, None, plan.batch1_tokens, 1), prompts)
     return {"tokens_per_s": t.steps / t.decode_s, "ms_per_step": 1000 * t.decode_s / t.steps, "steps": t.steps}
 
 
@@ -87,13 +109,15 @@ def stop_if_fell_back(rows: int):
 
 def auto_run(model, policy_name: str, plan: ScalePlan, log) -> dict:
     """One `batch_size=auto` run: rows planned from the free memory, one request per row, each decoding
-    plan.steps tokens; its figures, the plan and the peak memory allocated."""
+    plan.steps tokens; its figures, the plan and the peak memory allocated (on a GPU; None elsewhere)."""
     device = next(model.parameters()).device
     if policy_name == "full":
         prompt_len, cap = plan.prompt_len + plan.full_new_tokens // 2, plan.full_new_tokens // 2
     else:
         prompt_len, cap = plan.budget, plan.full_new_tokens
-    torch.cuda.empty_cache()
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.empty_cache()  # the plan reads the free memory: give back what earlier runs cached
     rows = plan_for_model(
         model,
         build_policy(policy_name),
@@ -108,7 +132,8 @@ def auto_run(model, policy_name: str, plan: ScalePlan, log) -> dict:
     requests = [Request(i, p, seed=i, max_new_tokens=plan.steps) for i, p in enumerate(prompts)]
     label = "full" if policy_name == "full" else f"{policy_name} B={plan.budget}"
     log(f"{'':9}(auto, {label}: {rows.rows} rows, {rows.limited_by}; prompts {prompt_len}, capacity {rows.capacity})")
-    torch.cuda.reset_peak_memory_stats(device)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
     result = run_workload(
         model,
         policy_name,
@@ -127,25 +152,25 @@ def auto_run(model, policy_name: str, plan: ScalePlan, log) -> dict:
         "prompt_len": prompt_len,
         "plan": rows.as_dict(),
         "planned_bytes": planned,
-        "peak_allocated_bytes": torch.cuda.max_memory_allocated(device),
+        "peak_allocated_bytes": torch.cuda.max_memory_allocated(device) if cuda else None,
     }
 
 
 def run(device: torch.device, plan: ScalePlan, log) -> tuple[list[Verdict], dict]:
     """Every GPU-only check; a section that raises becomes a FAIL and the next one still runs."""
-    verdicts, figures = [], {"plan": plan.__dict__}
+    verdicts, figures, what = [], {"plan": plan.__dict__}, checks(plan)
 
     def emit(v: Verdict) -> None:
         verdicts.append(v)
         log(v.line())
 
-    bandwidth = copy_bandwidth(device)
+    bandwidth = copy_bandwidth(device, plan.copy_mib)
     figures["copy_bandwidth_bytes_per_s"] = bandwidth
-    emit(info("gpu.bandwidth", "device-to-device copy, bytes read + written per second", f"{bandwidth / 1e9:.0f} GB/s"))
+    emit(info("gpu.bandwidth", what["gpu.bandwidth"], f"{bandwidth / 1e9:.0f} GB/s"))
     t0 = time.perf_counter()
-    model = load_model(MODEL, device, torch.bfloat16)
+    model = load_model(plan.model, device, torch.bfloat16)
     weights = weight_bytes(model)
-    figures["model"] = {"name": MODEL, "weight_bytes": weights, "build_s": round(time.perf_counter() - t0, 1)}
+    figures["model"] = {"name": plan.model, "weight_bytes": weights, "build_s": round(time.perf_counter() - t0, 1)}
     try:
         b1 = batch1_speed(model, plan)
         bound = bandwidth / weights
@@ -154,26 +179,27 @@ def run(device: torch.device, plan: ScalePlan, log) -> tuple[list[Verdict], dict
         emit(
             info(
                 "gpu.batch1",
-                f"Llama-3.1-8B shape, bf16, batch 1, full cache: tok/s vs bound {bound:.0f} tok/s "
-                f"(weights {weights / 1e9:.1f} GB / copy bandwidth)",
+                f"{what['gpu.batch1']} ({weights / 1e9:.1f} GB: bound {bound:.0f} tok/s)",
                 f"{b1['tokens_per_s']:.1f} tok/s, ratio {b1['ratio']:.2f}",
             )
         )
     except Exception as e:  # recorded as a verdict; the slot goes on
-        emit(Verdict("gpu.batch1", FAIL, type(e).__name__, str(e).splitlines()[0]))
+        emit(_failed("gpu.batch1", e))
     runs = {}
     for name in (plan.policy, "full"):
         try:
             runs[name] = auto_run(model, name, plan, log)
         except Exception as e:
-            emit(Verdict(f"gpu.auto.{name}", FAIL, type(e).__name__, str(e).splitlines()[0]))
+            emit(_failed(f"gpu.auto.{name}", e))
             continue
         r = runs[name]
+        if r["peak_allocated_bytes"] is None:
+            continue
         emit(
             ratio_within(
                 f"gpu.memory.{name}",
                 f"auto {r['run']}: peak allocated {r['peak_allocated_bytes'] / GiB:.1f} GiB / "
-                f"planned {r['planned_bytes'] / GiB:.1f} GiB",
+                f"planned {r['planned_bytes'] / GiB:.1f} GiB ({r['rows']} rows)",
                 r["peak_allocated_bytes"],
                 r["planned_bytes"],
                 MEMORY_TOLERANCE,
@@ -185,18 +211,19 @@ def run(device: torch.device, plan: ScalePlan, log) -> tuple[list[Verdict], dict
         emit(
             info(
                 "gpu.auto.rows",
-                f"auto rows: {plan.policy} B={plan.budget} vs the full cache at {plan.full_new_tokens} new tokens",
+                what["gpu.auto.rows"],
                 f"{ev['rows']} vs {full['rows']} = {ev['rows'] / full['rows']:.1f}x",
             )
         )
         emit(
             info(
                 "gpu.auto.tokens",
-                f"decode tok/s, {plan.steps} steps a row: {plan.policy} B={plan.budget} vs the full cache",
+                what["gpu.auto.tokens"],
                 f"{ev['decode_tokens_per_s']:.0f} vs {full['decode_tokens_per_s']:.0f} = "
                 f"{ev['decode_tokens_per_s'] / full['decode_tokens_per_s']:.1f}x",
             )
         )
     del model
-    torch.cuda.empty_cache()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     return verdicts, figures

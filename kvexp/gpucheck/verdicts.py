@@ -16,7 +16,7 @@ class Verdict:
     what: str  # what was compared, and the target
 
     def line(self) -> str:
-        return f"{self.status:<8} {self.check:<28} {self.figure:<30} {self.what}"
+        return f"{self.status:<8} {self.check:<32} {self.figure:<30} {self.what}"
 
     def as_dict(self) -> dict:
         return asdict(self)
