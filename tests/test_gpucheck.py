@@ -18,6 +18,7 @@ from kvexp.gpucheck.verdicts import (
     INFO,
     NOT_RUN,
     PASS,
+    Findings,
     all_equal,
     count_within,
     info,
@@ -119,15 +120,19 @@ def test_configs_ship_inside_the_package():
     assert (CONFIG_DIR / "model" / "organism.yaml").is_file() and correctness.REFERENCE.is_file()
 
 
-def test_gpu_section_runs_end_to_end_at_tiny_scale_on_the_cpu():
+def test_gpu_section_runs_end_to_end_at_tiny_scale_on_the_cpu(tmp_path):
     """The GPU section's code path on a tiny bench model: bandwidth, batch-1 speed, both auto runs
     planned by kvexp.engine.memory (on a CPU no peak memory is measured, so no memory verdict)."""
     plan = speed.ScalePlan(
         "tiny_kv_heavy", budget=48, full_new_tokens=64, prompt_len=16, steps=3, max_rows=4, batch1_tokens=4, copy_mib=1
     )
     lines = []
-    verdicts, figures = speed.run(torch.device("cpu"), plan, lines.append)
-    status = {v.check: v.status for v in verdicts}
+    findings = Findings(tmp_path / "gpucheck.json", {}, {}, lines.append)
+    speed.run(torch.device("cpu"), plan, findings)
+    status = {v.check: v.status for v in findings.verdicts}
+    figures = findings.section("gpu")
+    saved = json.loads((tmp_path / "gpucheck.json").read_text())  # saved after every verdict
+    assert [v["check"] for v in saved["verdicts"]] == list(status) and saved["figures"]["gpu"]["auto"]["full"]
     assert status == {"gpu.bandwidth": INFO, "gpu.batch1": INFO, "gpu.auto.rows": INFO, "gpu.auto.tokens": INFO}
     assert set(status) < set(speed.checks(plan))
     evicting, full = figures["auto"]["h2o"], figures["auto"]["full"]

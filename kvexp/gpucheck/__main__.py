@@ -7,18 +7,15 @@ fails. On a machine without a GPU the correctness checks run on the CPU and the 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 import torch
 
-from kvexp.files import replaced_atomically
 from kvexp.gpucheck import correctness, speed
-from kvexp.gpucheck.verdicts import not_run, passed
+from kvexp.gpucheck.verdicts import Findings, not_run, write_json
 
 # the organism's problems: on a CPU fewer, so the run stays under 5 minutes on 2 shared cores
 GPU_PROBLEMS, CPU_PROBLEMS = 32, 12
@@ -77,12 +74,6 @@ def machine(device: torch.device) -> dict:
     return info
 
 
-def write_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with replaced_atomically(path) as f:
-        f.write(json.dumps(obj, indent=1, default=str) + "\n")
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = torch.device(args.device)
@@ -90,36 +81,26 @@ def main(argv=None) -> int:
     if args.write_reference is None:
         reference = correctness.load_reference()
         correctness.check_problem_count(args.problems, reference)
-    t0 = time.perf_counter()
-
-    def log(msg: str) -> None:
-        print(msg, flush=True)
-
     info = machine(device)
-    log(
+    findings = Findings(args.out, info, {"problems": args.problems}, lambda line: print(line, flush=True))
+    findings.log(
         f"kvexp gpu-check on {info.get('gpu', 'cpu')}: torch {info['torch']}, transformers {info['transformers']}, "
         f"{args.problems} organism problems"
     )
-    result = {"machine": info, "settings": {"problems": args.problems}, "verdicts": [], "figures": {}}
-    verdicts, result["figures"]["organism"] = correctness.run(device, args.problems, reference, log)
+    correctness.run(device, args.problems, reference, findings)
     plan = speed.ScalePlan(steps=args.scale_steps)
     if device.type == "cuda":
-        found, result["figures"]["gpu"] = speed.run(device, plan, log)
-        verdicts += found
+        speed.run(device, plan, findings)
     else:
         for check, what in speed.checks(plan).items():
-            verdicts.append(not_run(check, what, "no GPU"))
-            log(verdicts[-1].line())
-    result["verdicts"] = [v.as_dict() for v in verdicts]
-    result["passed"] = passed(verdicts)
-    result["elapsed_s"] = round(time.perf_counter() - t0, 1)
-    write_json(args.out, result)
+            findings.add(not_run(check, what, "no GPU"))
+    findings.save()
+    result, verdicts = findings.result, findings.verdicts
     if args.write_reference is not None:
-        ref = correctness.reference_from(result["figures"]["organism"], device)
-        write_json(args.write_reference, ref)
-        log(f"reference written: {args.write_reference}")
+        write_json(args.write_reference, correctness.reference_from(result["figures"]["organism"], device))
+        findings.log(f"reference written: {args.write_reference}")
     counts = {s: sum(v.status == s for v in verdicts) for s in ("PASS", "FAIL", "INFO", "NOT RUN")}
-    log(
+    findings.log(
         f"\n{'PASSED' if result['passed'] else 'FAILED'}: "
         + ", ".join(f"{n} {s}" for s, n in counts.items())
         + f"; {result['elapsed_s']:.0f}s; figures in {args.out}"

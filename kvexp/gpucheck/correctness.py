@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from kvexp.data.chain import load_chain_problems
-from kvexp.gpucheck.verdicts import Verdict, all_equal, count_within, info
+from kvexp.gpucheck.verdicts import Findings, all_equal, count_within, info
 from kvexp.organism.evaluate import graded_outputs, load_organism, organism_preset, prompt_ids
 
 POLICIES = ("full", "h2o", "snapkv", "streaming_llm")
@@ -95,13 +95,14 @@ def generate_rows(model, tokenizer, problems, max_new_tokens: int) -> dict:
     return rows
 
 
-def run(device: torch.device, n_problems: int, reference: dict | None, log) -> tuple[list[Verdict], dict]:
-    """Every correctness check on `device`; (verdicts, figures). Without a reference (while making
-    one), the checks against it are left out."""
+def run(device: torch.device, n_problems: int, reference: dict | None, findings: Findings) -> None:
+    """Every correctness check on `device`, into `findings` (section "organism"). Without a reference
+    (while making one), the checks against it are left out."""
     model, tokenizer = load_organism()
     model = model.to(device=device, dtype=torch.float32).eval()
     problems = load_chain_problems(n_problems, **CHAIN)
-    verdicts, figures = [], {"problems": n_problems, "budget": BUDGET, "rows": ROWS, "policies": {}}
+    figures = findings.section("organism")
+    figures.update(problems=n_problems, budget=BUDGET, rows=ROWS, policies={})
     for policy in POLICIES:
         r = run_policy(model, tokenizer, problems, policy)
         figures["policies"][policy] = {k: v for k, v in r.items() if k != "output_ids"}
@@ -142,10 +143,8 @@ def run(device: torch.device, n_problems: int, reference: dict | None, log) -> t
                 all_equal("organism.full.generate", f"{name}: tokens = transformers' generate", equal, n_problems)
             )
         for v in found:
-            log(v.line())
-        log(f"{'':9}({policy}: continuous batching {r['batched_s']}s, one at a time {r['alone_s']}s)")
-        verdicts += found
-    return verdicts, figures
+            findings.add(v)
+        findings.log(f"{'':9}({policy}: continuous batching {r['batched_s']}s, one at a time {r['alone_s']}s)")
 
 
 def reference_from(figures: dict, device: torch.device) -> dict:

@@ -12,6 +12,7 @@ random bf16 weights, built directly on the device:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -21,7 +22,7 @@ from kvexp.bench.runner import KVEXP, RunSpec, run_kvexp
 from kvexp.bench.workload import run_workload
 from kvexp.engine import Request
 from kvexp.engine.memory import GiB, plan_for_model, weight_bytes
-from kvexp.gpucheck.verdicts import FAIL, Verdict, info, ratio_within
+from kvexp.gpucheck.verdicts import FAIL, Findings, Verdict, info, ratio_within
 from kvexp.policies import build_policy
 
 MEMORY_TOLERANCE = 0.15
@@ -107,7 +108,7 @@ def stop_if_fell_back(rows: int):
     return guard
 
 
-def auto_run(model, policy_name: str, plan: ScalePlan, log) -> dict:
+def auto_run(model, policy_name: str, plan: ScalePlan, log: Callable[[str], None]) -> dict:
     """One `batch_size=auto` run: rows planned from the free memory, one request per row, each decoding
     plan.steps tokens; its figures, the plan and the peak memory allocated (on a GPU; None elsewhere)."""
     device = next(model.parameters()).device
@@ -156,13 +157,11 @@ def auto_run(model, policy_name: str, plan: ScalePlan, log) -> dict:
     }
 
 
-def run(device: torch.device, plan: ScalePlan, log) -> tuple[list[Verdict], dict]:
-    """Every GPU-only check; a section that raises becomes a FAIL and the next one still runs."""
-    verdicts, figures, what = [], {"plan": plan.__dict__}, checks(plan)
-
-    def emit(v: Verdict) -> None:
-        verdicts.append(v)
-        log(v.line())
+def run(device: torch.device, plan: ScalePlan, findings: Findings) -> None:
+    """Every GPU-only check, into `findings` (section "gpu"); a part that raises becomes a FAIL and the
+    next one still runs."""
+    figures, what, emit = findings.section("gpu"), checks(plan), findings.add
+    figures["plan"] = plan.__dict__
 
     bandwidth = copy_bandwidth(device, plan.copy_mib)
     figures["copy_bandwidth_bytes_per_s"] = bandwidth
@@ -185,10 +184,10 @@ def run(device: torch.device, plan: ScalePlan, log) -> tuple[list[Verdict], dict
         )
     except Exception as e:  # recorded as a verdict; the slot goes on
         emit(_failed("gpu.batch1", e))
-    runs = {}
+    runs = figures["auto"] = {}
     for name in (plan.policy, "full"):
         try:
-            runs[name] = auto_run(model, name, plan, log)
+            runs[name] = auto_run(model, name, plan, findings.log)
         except Exception as e:
             emit(_failed(f"gpu.auto.{name}", e))
             continue
@@ -205,7 +204,6 @@ def run(device: torch.device, plan: ScalePlan, log) -> tuple[list[Verdict], dict
                 MEMORY_TOLERANCE,
             )
         )
-    figures["auto"] = runs
     if len(runs) == 2:
         ev, full = runs[plan.policy], runs["full"]
         emit(
@@ -226,4 +224,3 @@ def run(device: torch.device, plan: ScalePlan, log) -> tuple[list[Verdict], dict
     del model
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return verdicts, figures

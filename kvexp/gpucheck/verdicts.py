@@ -3,7 +3,12 @@ NOT RUN for a check this device cannot make (a GPU-only check on a CPU)."""
 
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from kvexp.files import replaced_atomically
 
 PASS, FAIL, INFO, NOT_RUN = "PASS", "FAIL", "INFO", "NOT RUN"
 
@@ -54,3 +59,40 @@ def passed(verdicts: list[Verdict]) -> bool:
     """The run passes when no check failed and at least one passed."""
     statuses = {v.status for v in verdicts}
     return FAIL not in statuses and PASS in statuses
+
+
+class Findings:
+    """What the run has found so far: each verdict printed as it comes and the JSON rewritten after it,
+    so a slot that ends early keeps everything measured until then. Sections fill their figures in place."""
+
+    def __init__(self, path: Path, machine: dict, settings: dict, print_line=print):
+        self.path, self.print_line = path, print_line
+        self.verdicts: list[Verdict] = []
+        self.result = {"machine": machine, "settings": settings, "verdicts": [], "figures": {}, "passed": False}
+        self.started = time.perf_counter()
+
+    def section(self, name: str) -> dict:
+        """The figures of one section, saved with every verdict."""
+        return self.result["figures"].setdefault(name, {})
+
+    def log(self, message: str) -> None:
+        self.print_line(message)
+
+    def add(self, verdict: Verdict) -> None:
+        self.verdicts.append(verdict)
+        self.print_line(verdict.line())
+        self.save()
+
+    def save(self) -> None:
+        self.result.update(
+            verdicts=[v.as_dict() for v in self.verdicts],
+            passed=passed(self.verdicts),
+            elapsed_s=round(time.perf_counter() - self.started, 1),
+        )
+        write_json(self.path, self.result)
+
+
+def write_json(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with replaced_atomically(path) as f:
+        f.write(json.dumps(obj, indent=1, default=str) + "\n")
