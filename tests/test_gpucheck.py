@@ -69,7 +69,7 @@ def test_cpu_run_passes_the_correctness_checks_and_marks_gpu_checks_not_run(tmp_
         assert status[f"organism.{policy}.accuracy"] == PASS
         assert status[f"organism.{policy}.vs_cpu"] == INFO
     assert status["organism.full.generate"] == PASS
-    gpu_only = speed.checks(speed.ScalePlan())
+    gpu_only = speed.checks(speed.GpuPlan())
     assert {c for c, s in status.items() if s == NOT_RUN} == set(gpu_only) and len(gpu_only) == 6
     assert stdout.count("NOT RUN ") == len(gpu_only) and "PASSED" in stdout
     full = result["figures"]["organism"]["policies"]["full"]
@@ -123,7 +123,7 @@ def test_configs_ship_inside_the_package():
 def test_gpu_section_runs_end_to_end_at_tiny_scale_on_the_cpu(tmp_path):
     """The GPU section's code path on a tiny bench model: bandwidth, batch-1 speed, both auto runs
     planned by kvexp.engine.memory (on a CPU no peak memory is measured, so no memory verdict)."""
-    plan = speed.ScalePlan(
+    plan = speed.GpuPlan(
         "tiny_kv_heavy", budget=48, full_new_tokens=64, prompt_len=16, steps=3, max_rows=4, batch1_tokens=4, copy_mib=1
     )
     lines = []

@@ -33,9 +33,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=None,
         help=f"organism problems per policy (default {GPU_PROBLEMS} on a GPU, {CPU_PROBLEMS} on a CPU; at most 32)",
     )
-    p.add_argument(
-        "--scale-steps", type=int, default=speed.ScalePlan().steps, help="decode steps a row in the auto runs"
-    )
+    p.add_argument("--scale-steps", type=int, default=speed.GpuPlan().steps, help="decode steps a row in the auto runs")
     p.add_argument(
         "--write-reference",
         type=Path,
@@ -88,7 +86,7 @@ def main(argv=None) -> int:
         f"{args.problems} organism problems"
     )
     correctness.run(device, args.problems, reference, findings)
-    plan = speed.ScalePlan(steps=args.scale_steps)
+    plan = speed.GpuPlan(steps=args.scale_steps)
     if device.type == "cuda":
         speed.run(device, plan, findings)
     else:

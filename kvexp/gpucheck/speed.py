@@ -29,11 +29,12 @@ MEMORY_TOLERANCE = 0.15
 
 
 @dataclass(frozen=True)
-class ScalePlan:
-    """The auto comparison, shortened to fit a slot: every row decodes `steps` tokens from its steady
-    state. The evicting policy's prompts fill its budget, so it evicts from its first step; the full
-    cache's prompts reach the middle of an 8k generation (prompt_len + full_new_tokens / 2), so each step
-    attends over the run's mean length, and its rows are planned for the whole 8k."""
+class GpuPlan:
+    """The GPU section's sizes. The auto comparison is shortened to fit a slot: every row decodes
+    `steps` tokens from its steady state. The evicting policy's prompts fill its budget, so it evicts
+    from its first step; the full cache's prompts reach the middle of an 8k generation (prompt_len +
+    full_new_tokens / 2), so each step attends over the run's mean length, and its rows are planned for
+    the whole 8k."""
 
     model: str = "llama8b_shaped"  # a bench preset (the tests run a tiny one on the CPU)
     policy: str = "h2o"
@@ -48,7 +49,7 @@ class ScalePlan:
     copy_mib: int = 2048
 
 
-def checks(plan: ScalePlan) -> dict[str, str]:
+def checks(plan: GpuPlan) -> dict[str, str]:
     """The checks `run` makes, by name, with what each compares (on a CPU: the NOT RUN lines)."""
     evicting = f"{plan.policy} B={plan.budget}"
     return {
@@ -85,7 +86,7 @@ def copy_bandwidth(device: torch.device, mib: int, reps: int = 10) -> float:
     return 2 * mib * 2**20 * reps / seconds
 
 
-def batch1_speed(model, plan: ScalePlan) -> dict:
+def batch1_speed(model, plan: GpuPlan) -> dict:
     """Full-cache decode at batch 1 through the bench's timed run (a short warm-up first)."""
     prompts = random_prompts(model.config.vocab_size, 1, 64)
     run_kvexp(model, RunSpec(plan.model, KVEXP, "full", None, None, 8, 1), prompts)
@@ -108,7 +109,7 @@ def stop_if_fell_back(rows: int):
     return guard
 
 
-def auto_run(model, policy_name: str, plan: ScalePlan, log: Callable[[str], None]) -> dict:
+def auto_run(model, policy_name: str, plan: GpuPlan, log: Callable[[str], None]) -> dict:
     """One `batch_size=auto` run: rows planned from the free memory, one request per row, each decoding
     plan.steps tokens; its figures, the plan and the peak memory allocated (on a GPU; None elsewhere)."""
     device = next(model.parameters()).device
@@ -157,7 +158,7 @@ def auto_run(model, policy_name: str, plan: ScalePlan, log: Callable[[str], None
     }
 
 
-def run(device: torch.device, plan: ScalePlan, findings: Findings) -> None:
+def run(device: torch.device, plan: GpuPlan, findings: Findings) -> None:
     """Every GPU-only check, into `findings` (section "gpu"); a part that raises becomes a FAIL and the
     next one still runs."""
     figures, what, emit = findings.section("gpu"), checks(plan), findings.add
