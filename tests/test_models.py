@@ -180,6 +180,25 @@ def test_half_written_cache_is_refused(tmp_path, monkeypatch):
         gguf.ensure_converted(tmp_path / "m.gguf", target)
 
 
+def test_gguf_conversion_takes_bos_and_eos_from_the_gguf_ids():
+    """transformers 5.17's GGUF Llama tokenizer carries the BOS token as its EOS too (SmolLM2 then
+    also stopped at <|im_start|>); the conversion sets both from the GGUF's ids, which the config holds."""
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer
+
+    from kvexp.models.gguf import special_tokens_from_config
+    from kvexp.organism import CHECKPOINT_DIR
+
+    tokenizer = AutoTokenizer.from_pretrained(CHECKPOINT_DIR)  # a BOS 1 / EOS 2 tokenizer to spoil
+    tokenizer.eos_token = tokenizer.bos_token  # what 5.17 builds
+    assert tokenizer.eos_token_id == 1
+    special_tokens_from_config(tokenizer, SimpleNamespace(bos_token_id=1, eos_token_id=2))
+    assert (tokenizer.bos_token_id, tokenizer.eos_token_id) == (1, 2) and tokenizer.eos_token == "<|end|>"
+    special_tokens_from_config(tokenizer, SimpleNamespace(bos_token_id=None, eos_token_id=[2, 3]))  # left as is
+    assert (tokenizer.bos_token_id, tokenizer.eos_token_id) == (1, 2)
+
+
 @pytest.mark.smollm2
 def test_smollm2_loads_offline_and_round_trips():
     p = preset("smollm2_135m")

@@ -5,8 +5,8 @@ plus what a policy's state weighs and how many operations a decode step launches
 - lengths: log-normal (sigma 1) with its mean near 1/6 of the cap, clipped to [1, cap], imposed per
   request (`Request.max_new_tokens`, EOS off) so random-weight models stand in for real ones; the
   SmolLM2 run takes real GSM8K prompts and stops at the model's own EOS.
-- figures: total tokens / wall time of the whole workload (prefills included); utilization: live
-  rows / allocated rows, averaged over decode steps.
+- figures: total tokens / wall time of the whole workload (prefills included); decode tokens / decode
+  time (prefills left out); utilization: live rows / allocated rows, averaged over decode steps.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -130,11 +131,15 @@ def run_workload(
     max_new_tokens: int,
     eos: tuple[int, ...] = (),
     label: str,
+    guard: Callable[[object, list], None] | None = None,
 ) -> dict:
+    """guard(cache, keys): called first after every forward pass, e.g. to stop a run early by raising."""
     policy = bench_policy(policy_name)
     live, allocated, events = [], [], []  # events: (time, prefill?, tokens this forward produced)
 
     def watch(cache, keys):
+        if guard:
+            guard(cache, keys)
         n = sum(k is not None for k in keys)
         events.append((time.perf_counter(), cache.ctx.prefill, len(cache.ctx.incoming) if cache.ctx.prefill else n))
         if not cache.ctx.prefill:
@@ -160,6 +165,10 @@ def run_workload(
     if first_decode is not None and last_admission > first_decode:
         window = events[first_decode + 1 : last_admission + 1]
         steady = sum(n for _, _, n in window) / (events[last_admission][0] - events[first_decode][0])
+    # decode alone: tokens over time between consecutive decode forwards (on a GPU the host runs ahead, so
+    # an interval that follows a prefill would carry the prefill's time)
+    decode = [i for i in range(1, len(events)) if not events[i][1] and not events[i - 1][1]]
+    decode_s = sum(events[i][0] - events[i - 1][0] for i in decode)
     return {
         "run": label,
         "policy": policy_name,
@@ -171,6 +180,7 @@ def run_workload(
         "wall_s": round(wall, 3),
         "tokens_per_s": tokens / wall,
         "steady_tokens_per_s": steady,
+        "decode_tokens_per_s": sum(events[i][2] for i in decode) / decode_s if decode_s > 0 else None,
         "tokens_per_cpu_s": tokens / cpu if cpu > 0 else None,
         "utilization": sum(live) / max(1, sum(allocated)),
         "decode_steps": len(live),

@@ -95,4 +95,16 @@ def _convert(gguf_path: Path, out: Path) -> None:
         )
     model.tie_weights()
     model.save_pretrained(out)
+    special_tokens_from_config(tokenizer, config)
     tokenizer.save_pretrained(out)
+
+
+def special_tokens_from_config(tokenizer, config) -> None:
+    """Set the tokenizer's BOS and EOS tokens to the GGUF's own ids, which the config carries.
+    transformers 5.17 builds a GGUF Llama tokenizer with the BOS token as its EOS too (SmolLM2's
+    <|im_start|> instead of <|im_end|>), so generation would also stop at <|im_start|>; later releases
+    read the GGUF's EOS, and there this changes nothing."""
+    for role in ("bos", "eos"):
+        token_id = getattr(config, f"{role}_token_id", None)
+        if isinstance(token_id, int):
+            setattr(tokenizer, f"{role}_token", tokenizer.convert_ids_to_tokens(token_id))

@@ -21,7 +21,7 @@ from kvexp.data.chain import load_chain_problems
 from kvexp.errors import ConfigError
 from kvexp.grading.chain import grade_chain
 from kvexp.organism import CHECKPOINT_DIR
-from kvexp.policies import POLICY_NAMES
+from kvexp.policies import POLICY_NAMES, build_policy
 
 
 def organism_preset(path: Path | str | None = None):
@@ -60,7 +60,7 @@ def policy_params(name: str, budget: int | None) -> dict:
     return params
 
 
-def run_cell(
+def graded_outputs(
     model,
     tokenizer,
     problems,
@@ -71,44 +71,49 @@ def run_cell(
     batch_size: int = 16,
     max_new_tokens: int | None = None,
     seed: int = 0,
-) -> dict:
-    """Greedy generation over `problems` with one policy and budget; accuracy and what happened."""
+) -> list[tuple]:
+    """Greedy generation over `problems` with one policy and budget through kvexp's engine:
+    (Output, correct) per problem, in the order the rows finish (an error row is never correct)."""
     from kvexp.engine import Budget, Engine, GenerationSettings, Request
     from kvexp.policies import build_policy
 
     pol = build_policy(policy_params(policy, budget))
-    if not pol.evicts:
-        budget = None
     steps = max(p.meta["steps"] for p in problems)
     settings = GenerationSettings(
         max_new_tokens=max_new_tokens or 15 * steps + 16, batch_size=batch_size, eos_token_ids=(tokenizer.eos_token_id,)
     )
-    engine = Engine(model, pol, Budget(budget, slack if budget is not None else 1), settings)
+    engine = Engine(model, pol, Budget(budget, slack) if pol.evicts else Budget(None, 1), settings)
     preset = organism_preset()
     requests = [Request(p.id, prompt_ids(tokenizer, p.question, preset), seed=seed + i) for i, p in enumerate(problems)]
     gold = {p.id: p.gold for p in problems}
-    t0 = time.perf_counter()
-    correct = errors = evicted = out_tokens = 0
+    graded = []
     for out in engine.generate(requests):
-        if out.error:
-            errors += 1
-            continue
-        _, ok = grade_chain(tokenizer.decode(out.output_ids, skip_special_tokens=True), gold[out.key])
-        correct += ok
-        evicted += out.n_evicted_tokens
-        out_tokens += out.n_output_tokens
+        correct = False
+        if not out.error:
+            _, correct = grade_chain(tokenizer.decode(out.output_ids, skip_special_tokens=True), gold[out.key])
+        graded.append((out, bool(correct)))
+    return graded
+
+
+def run_cell(model, tokenizer, problems, policy: str, budget: int | None, *, slack: int = 1, **generation) -> dict:
+    """Accuracy and what happened for one policy and budget (`graded_outputs`' keywords pass through)."""
+    if not build_policy(policy_params(policy, budget)).evicts:
+        budget = None
+    t0 = time.perf_counter()
+    graded = graded_outputs(model, tokenizer, problems, policy, budget, slack=slack, **generation)
+    done = [out for out, _ in graded if not out.error]
     n = len(problems)
     return {
         "policy": policy,
         "budget": budget,
         "slack": slack if budget is not None else None,
         "n": n,
-        "errors": errors,
-        "accuracy": correct / n,
-        "mean_output_tokens": out_tokens / max(1, n - errors),
-        "mean_evicted": evicted / max(1, n - errors),
+        "errors": n - len(done),
+        "accuracy": sum(correct for _, correct in graded) / n,
+        "mean_output_tokens": sum(o.n_output_tokens for o in done) / max(1, len(done)),
+        "mean_evicted": sum(o.n_evicted_tokens for o in done) / max(1, len(done)),
         "seconds": round(time.perf_counter() - t0, 1),
-        "mean_prompt_tokens": sum(len(r.prompt_ids) for r in requests) / n,
+        "mean_prompt_tokens": sum(out.n_prompt_tokens for out, _ in graded) / n,
     }
 
 

@@ -14,7 +14,8 @@ from omegaconf import DictConfig
 
 from kvexp.pipeline.cell import register_resolvers
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
+# kvexp/conf: in a checkout a link to the repository's conf/, in an installed wheel a copy (package data)
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 CONFIG_NAME = "config"
 
 # Config groups whose options are numbers (conf/budget/128.yaml ...). Hydra's override grammar reads a
