@@ -11,9 +11,9 @@ from reference import RULES, ReferencePolicy, reference_generate
 
 from kvexp.engine import Budget, ConfigError, Engine, GenerationSettings, Request, check_model_config
 from kvexp.engine.budget import SCHEDULES
-from kvexp.policies import POLICIES, POLICY_NAMES, build_policy
+from kvexp.policies import POLICIES, POLICY_NAMES, build_policy, evicting_policies
 
-EVICTING = [p for p in POLICY_NAMES if p != "full"]
+EVICTING = list(evicting_policies())
 
 
 def small_windows(name: str, budget: int = 16, window: int = 4) -> dict:

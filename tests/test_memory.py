@@ -16,7 +16,7 @@ from kvexp.engine import ConfigError
 from kvexp.engine.cache import PREFILL_CHUNK_BYTES
 from kvexp.engine.memory import GiB, ModelShape, plan_rows, row_capacity, row_cost
 from kvexp.pipeline import read_jsonl
-from kvexp.policies import POLICY_NAMES, build_policy
+from kvexp.policies import build_policy, evicting_policies
 
 LLAMA_8B = ModelShape.of(LlamaConfig(**RANDOM_MODELS["llama8b_shaped"].shape), torch.bfloat16)
 # DeepSeek-R1-Distill-Qwen-7B's config: 28 layers, 28 query / 4 KV heads of 128, vocab 152064
@@ -31,7 +31,7 @@ QWEN_7B = ModelShape.of(
     ),
     torch.bfloat16,
 )
-EVICTING = [p for p in POLICY_NAMES if p != "full"]
+EVICTING = list(evicting_policies())
 
 
 def test_shapes_come_from_the_config():
@@ -155,7 +155,7 @@ def _peak_allocated_bytes(fn) -> int:
 
 
 @pytest.mark.parametrize("slack", [1, 16])
-@pytest.mark.parametrize("name", [p for p in POLICY_NAMES if build_policy(p).evicts])
+@pytest.mark.parametrize("name", EVICTING)
 def test_declared_eviction_workspace_matches_what_one_eviction_allocates(name, slack):
     """A policy's `eviction_workspace_bytes` sizes batches: one real eviction (score, protection, selection,
     state clearing) of 4 rows x 2 KV heads (2 query heads each) x 512 slots must allocate between 0.4 and

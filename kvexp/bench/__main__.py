@@ -29,6 +29,7 @@ from kvexp.bench.report import format_rows, format_targets, format_workload
 from kvexp.bench.runner import RunSpec, run, summarize
 from kvexp.bench.targets import evaluate
 from kvexp.bench.workload import auto_runs, batching_runs, ops_table, smollm2_runs, state_table, workload_plan
+from kvexp.files import replaced_atomically
 
 SCHEMA_VERSION = 1
 
@@ -74,7 +75,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--only-workload", action="store_true", help="run the workload section alone")
     args = p.parse_args(argv)
     if args.policies is not None:
-        args.policies = [name for name in args.policies if name != "full"]  # full always runs
+        args.policies = [name for name in args.policies if name in EVICTING]  # the full cache always runs
     for name in args.policies or []:
         if name not in EVICTING:
             p.error(f"unknown policy {name!r} in --policies; choose from {', '.join(EVICTING)} (full always runs)")
@@ -310,9 +311,8 @@ def run_workload_section(wplan, device, dtype, log) -> tuple[dict, list[dict]]:
 
 def _write(path: Path, result: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1, default=str))
-    os.replace(tmp, path)
+    with replaced_atomically(path) as f:
+        json.dump(result, f, indent=1, default=str)
 
 
 if __name__ == "__main__":

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 
 from kvexp.bench.models import SMOLLM2
 from kvexp.bench.runner import HF, KVEXP, RunSpec
-from kvexp.policies import POLICY_NAMES
+from kvexp.policies import evicting_policies
 
-EVICTING = tuple(p for p in POLICY_NAMES if p != "full")
+EVICTING = evicting_policies()
 
 
 @dataclass

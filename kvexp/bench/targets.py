@@ -49,7 +49,7 @@ def _verdict(name, detail, value, threshold, met: bool, reference: bool) -> dict
     }
 
 
-def check(name, detail, num, den, threshold, num_label, den_label, reference=False, cpu=None) -> dict:
+def check(name, detail, *, num, den, threshold, num_label, den_label, reference=False, cpu=None) -> dict:
     """reference=True: shown for context, not one of the issue's targets (status INFO, never FAIL).
     cpu: (numerator row, denominator row) for the same ratio in CPU-time terms, a cross-check."""
     ratio = num / den if num and den else None
@@ -82,11 +82,11 @@ def evaluate(rows: list[dict], plan: Plan) -> list[dict]:
                 check(
                     "full_vs_generate",
                     f"{model} n={n} bs=1: kvexp full / generate",
-                    speed(full),
-                    speed(hf),
-                    1.0,
-                    "kvexp full",
-                    "hf generate",
+                    num=speed(full),
+                    den=speed(hf),
+                    threshold=1.0,
+                    num_label="kvexp full",
+                    den_label="hf generate",
                     cpu=(full, hf),
                 )
             )
@@ -102,11 +102,11 @@ def evaluate(rows: list[dict], plan: Plan) -> list[dict]:
                     check(
                         "policy_vs_streaming_llm",
                         f"{model} n={n} B{b}/S{hi}: {r['policy']} / streaming_llm",
-                        speed(r),
-                        speed(ref),
-                        0.90,
-                        r["policy"],
-                        "streaming_llm",
+                        num=speed(r),
+                        den=speed(ref),
+                        threshold=0.90,
+                        num_label=r["policy"],
+                        den_label="streaming_llm",
                         cpu=(r, ref),
                     )
                 )
@@ -117,11 +117,11 @@ def evaluate(rows: list[dict], plan: Plan) -> list[dict]:
                         check(
                             "slack_lo_vs_hi",
                             f"{model} n={n} B{b}: {r['policy']} S{lo} / S{hi}",
-                            speed(r),
-                            speed(other),
-                            0.85,
-                            f"S{lo}",
-                            f"S{hi}",
+                            num=speed(r),
+                            den=speed(other),
+                            threshold=0.85,
+                            num_label=f"S{lo}",
+                            den_label=f"S{hi}",
                             cpu=(r, other),
                         )
                     )
@@ -147,11 +147,11 @@ def evaluate(rows: list[dict], plan: Plan) -> list[dict]:
                 check(
                     "budget_vs_full_long",
                     f"{what} / full",
-                    speed(r),
-                    speed(full),
-                    1.3,
-                    r["policy"],
-                    "kvexp full",
+                    num=speed(r),
+                    den=speed(full),
+                    threshold=1.3,
+                    num_label=r["policy"],
+                    den_label="kvexp full",
                     cpu=(r, full),
                 )
             )
@@ -159,11 +159,11 @@ def evaluate(rows: list[dict], plan: Plan) -> list[dict]:
                 check(
                     "budget_vs_full_early",
                     f"{what} / full while <= {b} tokens (first {full.get('early_steps')} steps)",
-                    speed(r),
-                    full.get("early_decode_tokens_per_s"),
-                    0.90,
-                    r["policy"],
-                    "kvexp full (early)",
+                    num=speed(r),
+                    den=full.get("early_decode_tokens_per_s"),
+                    threshold=0.90,
+                    num_label=r["policy"],
+                    den_label="kvexp full (early)",
                 )
             )
             if hf:  # generate's cache really holds <= budget tokens then: the limit an evicting cache can reach
@@ -171,11 +171,11 @@ def evaluate(rows: list[dict], plan: Plan) -> list[dict]:
                     check(
                         "budget_vs_generate_early",
                         f"{what} / generate while <= {b} tokens (first {hf.get('early_steps')} steps)",
-                        speed(r),
-                        hf.get("early_decode_tokens_per_s"),
-                        0.90,
-                        r["policy"],
-                        "hf generate (early)",
+                        num=speed(r),
+                        den=hf.get("early_decode_tokens_per_s"),
+                        threshold=0.90,
+                        num_label=r["policy"],
+                        den_label="hf generate (early)",
                         reference=True,
                     )
                 )
@@ -191,11 +191,11 @@ def evaluate(rows: list[dict], plan: Plan) -> list[dict]:
                 check(
                     "batch_hi_vs_1",
                     f"{r['model']} n={r['new_tokens']} {r['engine']} {cfg}: bs={plan.batch_hi} / bs=1",
-                    speed(r),
-                    speed(one),
-                    3.0,
-                    f"bs={plan.batch_hi}",
-                    "bs=1",
+                    num=speed(r),
+                    den=speed(one),
+                    threshold=3.0,
+                    num_label=f"bs={plan.batch_hi}",
+                    den_label="bs=1",
                     cpu=(r, one),
                 )
             )

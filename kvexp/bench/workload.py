@@ -24,9 +24,9 @@ from kvexp.bench.runner import bench_policy
 from kvexp.bench.targets import check, check_at_most
 from kvexp.engine import Budget, Engine, GenerationSettings, Request
 from kvexp.engine.memory import GiB, ModelShape, plan_for_model, plan_rows, row_capacity, row_cost, weight_bytes
-from kvexp.policies import POLICY_NAMES, build_policy
+from kvexp.policies import POLICY_NAMES, build_policy, evicting_policies
 
-EVICTING = tuple(p for p in POLICY_NAMES if p != "full")
+EVICTING = evicting_policies()
 
 
 @dataclass(frozen=True)
@@ -150,9 +150,9 @@ def run_workload(
         max_new_tokens=max_new_tokens, batch_size=rows, continuous=continuous, eos_token_ids=eos
     )
     engine = Engine(model, policy, Budget.for_policy(policy, budget, slack), settings, observer=watch)
-    t0, cpu0 = engine._sync(), time.process_time()
+    t0, cpu0 = engine.synchronize(), time.process_time()
     outputs = list(engine.generate(requests))
-    wall, cpu = engine._sync() - t0, time.process_time() - cpu0
+    wall, cpu = engine.synchronize() - t0, time.process_time() - cpu0
     errors = [o.error for o in outputs if o.error]
     if errors:
         raise RuntimeError(f"{label}: the engine reported an error:\n{errors[0]}")
@@ -218,32 +218,32 @@ def batching_runs(plan: WorkloadPlan, device, dtype, log) -> tuple[list[dict], l
         check(
             "continuous_vs_static",
             f"{what}: continuous / static tok/s (static utilization {static['utilization']:.2f})",
-            cont["tokens_per_s"],
-            static["tokens_per_s"],
-            1.6,
-            "continuous",
-            "static",
+            num=cont["tokens_per_s"],
+            den=static["tokens_per_s"],
+            threshold=1.6,
+            num_label="continuous",
+            den_label="static",
             cpu=(cont, static),
         ),
         check(
             "continuous_vs_equal_lengths",
             f"{what}: heavy-tailed / equal lengths tok/s",
-            cont["tokens_per_s"],
-            ideal["tokens_per_s"],
-            0.85,
-            "heavy-tailed",
-            "equal lengths",
+            num=cont["tokens_per_s"],
+            den=ideal["tokens_per_s"],
+            threshold=0.85,
+            num_label="heavy-tailed",
+            den_label="equal lengths",
             cpu=(cont, ideal),
         ),
         # the same in steady state: without the drain, where the longest requests end nearly alone
         check(
             "continuous_vs_equal_lengths_steady",
             f"{what}: heavy-tailed / equal lengths tok/s, steady state",
-            cont["steady_tokens_per_s"],
-            ideal["steady_tokens_per_s"],
-            0.85,
-            "heavy-tailed",
-            "equal lengths",
+            num=cont["steady_tokens_per_s"],
+            den=ideal["steady_tokens_per_s"],
+            threshold=0.85,
+            num_label="heavy-tailed",
+            den_label="equal lengths",
             reference=True,
         ),
     ]
@@ -340,30 +340,30 @@ def auto_runs(plan: WorkloadPlan, device, dtype, log) -> tuple[list[dict], list[
         check(
             "auto_rows_vs_full",
             f"{what}: {plan.policy} B{plan.auto_budget} rows / full-cache rows (cap {plan.auto_cap})",
-            evicting["rows"],
-            full_run["rows"],
-            4.0,
-            plan.policy,
-            "full",
+            num=evicting["rows"],
+            den=full_run["rows"],
+            threshold=4.0,
+            num_label=plan.policy,
+            den_label="full",
         ),
         check(
             "auto_tokens_vs_full",
             f"{what}: {plan.policy} B{plan.auto_budget} tok/s / full-cache tok/s, "
             f"steady state ({plan.auto_requests} requests)",
-            evicting["steady_tokens_per_s"],
-            full_run["steady_tokens_per_s"],
-            2.5,
-            plan.policy,
-            "full",
+            num=evicting["steady_tokens_per_s"],
+            den=full_run["steady_tokens_per_s"],
+            threshold=2.5,
+            num_label=plan.policy,
+            den_label="full",
         ),
         check(
             "auto_tokens_vs_full_whole",
             f"{what}: {plan.policy} B{plan.auto_budget} tok/s / full-cache tok/s, whole workload with its drain",
-            evicting["tokens_per_s"],
-            full_run["tokens_per_s"],
-            2.5,
-            plan.policy,
-            "full",
+            num=evicting["tokens_per_s"],
+            den=full_run["tokens_per_s"],
+            threshold=2.5,
+            num_label=plan.policy,
+            den_label="full",
             reference=True,
             cpu=(evicting, full_run),
         ),

@@ -230,7 +230,9 @@ class Engine:
             return self.model.lm_head(body.norm(hidden[0, last])).float()
         return self.model.lm_head(body.norm(hidden[:, -1:]))[:, -1].float()
 
-    def _sync(self) -> float:
+    def synchronize(self) -> float:
+        """Wait for the work queued on the model's device, then return `time.perf_counter()`: a clock
+        reading that includes that work (for timings around `generate`)."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
@@ -274,7 +276,7 @@ class Engine:
                     if reason:
                         rows[i] = None
                         del held[row.request.key]
-                        now = self._sync()
+                        now = self.synchronize()
                         kept = cache.prompt_kept(i, len(row.request.prompt_ids))  # once per row, as it finishes
                         yield self._output(row, reason, now, cache.bytes_per_token(), kept)
                 if any(row is None for row in rows):
@@ -320,9 +322,9 @@ class Engine:
             prefill_rows=tuple(zip(targets, lengths)),
             **self._budget_fields,
         )
-        t0 = self._sync()
+        t0 = self.synchronize()
         new_logits = self._forward(ids, positions, cache, last)
-        t1 = self._sync()
+        t1 = self.synchronize()
         generators = self.sampler.generators([r.seed for r in batch], self.device) or [None] * len(batch)
         room = self.budget.prefill_room(capacity)
         for i, r, n, g in zip(targets, batch, lengths, generators):

@@ -20,6 +20,7 @@ import torch
 from kvexp.data.chain import load_chain_problems
 from kvexp.gpucheck.verdicts import Findings, all_equal, count_within, info
 from kvexp.organism.evaluate import graded_outputs, load_organism, organism_preset, prompt_ids
+from kvexp.policies import policy_class
 
 POLICIES = ("full", "h2o", "snapkv", "streaming_llm")
 BUDGET = 128
@@ -59,7 +60,7 @@ def run_policy(model, tokenizer, problems, policy: str) -> dict:
     keys = [p.id for p in problems]
     return {
         "policy": policy,
-        "budget": BUDGET if policy != "full" else None,
+        "budget": BUDGET if policy_class(policy).evicts else None,
         "rows": ROWS,
         "problems": len(keys),
         "errors": sum(batched[k][0].error is not None for k in keys),

@@ -23,7 +23,7 @@ from kvexp.bench.workload import run_workload
 from kvexp.engine import Request
 from kvexp.engine.memory import GiB, plan_for_model, weight_bytes
 from kvexp.gpucheck.verdicts import FAIL, Findings, Verdict, info, ratio_within
-from kvexp.policies import build_policy
+from kvexp.policies import build_policy, policy_class
 
 MEMORY_TOLERANCE = 0.15
 
@@ -113,7 +113,7 @@ def auto_run(model, policy_name: str, plan: GpuPlan, log: Callable[[str], None])
     """One `batch_size=auto` run: rows planned from the free memory, one request per row, each decoding
     plan.steps tokens; its figures, the plan and the peak memory allocated (on a GPU; None elsewhere)."""
     device = next(model.parameters()).device
-    if policy_name == "full":
+    if not policy_class(policy_name).evicts:
         prompt_len, cap = plan.prompt_len + plan.full_new_tokens // 2, plan.full_new_tokens // 2
     else:
         prompt_len, cap = plan.budget, plan.full_new_tokens

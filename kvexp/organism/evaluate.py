@@ -21,7 +21,7 @@ from kvexp.data.chain import load_chain_problems
 from kvexp.errors import ConfigError
 from kvexp.grading.chain import grade_chain
 from kvexp.organism import CHECKPOINT_DIR
-from kvexp.policies import POLICY_NAMES, build_policy
+from kvexp.policies import POLICY_NAMES, build_policy, policy_class
 
 
 def organism_preset(path: Path | str | None = None):
@@ -119,11 +119,11 @@ def run_cell(model, tokenizer, problems, policy: str, budget: int | None, *, sla
 
 def markdown_table(results: list[dict], budgets: list[int]) -> str:
     by = {(r["policy"], r["budget"]): r for r in results}
-    full = next((r for r in results if r["policy"] == "full"), None)
+    full = next((r for r in results if r["budget"] is None), None)
     lines = ["| policy | " + " | ".join(f"B={b}" for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
     if full:
         lines.append("| full (no eviction) | " + " | ".join(f"{full['accuracy']:.2f}" for _ in budgets) + " |")
-    for policy in dict.fromkeys(r["policy"] for r in results if r["policy"] != "full"):
+    for policy in dict.fromkeys(r["policy"] for r in results if r["budget"] is not None):
         cells = [f"{by[(policy, b)]['accuracy']:.2f}" if (policy, b) in by else "-" for b in budgets]
         lines.append(f"| {policy} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -152,7 +152,7 @@ def main(argv=None) -> None:
     )
     results = []
     for policy in args.policies:
-        for budget in [None] if policy == "full" else args.budgets:
+        for budget in args.budgets if policy_class(policy).evicts else [None]:
             try:
                 r = run_cell(model, tokenizer, problems, policy, budget, slack=args.slack, batch_size=args.batch_size)
             except ConfigError as e:

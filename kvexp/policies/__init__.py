@@ -44,6 +44,11 @@ def policy_class(name: str) -> type[Policy]:
     return getattr(importlib.import_module(module), cls)
 
 
+def evicting_policies() -> tuple[str, ...]:
+    """The registered policies that evict (all but those, like the full cache, whose `evicts` is False)."""
+    return tuple(name for name in POLICY_NAMES if policy_class(name).evicts)
+
+
 def build_policy(cfg: Mapping[str, Any] | str, **overrides) -> Policy:
     """A policy from its config node (`name` plus parameters) or its name."""
     params = {"name": cfg} if isinstance(cfg, str) else dict(cfg)
