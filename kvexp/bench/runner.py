@@ -99,8 +99,7 @@ def run_kvexp(model, spec: RunSpec, prompts: list[list[int]]) -> Timing:
         )
     steps = [b - a for a, b in zip(clock.stamps, clock.stamps[1:])]
     per_token = ModelShape.of(model.config, dtype).kv_bytes_per_token
-    longest = max(len(p) for p in prompts)
-    capacity = longest + spec.new_tokens if not policy.evicts else min(longest + spec.new_tokens, spec.budget)
+    capacity = engine.capacity(requests)
     return Timing(
         step_s=steps,
         decode_s=clock.stamps[-1] - clock.stamps[0],
