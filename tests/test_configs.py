@@ -12,7 +12,7 @@ from sweeps import options, sweep_params
 
 from kvexp.models import ModelPreset
 from kvexp.pipeline.cell import cell_name, differences, run_identity
-from kvexp.pipeline.config import compose_config, quote_numeric_choices
+from kvexp.pipeline.config import CONFIG_DIR, compose_config, quote_numeric_choices
 
 GROUPS = ("model", "dataset", "policy", "budget", "generation", "logger", "experiment")
 STUDY_DATASETS = ["gsm8k", "math500", "strategyqa", "folio", "drop", "reclor", "openbookqa", "commonsenseqa"]
@@ -254,3 +254,21 @@ def test_sweep_product_is_exactly_as_typed():
     for policy, budget in cells:
         cfg = compose_config([f"policy={policy}", f"budget={budget}"])
         assert (cfg.policy.name, str(cfg.budget.tokens)) == (policy, budget.strip("'"))
+
+
+@pytest.mark.parametrize("name", sorted(options("policy")))
+def test_a_policy_yaml_holds_its_class_defaults(name):
+    """conf/policy/<name>.yaml sets its parameters at the class's own defaults (an unknown key is refused),
+    so `policy=<name>` is the class as written and the recorded config.yaml says what ran."""
+    from kvexp.policies import build_policy
+
+    params = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "policy" / f"{name}.yaml"))
+    assert params.pop("name") == name
+    default, configured = build_policy(name), build_policy(name, **params)
+    for budget in (64, 256):
+        assert configured.recent_window(budget) == default.recent_window(budget)
+
+    def settings(policy):  # its plain parameters (the window as the budget resolves it, above)
+        return {k: v for k, v in vars(policy).items() if isinstance(v, (int, float, str, bool)) and k != "window"}
+
+    assert settings(configured) == settings(default)

@@ -30,6 +30,7 @@ from kvexp.bench.runner import RunSpec, run, summarize
 from kvexp.bench.targets import evaluate
 from kvexp.bench.workload import auto_runs, batching_runs, ops_table, smollm2_runs, state_table, workload_plan
 from kvexp.files import replaced_atomically
+from kvexp.policies import POLICY_NAMES
 
 SCHEMA_VERSION = 1
 
@@ -75,7 +76,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--only-workload", action="store_true", help="run the workload section alone")
     args = p.parse_args(argv)
     if args.policies is not None:
-        args.policies = [name for name in args.policies if name in EVICTING]  # the full cache always runs
+        # a policy that never evicts (the full cache) always runs; an unknown name is refused below
+        args.policies = [name for name in args.policies if name in EVICTING or name not in POLICY_NAMES]
     for name in args.policies or []:
         if name not in EVICTING:
             p.error(f"unknown policy {name!r} in --policies; choose from {', '.join(EVICTING)} (full always runs)")
