@@ -146,11 +146,12 @@ def test_target_verdicts():
     from kvexp.bench.targets import check, check_at_most
 
     fast, slow = {"batch": 1, "cpu_ms_per_step": 10.0}, {"batch": 1, "cpu_ms_per_step": 20.0}
-    passed = check("t", "d", 90.0, 100.0, 0.9, "a", "b", cpu=(slow, fast))
+    labels = dict(threshold=0.9, num_label="a", den_label="b")
+    passed = check("t", "d", num=90.0, den=100.0, **labels, cpu=(slow, fast))
     assert (passed["status"], passed["ratio"], passed["cpu_ratio"], passed["cpu_status"]) == ("PASS", 0.9, 0.5, "FAIL")
-    assert check("t", "d", 89.0, 100.0, 0.9, "a", "b")["status"] == "FAIL"
-    assert check("t", "d", 1.0, 100.0, 0.9, "a", "b", reference=True)["status"] == "INFO"
-    assert check("t", "d", None, 100.0, 0.9, "a", "b")["status"] == "n/a"
+    assert check("t", "d", num=89.0, den=100.0, **labels)["status"] == "FAIL"
+    assert check("t", "d", num=1.0, den=100.0, **labels, reference=True)["status"] == "INFO"
+    assert check("t", "d", num=None, den=100.0, **labels)["status"] == "n/a"
     assert check_at_most("s", "d", 0.3, 0.3)["status"] == "PASS"
     assert check_at_most("s", "d", 0.31, 0.3)["status"] == "FAIL"
     assert check_at_most("s", "d", None, 0.3)["status"] == "n/a"
