@@ -484,6 +484,19 @@ def test_budget_schedules_are_told_apart_when_a_sweep_mixes_them(tmp_path):
     assert labels == ["full", "h2o (schedule=cap)", "h2o (schedule=interval)"]
 
 
+def test_a_sweep_over_a_generated_tasks_own_setting_is_reported_as_variants(tmp_path):
+    """`dataset=chain dataset.steps=10,20` launches two cells per policy; the report shows them as two
+    variants of each (as a policy parameter), where it used to refuse the sweep as mixing a fixed key."""
+    rows = [fx.sample_row(f"g{i}", True) for i in range(3)]
+    for steps in (10, 20):
+        for policy in ("full", "h2o"):
+            config = fx.job_config(policy=policy, dataset="chain", overrides={"dataset.steps": steps})
+            fx.write_job(tmp_path / f"{policy}-{steps}", config, rows)
+    result = build_report([tmp_path], tmp_path / "report")
+    labels = [r.label for r in result.table("accuracy", "chain").rows]
+    assert labels == ["full (steps=10)", "full (steps=20)", "h2o (steps=10)", "h2o (steps=20)"]
+
+
 # ---------------------------------------------------------------- files: CSV, Markdown, plots
 
 

@@ -2,7 +2,7 @@
 
 Config keys fall into five kinds:
 - identity: what a sweep varies and what defines a cell (model.name, dataset.name, policy.*,
-  budget.*);
+  budget.*, and a generated dataset's own settings such as dataset.steps);
 - replicate: `seed`, which repeats a cell (kvexp.stats pools the seeds: mean, spread, interval);
 - shard: dataset.shard.* (which part of the dataset the job ran);
 - ignored: bookkeeping that cannot change results (logger, hydra, paths, batch size, W&B, where
@@ -26,11 +26,15 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
+from kvexp.data.registry import GENERATED
 from kvexp.pipeline.cell import RESUMABLE_CHANGES
 
 from .loading import Job, ReportError
 
-IDENTITY_KEYS = ("model.name", "dataset.name", "policy.*", "budget.*")
+#: A generated dataset's own settings (kvexp.data.registry.GENERATED: the chain task's steps, facts, ...): a
+#: sweep over them (`dataset.steps=10,20`) is reported as variants of each policy, as a policy parameter is.
+GENERATED_DATASET_KEYS = tuple(sorted({f"dataset.{o}" for spec in GENERATED.values() for o in spec.options}))
+IDENTITY_KEYS = ("model.name", "dataset.name", "policy.*", "budget.*", *GENERATED_DATASET_KEYS)
 REPLICATE_KEY = "seed"
 SHARD_KEYS = ("dataset.shard.*",)
 #: Keys the report checks itself although a rerun may change them: problems and samples per cell.
