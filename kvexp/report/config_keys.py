@@ -33,7 +33,10 @@ from .loading import Job, ReportError
 
 #: A generated dataset's own settings (kvexp.data.registry.GENERATED: the chain task's steps, facts, ...): a
 #: sweep over them (`dataset.steps=10,20`) is reported as variants of each policy, as a policy parameter is.
-GENERATED_DATASET_KEYS = tuple(sorted({f"dataset.{o}" for spec in GENERATED.values() for o in spec.options}))
+#: Not `split`: training and held-out problems are not two variants of one result.
+GENERATED_DATASET_KEYS = tuple(
+    sorted({f"dataset.{o}" for spec in GENERATED.values() for o in spec.options if o != "split"})
+)
 IDENTITY_KEYS = ("model.name", "dataset.name", "policy.*", "budget.*", *GENERATED_DATASET_KEYS)
 REPLICATE_KEY = "seed"
 SHARD_KEYS = ("dataset.shard.*",)
