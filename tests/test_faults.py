@@ -93,6 +93,10 @@ def test_a_tracker_without_a_run_logs_nothing_and_raises_nothing(tmp_path, monke
         (["dataset=chain", "+dataset.stpes=3"], r"dataset 'chain' has no setting stpes; its settings are steps"),
         (["dataset=chain", "dataset.source=hub"], r"generated from a seed.*dataset.source=generated"),
         (["trace.n_problems=-1"], r"trace.n_problems must be >= 0"),
+        (
+            ["generation.num_samples=4", "generation.temperature=0"],
+            r"num_samples=4 with generation.temperature=0 \(greedy\).*temperature above 0.*generation.num_samples=1",
+        ),
     ],
 )
 def test_bad_settings_fail_before_the_model_loads_naming_the_fix(tmp_path, monkeypatch, overrides, message):
@@ -406,3 +410,23 @@ def test_a_local_sweep_leaves_no_empty_template_folder(tmp_path):
     assert proc.returncode == 0, out
     logs = sorted(p.name for p in (sweep / ".submitit").iterdir())
     assert len(logs) == 2 and not any("%" in name for name in logs), logs
+
+
+# ---- positions past the model's, full disks, signals in pairs, busy cells, progress (issue 22) ----
+
+
+def test_a_job_warns_once_and_stops_rows_at_the_models_positions(tmp_path, caplog):
+    job = tmp_path / "job"
+    overrides = ["model.tiny.max_position_embeddings=300", "dataset=chain", "dataset.limit=3"]
+    overrides += ["generation.max_new_tokens=200", "policy=h2o", "budget.tokens=64"]
+    with caplog.at_level("WARNING", logger="kvexp"):
+        metrics = run(job, *overrides)
+    warnings = [r.getMessage() for r in caplog.records if "max_position_embeddings" in r.getMessage()]
+    assert len(warnings) == 1 and "generation.max_new_tokens=200" in warnings[0], warnings
+    assert "max_position_embeddings=300" in warnings[0] and "plus generation.max_new_tokens=200 is" in warnings[0]
+    rows = samples(job)
+    assert all(r["n_prompt_tokens"] + r["n_output_tokens"] <= 300 for r in rows)
+    stopped = [r for r in rows if r["stop_reason"] == "max_positions"]
+    assert stopped and all(r["n_prompt_tokens"] + r["n_output_tokens"] == 300 for r in stopped)
+    assert metrics["stop_reasons"].get("max_positions") == len(stopped)
+    assert metrics["truncation_rate"] == pytest.approx(len(stopped) / len(rows))

@@ -418,7 +418,10 @@ def test_retry_errors_reruns_only_error_rows(tmp_path, monkeypatch):
         (["policy.name=nosuch"], "valid policies: full, streaming_llm"),
         (["policy=h2o", "budget=none"], "needs a token budget"),
         (["generation.num_samples=0"], "num_samples"),
-        (["generation.num_samples=2", "metrics.pass_k=[1,4]"], r"metrics.pass_k has k=\[4\]"),
+        (
+            ["generation.num_samples=2", "generation.temperature=1", "metrics.pass_k=[1,4]"],
+            r"metrics.pass_k has k=\[4\]",
+        ),
         (["model.path=/nonexistent/model"], "/nonexistent/model"),
         (["dataset=folio"], "unavailable"),
     ],

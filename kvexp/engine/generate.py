@@ -86,7 +86,7 @@ class Request:
 class Output:
     key: Hashable
     output_ids: list[int] = field(default_factory=list)
-    stop_reason: str | None = None  # eos | max_new_tokens | repetition; None on error
+    stop_reason: str | None = None  # eos | max_new_tokens | max_positions | repetition; None on error
     n_prompt_tokens: int = 0
     n_output_tokens: int = 0
     peak_resident_tokens: int = 0
@@ -147,6 +147,8 @@ class Engine:
         self.sampler = Sampler(settings.temperature, settings.top_p, settings.top_k)
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
+        # positions the model was trained for: prompt + output never exceed them (None: no limit)
+        self.max_positions: int | None = getattr(model.config, "max_position_embeddings", None)
 
     # ---- public ----
     def generate(self, requests: Iterable[Request], trace_keys: set | frozenset = frozenset()) -> Iterator[Output]:
@@ -178,6 +180,11 @@ class Engine:
     def _prompt_problem(self, req: Request) -> str | None:
         if not req.prompt_ids:
             return "empty prompt"
+        if self.max_positions is not None and len(req.prompt_ids) >= self.max_positions:
+            return (
+                f"prompt of {len(req.prompt_ids)} tokens leaves no room for output in the model's "
+                f"max_position_embeddings={self.max_positions}; use a shorter prompt or a model with more positions"
+            )
         if self.policy.evicts and self.policy.protect_prompt:
             b, s = self.budget.tokens, self.budget.slack
             need = max(len(req.prompt_ids), self.policy.n_sink) + self.policy.recent_window(b)
@@ -377,6 +384,8 @@ class Engine:
             return "eos"
         if len(tokens) >= min(cap, self.settings.max_new_tokens):
             return "max_new_tokens"
+        if self.max_positions is not None and len(row.request.prompt_ids) + len(tokens) >= self.max_positions:
+            return "max_positions"  # the next token would sit past the model's last position
         if self.settings.repetition is not None and self.settings.repetition.triggered(tokens):
             return "repetition"
         return None

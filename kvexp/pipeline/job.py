@@ -457,6 +457,7 @@ def _generate(cfg, plan: Plan, folder: JobFolder, status: StatusFile, tracker, p
     requests = [
         Request(key=(p.id, j), prompt_ids=prompt_ids[p.id], seed=sample_seed(cfg.seed, p.id, j)) for p, j in pending
     ]
+    _warn_past_positions(loaded.model.config, [len(ids) for ids in prompt_ids.values()], plan.settings.max_new_tokens)
     settings = dataclasses.replace(plan.settings, eos_token_ids=tuple(loaded.eos_token_ids))
     rows = _plan_rows(cfg, plan, loaded.model, settings, requests)
     settings = dataclasses.replace(settings, batch_size=rows["rows"])
@@ -513,6 +514,26 @@ def _generate(cfg, plan: Plan, folder: JobFolder, status: StatusFile, tracker, p
     finally:
         progress.close()
     return progress.tokens, time.perf_counter() - t_gen
+
+
+def _warn_past_positions(model_config, prompt_lengths: list[int], max_new_tokens: int) -> None:
+    """Say once, before decoding, when a row may reach the model's last position: the engine stops such a
+    row there (stop_reason max_positions, counted as truncated) and makes a longer prompt an error row."""
+    limit = getattr(model_config, "max_position_embeddings", None)
+    longest = max(prompt_lengths, default=0)
+    if limit is None or longest + max_new_tokens <= limit:
+        return
+    log.warning(
+        "the longest prompt (%d tokens) plus generation.max_new_tokens=%d is %d positions, more than the model's "
+        "max_position_embeddings=%d: rows that reach it stop there (stop_reason max_positions, counted as "
+        "truncated)%s; lower generation.max_new_tokens to %d to keep every row within the model's positions",
+        longest,
+        max_new_tokens,
+        longest + max_new_tokens,
+        limit,
+        ", and prompts of that length or more are error rows" if longest >= limit else "",
+        max(1, limit - longest),
+    )
 
 
 def _plan_rows(cfg, plan: Plan, model, settings, requests) -> dict[str, Any]:
