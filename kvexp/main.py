@@ -67,8 +67,9 @@ def cli() -> None:
     sys.argv[1:] = name_swept_axes(quote_numeric_choices(expand_shards(sys.argv[1:])))
     try:
         # from here on a SIGTERM is an exception, so one that comes while Hydra sets the job up still
-        # leaves the job folder in a final state (kvexp.pipeline.job.run_job)
-        with signals_as_exceptions():
+        # leaves the job folder in a final state (kvexp.pipeline.job.run_job); once interrupted, a second
+        # signal (Ctrl-C to a local sweep sends SIGINT and SIGTERM) is ignored until the process exits
+        with signals_as_exceptions(ignore_after=True):
             main()
     except (SystemExit, Exception):
         # Hydra's basic launcher ran every cell and reported the first failure: list them all

@@ -430,3 +430,63 @@ def test_a_job_warns_once_and_stops_rows_at_the_models_positions(tmp_path, caplo
     assert stopped and all(r["n_prompt_tokens"] + r["n_output_tokens"] == 300 for r in stopped)
     assert metrics["stop_reasons"].get("max_positions") == len(stopped)
     assert metrics["truncation_rate"] == pytest.approx(len(stopped) / len(rows))
+
+
+SIGNAL_PAIRS = [(signal.SIGTERM, signal.SIGINT), (signal.SIGINT, signal.SIGTERM)]
+
+
+@pytest.mark.parametrize("first, second", SIGNAL_PAIRS)
+def test_a_second_signal_during_the_preempted_write_is_ignored(tmp_path, monkeypatch, first, second):
+    """The race made certain: the second signal of a pair arrives while status.json is being marked
+    preempted (it used to raise there, and status.json stayed `running`)."""
+    import kvexp.pipeline.job as job_module
+    from kvexp.pipeline import JobInterrupted
+    from kvexp.pipeline.progress import Progress
+
+    real_update, real_write = Progress.update, job_module.write_json
+    sent = []
+
+    def update_then_signal(self, *args, **kwargs):
+        real_update(self, *args, **kwargs)
+        if not sent:
+            sent.append(first)
+            os.kill(os.getpid(), first)
+
+    def write_during_second_signal(path, obj):
+        if path.name == "status.json" and obj.get("state") == "preempted" and len(sent) == 1:
+            sent.append(second)
+            os.kill(os.getpid(), second)  # its handler runs inside the write below
+        real_write(path, obj)
+
+    monkeypatch.setattr(Progress, "update", update_then_signal)
+    monkeypatch.setattr(job_module, "write_json", write_during_second_signal)
+    with pytest.raises((JobInterrupted, KeyboardInterrupt)):
+        run(tmp_path / "job", "dataset.limit=4", "generation.batch_size=1")
+    assert sent == [first, second]
+    status = load(tmp_path / "job", "status.json")
+    assert status["state"] == "preempted" and signal.Signals(first).name in status["error"], status
+    assert 1 <= len(samples(tmp_path / "job")) < 4
+
+
+@pytest.mark.parametrize("delay_ms", [0, 2])
+@pytest.mark.parametrize("first, second", SIGNAL_PAIRS)
+def test_any_pair_of_sigint_and_sigterm_leaves_the_job_preempted_with_its_rows(tmp_path, first, second, delay_ms):
+    """What a job of a local sweep gets on Ctrl-C: SIGINT from the terminal and SIGTERM from submitit, in
+    either order and close together; it exits as interrupted, never killed by the second one."""
+    job = tmp_path / "job"
+    args = [*FAST, "dataset.limit=6", "generation.batch_size=1", "generation.max_new_tokens=32", f"hydra.run.dir={job}"]
+    proc = cli(*args)
+    deadline = time.monotonic() + 120
+    while not (job / "samples.jsonl").exists() or not (job / "samples.jsonl").read_text().count("\n"):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.02)
+    proc.send_signal(first)
+    time.sleep(delay_ms / 1000)
+    proc.send_signal(second)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode in (130, 128 + signal.SIGTERM), out
+    status = load(job, "status.json")
+    assert status["state"] == "preempted", (status, out)
+    assert "interrupted by SIG" in status["error"], (status, out)  # both pending: Python handles SIGINT first
+    rows = samples(job)
+    assert 1 <= len(rows) < 6 and len({(r["id"], r["sample_idx"]) for r in rows}) == len(rows)

@@ -254,7 +254,7 @@ class _KvexpSubmititLauncher(BaseSubmititLauncher):
         # submitit's handler (checkpoint + requeue), set up by submitit before it called us
         submitit_handler = signal.getsignal(signal.SIGUSR2)
         register_resolvers()  # the folder names use ${kvexp.cell:...}
-        with signals_as_exceptions():
+        with signals_as_exceptions(ignore_after=True):  # the job's process exits after this block
             try:
                 return super().__call__(sweep_overrides, job_dir_key, job_num, job_id, singleton_state)
             except JobInterrupted as e:
