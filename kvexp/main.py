@@ -27,11 +27,13 @@ from kvexp.openmp import prefer_passive_waiting
 
 prefer_passive_waiting()  # before kvexp's packages load torch
 
+from kvexp.files import finds_no_room  # noqa: E402
 from kvexp.launch import expand_shards, name_swept_axes, register_launchers  # noqa: E402
 from kvexp.launch.launcher import FailedCellsCallback  # noqa: E402
 from kvexp.pipeline import JobInterrupted, register_resolvers, run_job  # noqa: E402
 from kvexp.pipeline.config import quote_numeric_choices  # noqa: E402
-from kvexp.pipeline.preflight import PreflightError, check_budget_choices  # noqa: E402
+from kvexp.pipeline.job import DISK_FULL_FIX  # noqa: E402
+from kvexp.pipeline.preflight import JobStopped, PreflightError, check_budget_choices  # noqa: E402
 from kvexp.pipeline.signals import signals_as_exceptions  # noqa: E402
 
 # Hydra resolves the run/sweep folder names (${kvexp.cell:...}) before calling main, so the resolver
@@ -50,9 +52,15 @@ def main(cfg: DictConfig) -> float | None:
         "hydra.yaml": {"hydra": OmegaConf.to_container(hc, resolve=False)},
         "overrides.yaml": list(hc.overrides.task),
     }
-    metrics = run_job(
-        cfg, Path(hc.runtime.output_dir), sweep=sweep, overrides=list(hc.overrides.task), hydra_files=hydra_files
-    )
+    try:
+        metrics = run_job(
+            cfg, Path(hc.runtime.output_dir), sweep=sweep, overrides=list(hc.overrides.task), hydra_files=hydra_files
+        )
+    except OSError as e:
+        if not finds_no_room(e):
+            raise
+        # one line naming the file (status.json records the same): a traceback would add nothing
+        raise JobStopped(f"kvexp: {e}; {DISK_FULL_FIX}") from None
     return metrics.get("accuracy")  # the objective, for sweepers that optimise one
 
 

@@ -4,15 +4,18 @@ corrupted files."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from test_pipeline import FAST, assert_complete, cli, load, run, samples
+from test_pipeline import FAST, REPO, assert_complete, cli, load, run, samples
 
 from kvexp.errors import ConfigError
 from kvexp.models import ModelSource
@@ -490,3 +493,95 @@ def test_any_pair_of_sigint_and_sigterm_leaves_the_job_preempted_with_its_rows(t
     assert "interrupted by SIG" in status["error"], (status, out)  # both pending: Python handles SIGINT first
     rows = samples(job)
     assert 1 <= len(rows) < 6 and len({(r["id"], r["sample_idx"]) for r in rows}) == len(rows)
+
+
+def test_a_full_disk_fails_the_job_naming_the_file_and_status_json_says_so(tmp_path, monkeypatch, caplog):
+    from fakedisk import FullDisk
+
+    from kvexp.files import DiskFull
+    from kvexp.report.loading import load_job
+
+    job = tmp_path / "job"
+    args = ["dataset.limit=6", "generation.batch_size=1", "trace.n_problems=0"]
+    FullDisk(after_rows=2).install(monkeypatch)
+    with pytest.raises(DiskFull) as info:
+        run(job, *args)
+    assert str(info.value) == f"cannot write {job / 'samples.jsonl'}: no space left on device"
+    assert info.value.__cause__ is None and info.value.__suppress_context__  # no chain of tracebacks
+    status = load(job, "status.json")
+    assert status["state"] == "failed" and status["traceback"] is None, status
+    assert f"cannot write {job / 'samples.jsonl'}: no space left on device" in status["error"]
+    assert not (job / ".status.reserve").exists()
+    assert len(samples(job)) == 2
+    loaded = load_job(job)  # the report: a disk failure, not a kill
+    assert loaded.state == "failed" and "no space left on device" in loaded.error_message
+
+    monkeypatch.undo()  # space freed: the rerun says how the last run ended and resumes exactly
+    with caplog.at_level("WARNING", logger="kvexp"):
+        run(job, *args)
+    assert "the run before this one failed (DiskFull: cannot write" in caplog.text
+    assert "died without" not in caplog.text
+    assert_complete(job, 6)
+
+
+RUN_KVEXP_MAIN = "import runpy; runpy.run_module('kvexp.main', run_name='__main__', alter_sys=True)"
+
+
+def test_a_job_on_a_full_disk_says_so_in_one_line(tmp_path):
+    job = tmp_path / "job"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import fakedisk; fakedisk.install_in_subprocess(); " + RUN_KVEXP_MAIN]
+        + [*FAST, "dataset.limit=4", "generation.batch_size=1", "trace.n_problems=0", f"hydra.run.dir={job}"],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent), "KVEXP_TEST_FULL_AFTER_ROWS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 1, out
+    assert "Traceback" not in out, out
+    (line,) = [line for line in out.splitlines() if "no space left on device" in line]
+    assert line.startswith(f"kvexp: cannot write {job / 'samples.jsonl'}: no space left on device"), out
+    assert load(job, "status.json")["state"] == "failed"
+
+
+def test_a_cell_that_failed_before_its_config_was_written_is_in_the_report(tmp_path, monkeypatch):
+    from fakedisk import FullDisk
+
+    sweep = tmp_path / "sweep"
+    run(sweep / "tiny_random" / "gsm8k" / "h2o-b128-s1")
+    FullDisk(after_replaces=1).install(monkeypatch)  # room for the first status.json, then none
+    lost = sweep / "tiny_random" / "gsm8k" / "knorm-b128-s1"
+    with pytest.raises(OSError, match="no space left on device"):
+        run(lost, "policy=knorm")
+    monkeypatch.undo()
+    assert not (lost / "config.yaml").exists()
+    status = load(lost, "status.json")  # written from the space the job held for it
+    assert status["state"] == "failed" and f"cannot write {lost / 'config.yaml'}" in status["error"], status
+    result = _report(sweep, tmp_path)
+    (issue,) = [i for i in result.issues if i.paths == [lost]]
+    assert issue.kind == "failed" and "no space left on device" in issue.detail
+    assert "tiny_random/gsm8k/knorm-b128-s1" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_the_report_on_a_full_disk_says_it_cannot_write_its_output_in_one_line(tmp_path, monkeypatch, capsys):
+    import builtins
+
+    import kvexp.report.tables
+    from kvexp.report.cli import main as report_main
+
+    run(tmp_path / "sweep" / "a")
+
+    def no_space(path, mode="r", *args, **kwargs):
+        if "w" in mode:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return builtins.open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(kvexp.report.tables, "open", no_space, raising=False)
+    assert report_main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"kvexp.report: error: cannot write the report's output in {tmp_path / 'out'}: no space left on device; "
+        "free space there or pass --out OUTDIR"
+    )

@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
+import os
 import time
 import traceback
 from contextlib import ExitStack
@@ -29,6 +30,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from kvexp.errors import ConfigError
+from kvexp.files import DiskFull, finds_no_room, naming_a_full_disk
 from kvexp.pipeline.cell import cell_name, differences, run_identity
 from kvexp.pipeline.folder import (
     CONFIG,
@@ -40,6 +42,7 @@ from kvexp.pipeline.folder import (
     RUNNING,
     SAMPLES,
     STATUS,
+    STATUS_RESERVE,
     TRACES,
     CorruptedFile,
     JobFolder,
@@ -162,10 +165,17 @@ def plan_job(cfg: DictConfig) -> Plan:
 
 
 class StatusFile:
-    """status.json: state, counts, timestamps, and the error when the job did not finish."""
+    """status.json: state, counts, timestamps, and the error when the job did not finish.
+
+    While the job runs it holds some space in the folder (.status.reserve, twice status.json's size and
+    at least RESERVE_BYTES): when the disk fills, that space is given up so that status.json can still
+    say `failed` and why, rather than stay `running` and read as a kill."""
+
+    RESERVE_BYTES = 64 * 1024
 
     def __init__(self, folder: JobFolder):
         self.path = folder.file(STATUS)
+        self.reserve = folder.file(STATUS_RESERVE)
         self.data: dict[str, Any] = {
             "state": RUNNING,
             "started_at": now(),
@@ -188,8 +198,37 @@ class StatusFile:
         self.data.update(fields)
         if force or time.monotonic() - self._written >= STATUS_INTERVAL_S:
             self.data["updated_at"] = now()
-            write_json(self.path, scrub(self.data))
+            self._write()
             self._written = time.monotonic()
+
+    def _write(self) -> None:
+        try:
+            write_json(self.path, scrub(self.data))
+        except DiskFull:
+            if not self.reserve.exists():
+                raise
+            self.release()  # the space held for this write
+            write_json(self.path, scrub(self.data))
+            return
+        if self.data["state"] == RUNNING:
+            self._hold(max(self.RESERVE_BYTES, 2 * self.path.stat().st_size))
+
+    def _hold(self, size: int) -> None:
+        """Hold `size` bytes in the reserve file (grown as status.json grows); a disk already too full
+        for it leaves it as it is."""
+        with contextlib.suppress(OSError):
+            if self.reserve.exists() and self.reserve.stat().st_size >= size:
+                return
+            fd = os.open(self.reserve, os.O_WRONLY | os.O_CREAT, 0o666)
+            try:
+                os.posix_fallocate(fd, 0, size)
+            finally:
+                os.close(fd)
+
+    def release(self) -> None:
+        """Give up the held space (once the job ends, or for status.json's last write)."""
+        with contextlib.suppress(OSError):
+            self.reserve.unlink(missing_ok=True)
 
 
 def _check_resumable(folder: JobFolder, resolved: dict[str, Any]) -> None:
@@ -247,14 +286,16 @@ def run_job(
                 StatusFile.existing(folder).update(state=FAILED, finished_at=now(), error=str(e), traceback=None)
             raise
         _note_a_dead_holder(folder)
-        OmegaConf.save(OmegaConf.create(resolved), folder.file(CONFIG))
-        for name, content in (hydra_files or {}).items():
-            (folder.path / HYDRA_DIR).mkdir(exist_ok=True)
-            OmegaConf.save(OmegaConf.create(scrub(content)), folder.path / HYDRA_DIR / name)
         status = StatusFile(folder)
         tracker, state, metrics, plan, rows = None, FAILED, None, None, None
         try:  # from the first write of status.json on, every way out leaves a final state in it
-            status.update()
+            status.update()  # first, so that a job that cannot even write its config still says why
+            with naming_a_full_disk(folder.file(CONFIG)):
+                OmegaConf.save(OmegaConf.create(resolved), folder.file(CONFIG))
+            for name, content in (hydra_files or {}).items():
+                (folder.path / HYDRA_DIR).mkdir(exist_ok=True)
+                with naming_a_full_disk(folder.path / HYDRA_DIR / name):
+                    OmegaConf.save(OmegaConf.create(scrub(content)), folder.path / HYDRA_DIR / name)
             write_json(folder.file(RUN_META), run_meta(overrides=overrides, started_at=status.data["started_at"]))
             plan = plan_job(cfg)
             finished, pending = _split_done(cfg, plan, folder)
@@ -265,17 +306,16 @@ def run_job(
             return metrics
         except (JobInterrupted, KeyboardInterrupt) as e:
             state = PREEMPTED
-            status.update(
-                state=state, finished_at=now(), error=f"interrupted by {interruption_name(e)}; rerun to resume"
-            )
+            _record_end(status, state, f"interrupted by {interruption_name(e)}; rerun to resume")
             log.warning(
                 "%s: interrupted by %s; rows so far are saved, rerun to resume", folder.path, interruption_name(e)
             )
             raise
         except BaseException as e:
-            status.update(
-                state=FAILED, finished_at=now(), error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc()
-            )
+            if finds_no_room(e):  # its one line names the file; a traceback would add nothing
+                _record_end(status, FAILED, f"{type(e).__name__}: {e}; {DISK_FULL_FIX}")
+            else:
+                _record_end(status, FAILED, f"{type(e).__name__}: {e}", traceback.format_exc())
             raise
         finally:
             if tracker is not None:
@@ -285,6 +325,21 @@ def run_job(
                     rows=rows if rows is not None else _target_rows(folder, plan)[0],  # read again on failure
                     traces=read_jsonl(folder.file(TRACES)),
                 )
+            status.release()
+
+
+#: What to do about a job stopped by a full disk (status.json's error, the job's last line).
+DISK_FULL_FIX = "rows so far are kept: free space (or quota) there and rerun to resume"
+
+
+def _record_end(status: StatusFile, state: str, error: str, trace: str | None = None) -> None:
+    """status.json's final state. One that cannot be written (a disk full before the job could hold
+    space for it) is said in one line, and the job's own error goes on."""
+    before = status.data["state"] if status.path.exists() else None
+    try:
+        status.update(state=state, finished_at=now(), error=error, traceback=trace)
+    except DiskFull as e:
+        log.error("%s; %s", e, f"it still says {before}, not {state}" if before else "the folder has none")
 
 
 def _recorded_config(cfg: DictConfig) -> dict[str, Any]:
@@ -300,17 +355,24 @@ def _recorded_config(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _note_a_dead_holder(folder: JobFolder) -> None:
-    """A status.json still `running` in a folder this process has just locked was left by a run that died
-    without a word (kill -9, the OOM killer, a node crash): say so, since its rows are resumed."""
+    """Say how the run before this one ended, since its rows are resumed: a status.json still `running`
+    in a folder this process has just locked was left by a run that died without a word (kill -9, the
+    OOM killer, a node crash); a `failed` one says why (e.g. a full disk)."""
     try:
-        state = (read_status(folder.path) or {}).get("state")
+        status = read_status(folder.path) or {}
     except OSError:
         return
-    if state == RUNNING:
+    if status.get("state") == RUNNING:
         log.warning(
             "%s: the run before this one died without finishing (status.json still said running: killed, "
             "out of memory or a node crash); resuming from its rows",
             folder.path,
+        )
+    elif status.get("state") == FAILED and status.get("error"):
+        log.warning(
+            "%s: the run before this one failed (%s); resuming from its rows",
+            folder.path,
+            str(status["error"]).strip().splitlines()[0],
         )
 
 
