@@ -7,9 +7,10 @@
     python -m kvexp.main -m hydra/launcher=slurm policy=h2o,snapkv budget=128,512   # every cell a SLURM job
     python -m kvexp.main -m ... dataset.shard.count=4           # each cell as 4 jobs over disjoint problems
 
-Exit status: 0 when every job finished; 1 when a job failed (its status.json says why; with
-hydra/launcher=slurm or local, every failed cell is listed with its folder, job id and log);
-128 + signal number when interrupted (SIGTERM: 143, SIGUSR2: 140, Ctrl-C: 130), after the job folder is
+Exit status: 0 when every job finished; 1 when a job failed (its status.json says why; every failed cell is
+listed with its folder, and with hydra/launcher=slurm or local its job id and log); 75 when no job failed
+but some were not run here because another run holds their folders ("running elsewhere"; rerun once it
+ends); 128 + signal number when interrupted (SIGTERM: 143, SIGUSR2: 140, Ctrl-C: 130), after the job folder is
 flushed. Under hydra/launcher=slurm an interrupted job is requeued and resumes (kvexp.launch).
 """
 
@@ -29,8 +30,8 @@ prefer_passive_waiting()  # before kvexp's packages load torch
 
 from kvexp.files import finds_no_room  # noqa: E402
 from kvexp.launch import expand_shards, name_swept_axes, register_launchers  # noqa: E402
-from kvexp.launch.launcher import FailedCellsCallback  # noqa: E402
-from kvexp.pipeline import JobInterrupted, register_resolvers, run_job  # noqa: E402
+from kvexp.launch.launcher import EXIT_RUNNING_ELSEWHERE, FailedCellsCallback  # noqa: E402
+from kvexp.pipeline import JobFolderBusy, JobInterrupted, register_resolvers, run_job  # noqa: E402
 from kvexp.pipeline.config import quote_numeric_choices  # noqa: E402
 from kvexp.pipeline.job import DISK_FULL_FIX  # noqa: E402
 from kvexp.pipeline.preflight import JobStopped, PreflightError, check_budget_choices  # noqa: E402
@@ -56,6 +57,11 @@ def main(cfg: DictConfig) -> float | None:
         metrics = run_job(
             cfg, Path(hc.runtime.output_dir), sweep=sweep, overrides=list(hc.overrides.task), hydra_files=hydra_files
         )
+    except JobFolderBusy as e:
+        if hc.mode == RunMode.MULTIRUN:
+            raise  # the sweep lists the cell as running elsewhere
+        sys.stderr.write(f"kvexp: {e}\n")
+        sys.exit(EXIT_RUNNING_ELSEWHERE)  # not a Hydra error (which exits 1): passes through Hydra
     except OSError as e:
         if not finds_no_room(e):
             raise
@@ -81,10 +87,12 @@ def cli() -> None:
             main()
     except (SystemExit, Exception):
         # Hydra's basic launcher ran every cell and reported the first failure: list them all
-        failed = FailedCellsCallback.report()
-        if failed is None:
+        outcome = FailedCellsCallback.report()
+        if outcome is None:
             raise
-        sys.exit(f"\n{failed}")
+        message, status = outcome
+        sys.stderr.write(f"\n{message}\n")
+        sys.exit(status)
     except JobInterrupted as e:
         sys.exit(e.exit_code)
     except KeyboardInterrupt:

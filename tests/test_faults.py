@@ -585,3 +585,32 @@ def test_the_report_on_a_full_disk_says_it_cannot_write_its_output_in_one_line(t
         f"kvexp.report: error: cannot write the report's output in {tmp_path / 'out'}: no space left on device; "
         "free space there or pass --out OUTDIR"
     )
+
+
+@pytest.mark.parametrize("launcher", ["basic", "local"])
+def test_a_cell_held_by_another_run_is_running_elsewhere_not_failed(tmp_path, launcher):
+    from kvexp.launch.launcher import EXIT_RUNNING_ELSEWHERE
+    from kvexp.pipeline import JobFolder
+
+    sweep = tmp_path / "sweep"
+    held = JobFolder(sweep / "tiny_random" / "gsm8k" / "knorm-b128-s1")
+    with held.locked():  # another sweep into the same folder runs this cell right now
+        proc = cli("-m", f"hydra/launcher={launcher}", *FAST, "policy=h2o,knorm", f"hydra.sweep.dir={sweep}")
+        out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == EXIT_RUNNING_ELSEWHERE, out
+    assert "1 of 2 running elsewhere (1 finished here)" in out, out
+    assert "cells failed" not in out and "Failed cells" not in out and "FAILED" not in out, out
+    assert "knorm-b128-s1" in out.split("Running elsewhere", 1)[1] and f"pid {os.getpid()}" in out, out
+    assert_complete(sweep / "tiny_random" / "gsm8k" / "h2o-b128-s1", 2)
+
+
+def test_a_single_run_whose_folder_is_held_elsewhere_says_so_in_one_line(tmp_path):
+    from kvexp.launch.launcher import EXIT_RUNNING_ELSEWHERE
+    from kvexp.pipeline import JobFolder
+
+    job = tmp_path / "job"
+    with JobFolder(job).locked():
+        proc = cli(*FAST, f"hydra.run.dir={job}", env_remove=("HYDRA_FULL_ERROR",))
+        out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == EXIT_RUNNING_ELSEWHERE, out
+    assert "Traceback" not in out and f"kvexp: {job} is being run by another process (pid {os.getpid()}" in out, out
