@@ -153,7 +153,7 @@ def test_length_stops_and_cost(standard):
     assert stops.value("h2o", "B=128", "repetition_rate") == pytest.approx(0.1)
     assert stops.value("full", "B=256", "truncation_rate") == 0
     cost = standard.table("efficiency", "gsm8k")
-    assert cost.value("h2o", "B=128", "decode_tokens_per_s") == pytest.approx(400 / 20)
+    assert cost.value("h2o", "B=128", "row_decode_tokens_per_s") == pytest.approx(400 / 20)
     assert cost.value("h2o", "B=128", "kv_bytes_peak") == 2048  # max, not mean
     assert cost.value("full", "B=128", "kv_bytes_peak") == 4096
 

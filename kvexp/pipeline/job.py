@@ -65,6 +65,9 @@ from kvexp.stats import resolve_pass_k
 
 log = logging.getLogger("kvexp")
 
+#: status.json's running totals over every run of the job: tokens generated, and the wall time of
+#: decoding them (rows together); metrics.json's throughput_tokens_per_s is their ratio.
+DECODE_TOTALS = ("decode_tokens", "decode_wall_s")
 HYDRA_DIR = ".hydra"  # Hydra's own name for its records of a launch
 STATUS_INTERVAL_S = 5.0  # status.json is rewritten at most this often while rows stream in
 
@@ -285,8 +288,10 @@ def run_job(
             if folder.file(STATUS).exists():
                 StatusFile.existing(folder).update(state=FAILED, finished_at=now(), error=str(e), traceback=None)
             raise
-        _note_a_dead_holder(folder)
+        before = _note_a_dead_holder(folder)
         status = StatusFile(folder)
+        # the decode totals carry over from earlier runs, so a resumed job's throughput covers all of them
+        status.data.update({k: before.get(k) or 0 for k in DECODE_TOTALS})
         tracker, state, metrics, plan, rows = None, FAILED, None, None, None
         try:  # from the first write of status.json on, every way out leaves a final state in it
             status.update()  # first, so that a job that cannot even write its config still says why
@@ -354,14 +359,14 @@ def _recorded_config(cfg: DictConfig) -> dict[str, Any]:
     return resolved
 
 
-def _note_a_dead_holder(folder: JobFolder) -> None:
+def _note_a_dead_holder(folder: JobFolder) -> dict[str, Any]:
     """Say how the run before this one ended, since its rows are resumed: a status.json still `running`
     in a folder this process has just locked was left by a run that died without a word (kill -9, the
-    OOM killer, a node crash); a `failed` one says why (e.g. a full disk)."""
+    OOM killer, a node crash); a `failed` one says why (e.g. a full disk). Returns that status.json."""
     try:
         status = read_status(folder.path) or {}
     except OSError:
-        return
+        return {}
     if status.get("state") == RUNNING:
         log.warning(
             "%s: the run before this one died without finishing (status.json still said running: killed, "
@@ -374,6 +379,7 @@ def _note_a_dead_holder(folder: JobFolder) -> None:
             folder.path,
             str(status["error"]).strip().splitlines()[0],
         )
+    return status
 
 
 def _start_tracker(cfg: DictConfig, plan: Plan, folder: JobFolder, sweep: str | None, resolved: dict[str, Any]):
@@ -472,9 +478,10 @@ def _execute(
     if done:
         log.info("%s: resuming, %d of %d samples already done", folder.path, n_target - len(pending), n_target)
 
-    t_start, generated_tokens, generation_s = time.perf_counter(), 0, 0.0
+    t_start = time.perf_counter()
     if pending:
-        generated_tokens, generation_s = _generate(cfg, plan, folder, status, tracker, pending, done, overrides)
+        _generate(cfg, plan, folder, status, tracker, pending, done, overrides)
+    tokens, seconds = (status.data[k] for k in DECODE_TOTALS)
 
     rows, n_outside = _target_rows(folder, plan)
     if n_outside > 0:
@@ -487,7 +494,10 @@ def _execute(
     metrics = compute_metrics(rows, **plan.identity)
     metrics.update(
         wall_s=round(time.perf_counter() - t_start, 3),
-        throughput_tokens_per_s=generated_tokens / generation_s if generation_s > 0 else None,
+        # the job's throughput: every row's generated tokens over the wall time of decoding them together
+        throughput_tokens_per_s=tokens / seconds if seconds > 0 else None,
+        decode_tokens=tokens,
+        decode_wall_s=round(seconds, 3),
     )
     write_json(folder.file(METRICS), metrics)
     counts = dict(n_target=n_target, n_done=len(rows), n_pending=n_target - len(rows), n_errors=metrics["n_errors"])
@@ -502,8 +512,9 @@ def _execute(
     return metrics, rows
 
 
-def _generate(cfg, plan: Plan, folder: JobFolder, status: StatusFile, tracker, pending, done, overrides):
-    """Load the model and run the pending (problem, sample) pairs; returns (tokens, seconds) generated."""
+def _generate(cfg, plan: Plan, folder: JobFolder, status: StatusFile, tracker, pending, done, overrides) -> None:
+    """Load the model and run the pending (problem, sample) pairs, adding the tokens they generate and
+    the wall time of decoding them to status.json's DECODE_TOTALS."""
     from kvexp.engine import Engine, Request
     from kvexp.models import encode_prompt, format_prompt
 
@@ -548,7 +559,12 @@ def _generate(cfg, plan: Plan, folder: JobFolder, status: StatusFile, tracker, p
         label=f"{plan.identity['cell']} {plan.identity['dataset']}",
     )
     n_errors = 0
+    base_tokens, base_s = (status.data[k] for k in DECODE_TOTALS)
     t_gen = time.perf_counter()
+
+    def totals() -> dict[str, Any]:
+        return dict(zip(DECODE_TOTALS, (base_tokens + progress.tokens, base_s + time.perf_counter() - t_gen)))
+
     try:
         with folder.appender() as writer:
             for out in engine.generate(requests, trace_keys=traced):
@@ -572,10 +588,11 @@ def _generate(cfg, plan: Plan, folder: JobFolder, status: StatusFile, tracker, p
                     n_done=progress.rows_done,
                     n_pending=progress.rows - progress.rows_done,
                     n_errors_this_run=n_errors,
+                    **totals(),
                 )
     finally:
         progress.close()
-    return progress.tokens, time.perf_counter() - t_gen
+        status.data.update(totals())  # written by whoever writes status.json next, also on the way out
 
 
 def _warn_past_positions(model_config, prompt_lengths: list[int], max_new_tokens: int) -> None:

@@ -80,6 +80,14 @@ class Job:
         return max(0, total - len(self.rows)) if total is not None else 0
 
     @property
+    def decode_totals(self) -> tuple[float, float] | None:
+        """(tokens generated, wall seconds of decoding them) over every run of the job, from status.json;
+        None for a folder written before status.json kept them."""
+        tokens, seconds = (self.status.get(k) for k in ("decode_tokens", "decode_wall_s"))
+        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (tokens, seconds))
+        return (float(tokens), float(seconds)) if ok else None
+
+    @property
     def error_message(self) -> str | None:
         err = self.status.get("error")
         return None if err in (None, "") else str(err)
