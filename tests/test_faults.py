@@ -614,3 +614,35 @@ def test_a_single_run_whose_folder_is_held_elsewhere_says_so_in_one_line(tmp_pat
         out = proc.communicate(timeout=120)[0]
     assert proc.returncode == EXIT_RUNNING_ELSEWHERE, out
     assert "Traceback" not in out and f"kvexp: {job} is being run by another process (pid {os.getpid()}" in out, out
+
+
+def test_the_reports_wandb_summary_falls_back_offline_when_wandb_is_unreachable(tmp_path):
+    """W&B online without a reachable server: the report writes its files, waits logger.init_timeout for
+    the server like the jobs do, and logs the summary offline under the report folder, where
+    jobs/sync_wandb.sh finds it (every `wandb` folder below the sweep)."""
+    sweep = tmp_path / "sweep"
+    run(sweep / "a", "logger=wandb", "logger.mode=offline", "logger.init_timeout=2")
+    env = {
+        **os.environ,
+        "WANDB_MODE": "online",
+        "WANDB_BASE_URL": DEAD_SERVER,
+        "WANDB_API_KEY": "0123456789abcdef0123456789abcdef01234567",
+        "HOME": str(tmp_path / "home"),
+        "WANDB_CONFIG_DIR": str(tmp_path / "home" / ".config" / "wandb"),
+    }
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "kvexp.report", str(sweep), "--wandb"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert time.monotonic() - start < 60, out  # not wandb's own 90 s wait and more
+    assert "logger.init_timeout=2s" in out and "logging offline" in out, out
+    assert (sweep / "report" / "report.md").is_file() and (sweep / "report" / "cells.csv").is_file()
+    (offline,) = (sweep / "report" / "wandb").glob("offline-run-*")
+    assert f"W&B: {offline}" in out, out
