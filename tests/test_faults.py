@@ -297,7 +297,7 @@ def test_a_basic_sweep_lists_every_failed_cell_and_the_finished_ones(tmp_path):
     )
     out = proc.communicate(timeout=300)[0]
     assert proc.returncode == 1, out
-    assert "2 of 3 cells failed (1 finished)" in out, out
+    assert "2 of 3 cells failed (1 finished here)" in out, out
     for slack in (200, 300):
         assert f"h2o-b128-s{slack}  (job #" in out and f"got slack={slack}" in out, out
     table = out.split("(1 cells)", 1)[1]
@@ -646,3 +646,86 @@ def test_the_reports_wandb_summary_falls_back_offline_when_wandb_is_unreachable(
     assert (sweep / "report" / "report.md").is_file() and (sweep / "report" / "cells.csv").is_file()
     (offline,) = (sweep / "report" / "wandb").glob("offline-run-*")
     assert f"W&B: {offline}" in out, out
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_progress_counts_unfinished_rows_and_estimates_the_time_left(monkeypatch, caplog):
+    import kvexp.pipeline.progress as progress_module
+
+    clock = FakeClock()
+    monkeypatch.setattr(progress_module.time, "perf_counter", clock)
+    progress = progress_module.Progress(problems=10, rows=10, samples_per_problem=1, max_new_tokens=100)
+    with caplog.at_level("INFO", logger="kvexp.progress"):
+        clock.now += 4.0
+        progress.decoding(sampled=32, live_rows=4)
+        assert not caplog.records  # not before FIRST_UPDATE_S
+        clock.now += 1.5  # 5.5 s after decoding started: the first line, with no row finished yet
+        progress.decoding(sampled=40, live_rows=4)
+        (line,) = [r.getMessage() for r in caplog.records]
+        # no row finished: every row is taken to need max_new_tokens; 6 waiting, 4 decoding with 40 so far
+        left = (6 * 100 + 4 * 100 - 40) / (40 / 5.5)
+        assert "0/10 samples, 40 tokens (4 rows decoding), 7.3 tokens/s" in line, line
+        assert f"about {progress_module._duration(left)} left" in line and left > 60, line
+        caplog.clear()
+        clock.now += 0.5
+        progress.update("p0", 20)  # a row finished with 20 tokens: the others are taken to need as many
+        clock.now += 10.0
+        progress.decoding(sampled=90, live_rows=4)
+        (line,) = [r.getMessage() for r in caplog.records]
+        left = (5 * 20 + max(0, 4 * 20 - (90 - 20))) / (90 / 16.0)
+        assert (
+            "1/10 samples, 90 tokens (4 rows decoding)" in line and f"about {progress_module._duration(left)}" in line
+        )
+
+
+def test_a_job_shows_progress_while_rows_decode_before_any_finishes(tmp_path, monkeypatch, caplog):
+    import kvexp.pipeline.progress as progress_module
+
+    monkeypatch.setattr(progress_module, "FIRST_UPDATE_S", 0.0)  # a line after every forward pass
+    monkeypatch.setattr(progress_module, "INTERVAL_S", 0.0)
+    with caplog.at_level("INFO", logger="kvexp.progress"):
+        run(tmp_path / "job", "dataset.limit=4", "generation.batch_size=4", "generation.max_new_tokens=16")
+    lines = [r.getMessage() for r in caplog.records if r.name == "kvexp.progress"]
+    moving = [line for line in lines if "0/4 samples" in line and "0/4 samples, 0 tokens" not in line]
+    assert len(moving) >= 10, lines  # one line per decode step before the rows finish together
+    assert "(4 rows decoding)" in moving[0] and "tokens/s, about" in moving[0] and " left" in moving[0], moving
+
+
+def test_the_progress_observer_adds_no_host_synchronisation(llama, monkeypatch):
+    """Whatever the progress reads after a decode step comes from the host: the engine reads the device
+    back exactly as often with it as without it."""
+    import torch
+    from engine_models import prompt
+
+    from kvexp.engine import Budget, Engine, GenerationSettings, Request
+    from kvexp.pipeline.progress import Progress
+    from kvexp.policies import build_policy
+
+    reads = []
+    for name in ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__"):
+        real = getattr(torch.Tensor, name)
+        monkeypatch.setattr(
+            torch.Tensor, name, lambda self, *a, _real=real, _n=name, **k: reads.append(_n) or _real(self, *a, **k)
+        )
+
+    def generate(watched: bool) -> tuple[list, int, tuple[int, int]]:
+        engine = Engine(llama, build_policy("h2o"), Budget(16), GenerationSettings(max_new_tokens=24, batch_size=2))
+        progress = Progress(problems=3, rows=3, samples_per_problem=1, max_new_tokens=24)
+        if watched:
+            engine.observer = progress.watch(engine)
+        reads.clear()
+        outs = [o.output_ids for o in engine.generate([Request(i, prompt(12, seed=i)) for i in range(3)])]
+        return outs, len(reads), (engine.generated_tokens, progress.sampled)
+
+    plain, plain_reads, _ = generate(False)
+    watched, watched_reads, (generated, seen) = generate(True)
+    assert watched == plain and watched_reads == plain_reads > 0
+    # the engine's host count; the progress saw it after each forward pass (the last sampling has none after it)
+    assert generated == sum(len(o) for o in plain) and generated - 2 <= seen < generated

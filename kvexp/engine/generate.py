@@ -145,6 +145,7 @@ class Engine:
         self.model, self.policy, self.budget, self.settings = model, policy, budget, settings
         self.observer = observer
         self.sampler = Sampler(settings.temperature, settings.top_p, settings.top_k)
+        self.generated_tokens = 0  # sampled so far by every row, finished or not: a host count for progress
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         # positions the model was trained for: prompt + output never exceed them (None: no limit)
@@ -269,6 +270,7 @@ class Engine:
                 need = [i for i, row in enumerate(rows) if row is not None and row.pending is None]
                 gens = [rows[i].generator for i in need] if not self.sampler.greedy else None
                 chosen = logits if len(need) == len(rows) else logits[need]
+                self.generated_tokens += len(need)
                 for i, token in zip(need, self.sampler(chosen, gens).tolist()):
                     row = rows[i]
                     row.pending = token

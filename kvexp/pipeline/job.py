@@ -556,8 +556,10 @@ def _generate(cfg, plan: Plan, folder: JobFolder, status: StatusFile, tracker, p
         samples_per_problem=plan.num_samples,
         problems_done=sum(1 for p in plan.problems if done_per_problem.get(p.id, 0) >= plan.num_samples),
         rows_done=len(done),
+        max_new_tokens=settings.max_new_tokens,
         label=f"{plan.identity['cell']} {plan.identity['dataset']}",
     )
+    engine.observer = progress.watch(engine)  # moves while rows decode, from host-side counts only
     n_errors = 0
     base_tokens, base_s = (status.data[k] for k in DECODE_TOTALS)
     t_gen = time.perf_counter()
