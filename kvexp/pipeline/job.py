@@ -288,7 +288,7 @@ def run_job(
             if folder.file(STATUS).exists():
                 StatusFile.existing(folder).update(state=FAILED, finished_at=now(), error=str(e), traceback=None)
             raise
-        before = _note_a_dead_holder(folder)
+        before = _say_how_the_last_run_ended(folder)
         status = StatusFile(folder)
         # the decode totals carry over from earlier runs, so a resumed job's throughput covers all of them
         status.data.update({k: before.get(k) or 0 for k in DECODE_TOTALS})
@@ -359,7 +359,7 @@ def _recorded_config(cfg: DictConfig) -> dict[str, Any]:
     return resolved
 
 
-def _note_a_dead_holder(folder: JobFolder) -> dict[str, Any]:
+def _say_how_the_last_run_ended(folder: JobFolder) -> dict[str, Any]:
     """Say how the run before this one ended, since its rows are resumed: a status.json still `running`
     in a folder this process has just locked was left by a run that died without a word (kill -9, the
     OOM killer, a node crash); a `failed` one says why (e.g. a full disk). Returns that status.json."""
