@@ -439,7 +439,7 @@ SIGNAL_PAIRS = [(signal.SIGTERM, signal.SIGINT), (signal.SIGINT, signal.SIGTERM)
 
 
 @pytest.mark.parametrize("first, second", SIGNAL_PAIRS)
-def test_a_second_signal_during_the_preempted_write_is_ignored(tmp_path, monkeypatch, first, second):
+def test_a_second_signal_during_the_preempted_write_is_ignored(tmp_path, monkeypatch, request, first, second):
     """The race made certain: the second signal of a pair arrives while status.json is being marked
     preempted (it used to raise there, and status.json stayed `running`)."""
     import kvexp.pipeline.job as job_module
@@ -463,6 +463,8 @@ def test_a_second_signal_during_the_preempted_write_is_ignored(tmp_path, monkeyp
 
     monkeypatch.setattr(Progress, "update", update_then_signal)
     monkeypatch.setattr(job_module, "write_json", write_during_second_signal)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, also under `&`
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     with pytest.raises((JobInterrupted, KeyboardInterrupt)):
         run(tmp_path / "job", "dataset.limit=4", "generation.batch_size=1")
     assert sent == [first, second]
