@@ -528,6 +528,7 @@ def test_wandb_logging_with_a_stub(standard, tmp_path, monkeypatch):
     stub.init = init
     stub.Table = lambda columns, data: ("table", columns, data)
     stub.Image = lambda path: ("image", path)
+    stub.Settings = lambda **settings: settings
     monkeypatch.setitem(sys.modules, "wandb", stub)
     monkeypatch.delenv("WANDB_MODE", raising=False)
     sweep = standard.out.parent
@@ -535,6 +536,7 @@ def test_wandb_logging_with_a_stub(standard, tmp_path, monkeypatch):
     init = calls["init"]
     assert init["group"] == "test-sweep" and init["project"] == "kvexp-tests"
     assert init["mode"] == "offline" and init["job_type"] == "report"
+    assert init["settings"]["init_timeout"] == 20.0  # the jobs' default logger.init_timeout
     payload = calls["log"]
     assert sum(k.startswith("tables/") for k in payload) == len(result.tables) + 2  # + cells, seeds
     assert {"tables/cells", "tables/seeds"} <= set(payload)
