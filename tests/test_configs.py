@@ -164,7 +164,11 @@ def test_numeric_budget_choices_work_as_typed():
         "budget=none",
     ]
     assert compose_config(["budget=512"]).budget.tokens == 512
-    assert compose_config(["budget.tokens=300", "budget.slack=8"]).budget == {"tokens": 300, "slack": 8}
+    assert compose_config(["budget.tokens=300", "budget.slack=8"]).budget == {
+        "tokens": 300,
+        "slack": 8,
+        "schedule": "cap",
+    }
 
 
 def test_job_folders_name_the_cell():
@@ -180,6 +184,11 @@ def test_job_folders_name_the_cell():
     assert cell_name("full", 128, 1) == "full" and cell_name("h2o", 64, 4) == "h2o-b64-s4"
     assert cell_name("full", 128, 1, 0, 2) == "full-shard0of2"
     assert cell_name("h2o", 64, 4, 1, 3) == "h2o-b64-s4-shard1of3"
+    assert cell_name("h2o", 64, 4, 0, 1, "interval") == "h2o-b64-s4-interval"
+    interval = compose_config(["budget.slack=8", "budget.schedule=interval"], return_hydra_config=True)
+    assert interval.hydra.sweep.subdir.endswith("/h2o-b128-s8-interval")
+    assert cell_name("h2o", 64, 4, 1, 3, "cap") == "h2o-b64-s4-shard1of3"
+    assert cell_name("full", None, None, 0, 1, "interval") == "full"
 
 
 def test_launchers():
@@ -228,7 +237,8 @@ def test_resume_identity_ignores_only_harmless_changes():
         compose_config(["model=tiny_random", "dataset.limit=7", "logger=none", "generation.batch_size=3"]), resolve=True
     )
     assert differences(run_identity(base), run_identity(same)) == []
-    for change in ("seed=1", "generation.max_new_tokens=9", "policy.window=3", "budget=512", "dataset=math500"):
+    changes = ("seed=1", "generation.max_new_tokens=9", "policy.window=3", "budget=512", "budget.schedule=interval")
+    for change in (*changes, "dataset=math500"):
         other = OmegaConf.to_container(compose_config(["model=tiny_random", change]), resolve=True)
         assert differences(run_identity(base), run_identity(other)), change
     # the full cache records no budget (the config the job writes), so its launches at two budgets agree
@@ -237,10 +247,10 @@ def test_resume_identity_ignores_only_harmless_changes():
     full_a, full_b = (
         _recorded_config(compose_config(["model=tiny_random", "policy=full", f"budget={b}"])) for b in (128, 512)
     )
-    assert full_a["budget"] == {"tokens": None, "slack": None}
+    assert full_a["budget"] == {"tokens": None, "slack": None, "schedule": None}
     assert differences(run_identity(full_a), run_identity(full_b)) == []
     h2o = _recorded_config(compose_config(["model=tiny_random", "policy=h2o", "budget=128"]))
-    assert h2o["budget"] == {"tokens": 128, "slack": 1}  # an evicting policy keeps its budget
+    assert h2o["budget"] == {"tokens": 128, "slack": 1, "schedule": "cap"}  # an evicting policy keeps its budget
 
 
 def test_sweep_product_is_exactly_as_typed():

@@ -137,3 +137,62 @@ def test_auto_rows_run_matches_a_fixed_batch_and_is_recorded(tmp_path):
     fixed = json.loads((tmp_path / "fixed" / "run_meta.json").read_text())["batch"]
     assert (fixed["rows"], fixed["limited_by"]) == (1, "generation.batch_size")
     assert fixed["bytes_per_row"] == auto["bytes_per_row"]
+
+
+def _peak_allocated_bytes(fn) -> int:
+    """The most bytes `fn` holds at once on the CPU beyond what existed before it, from the profiler's
+    allocation and free events in time order."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
+    held = peak = 0
+    for _, nbytes in events:
+        held += nbytes
+        peak = max(peak, held)
+    return peak
+
+
+@pytest.mark.parametrize("slack", [1, 16])
+@pytest.mark.parametrize("name", [p for p in POLICY_NAMES if build_policy(p).evicts])
+def test_declared_eviction_workspace_matches_what_one_eviction_allocates(name, slack):
+    """A policy's `eviction_workspace_bytes` sizes batches: one real eviction (score, protection, selection,
+    state clearing) of 4 rows x 2 KV heads (2 query heads each) x 512 slots must allocate between 0.4 and
+    1.25 times what it declares, so batches neither run out of memory nor waste it."""
+    from kvexp.engine import Budget
+    from kvexp.engine.cache import LayerCache
+    from kvexp.policies.base import StepContext
+    from kvexp.policies.triattention_stats import QueryStats
+
+    rows, heads, group, n, d = 4, 2, 2, 512, 32
+    g = torch.Generator().manual_seed(0)
+    policy = build_policy(name)
+    layer = LayerCache(rows, heads, n, d, torch.float32, "cpu", policy, Budget(n, slack), 0)
+    layer.k.copy_(torch.randn(layer.k.shape, generator=g))
+    layer.pos.copy_(
+        torch.stack([torch.stack([torch.randperm(n, generator=g) for _ in range(heads)]) for _ in range(rows)])
+    )
+    if hasattr(policy, "use_stats"):  # TriAttention: random calibrated statistics of one layer
+        q = torch.complex(*(torch.randn(1, heads * group, d // 2, generator=g) for _ in range(2)))
+        policy.use_stats(QueryStats(q, q.abs() + 1, 1.0 / 10000 ** (torch.arange(0, d, 2).float() / d)))
+    incoming = torch.full((rows,), n)
+    ctx = StepContext(
+        prefill=False,
+        incoming=incoming,
+        query_pos=incoming.view(-1, 1),
+        prompt_len=torch.full((rows,), 10),
+        row_seed=torch.arange(rows),
+        evict_rows=torch.ones(rows, dtype=torch.bool),
+        evict_all=True,
+        evict_count=slack,
+        budget=n,
+        slack=slack,
+    )
+    if policy.needs_attention:
+        for _ in range(40):
+            policy.observe(layer.state, torch.rand(rows, heads, 1, n, generator=g).softmax(-1), ctx)
+    measured = _peak_allocated_bytes(lambda: layer.evict(ctx))
+    per_row, shared = policy.eviction_workspace_bytes(heads, heads * group, n, d)
+    declared = rows * per_row + shared
+    assert 0.4 * declared <= measured <= 1.25 * declared, (measured, declared)

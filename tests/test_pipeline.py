@@ -40,6 +40,8 @@ SAMPLE_FIELDS = {
     "kv_bytes_peak",
     "prefill_s",
     "decode_s",
+    "prompt_kept_share",
+    "prompt_kept_any",
     "error",
 }
 METRIC_FIELDS = {
@@ -55,6 +57,8 @@ METRIC_FIELDS = {
     "truncation_rate",
     "decode_tokens_per_s",
     "kv_bytes_peak",
+    "prompt_kept_share",
+    "prompt_kept_any",
 }
 JOB_FILES = {"config.yaml", "samples.jsonl", "metrics.json", "status.json", "run_meta.json", "traces.jsonl"}
 
@@ -292,16 +296,32 @@ def test_the_full_cache_records_no_budget_and_resumes_folders_that_did(tmp_path,
     job = tmp_path / "full"
     first = run(job, "policy=full", "budget.tokens=16", "budget.slack=4")
     config = OmegaConf.load(job / "config.yaml")
-    assert OmegaConf.to_container(config.budget) == {"tokens": None, "slack": None}
+    assert OmegaConf.to_container(config.budget) == {"tokens": None, "slack": None, "schedule": None}
     assert run_job(cfg("policy=h2o", "budget.tokens=16"), tmp_path / "h2o")["budget"] == 16
     assert OmegaConf.load(tmp_path / "h2o" / "config.yaml").budget.tokens == 16
-    config.budget.tokens, config.budget.slack = 16, 4  # as folders were written before
+    config.budget = {"tokens": 16, "slack": 4}  # as folders were written before (and before budget.schedule)
     OmegaConf.save(config, job / "config.yaml")
     monkeypatch.setattr(ModelSource, "load", lambda self: pytest.fail("model loaded for a finished full cache"))
     again = run(job, "policy=full", "budget.tokens=32")
     assert [again[k] for k in ("n", "accuracy", "budget", "slack")] == [
         first[k] for k in ("n", "accuracy", "budget", "slack")
     ]
+
+
+def test_budget_schedule_is_recorded_and_a_folder_from_before_it_resumes_as_cap(tmp_path, monkeypatch):
+    job = tmp_path / "h2o"
+    first = run(job, "policy=h2o", "budget.tokens=16")
+    config = OmegaConf.load(job / "config.yaml")
+    assert config.budget.schedule == "cap" and first["schedule"] == "cap"
+    del config.budget["schedule"]  # written before budget.schedule existed: it ran the cap schedule
+    OmegaConf.save(config, job / "config.yaml")
+    monkeypatch.setattr(ModelSource, "load", lambda self: pytest.fail("model loaded for a finished folder"))
+    assert run(job, "policy=h2o", "budget.tokens=16")["accuracy"] == first["accuracy"]
+    with pytest.raises(IncompatibleJobFolder, match="budget.schedule"):
+        run(job, "policy=h2o", "budget.tokens=16", "budget.schedule=interval")
+    monkeypatch.undo()
+    other = run(tmp_path / "interval", "policy=h2o", "budget.tokens=16", "budget.slack=4", "budget.schedule=interval")
+    assert other["schedule"] == "interval" and other["cell"] == "h2o-b16-s4-interval"
 
 
 def test_a_busy_full_cache_folder_is_left_to_a_job_of_the_same_config(tmp_path, monkeypatch):

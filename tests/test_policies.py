@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 
 import pytest
@@ -14,7 +15,7 @@ from kvexp.policies import build_policy
 from kvexp.policies.base import LayerView, StepContext
 
 
-def ctx(incoming, prompt_len=None, seed=0):
+def ctx(incoming, prompt_len=None, seed=0, budget=64):
     incoming = torch.tensor([incoming])
     return StepContext(
         prefill=False,
@@ -22,6 +23,7 @@ def ctx(incoming, prompt_len=None, seed=0):
         query_pos=incoming.view(1, 1),
         prompt_len=torch.tensor([prompt_len or 1]),
         row_seed=torch.tensor([seed]),
+        budget=budget,
     )
 
 
@@ -32,9 +34,9 @@ def view(positions, keys=None, dim=4):
     return LayerView(torch.as_tensor(keys, dtype=torch.float32).view(1, 1, len(positions), -1), pos)
 
 
-def first_evicted(policy, state, v, c, budget=64, count=1):
+def first_evicted(policy, state, v, c, count=1):
     score = policy.score(state, v, c)
-    order = eviction_order(score, v.pos, policy.protected_mask(v.pos, c, budget))
+    order = eviction_order(score, v.pos, policy.protected_mask(v.pos, c))
     return v.pos.gather(-1, order)[0, 0, :count].tolist()
 
 
@@ -42,7 +44,7 @@ def test_eviction_order_breaks_ties_toward_older_whatever_the_storage_order():
     pos = torch.tensor([[[7, 2, 9, 4, -1]]])
     score = torch.tensor([[[1.0, 1.0, 0.5, 1.0, 0.0]]])
     order = eviction_order(score, pos, torch.zeros_like(pos, dtype=torch.bool))
-    assert pos.gather(-1, order)[0, 0].tolist() == [-1, 9, 2, 4, 7]
+    assert pos.gather(-1, order)[0, 0].tolist() == [9, 2, 4, 7, -1]  # an empty slot frees nothing: last
 
 
 def test_h2o_accumulates_all_queries_in_fp32_per_state():
@@ -314,12 +316,97 @@ def test_gkv_matches_its_published_update_over_resident_slots_in_any_slot_order(
     # the history matters: a token whose cached score beats its local attention keeps it (times alpha)
     assert (expected_cache[:5] > rows.mean(0)[:5] / rows.mean(0)[: n - w].max()).any()
 
-    # a prompt compressed at prefill scores the same way but starts no history (G-KV's prefill)
+    # a prompt compressed at prefill: G-KV runs update_kv on the prefill forward too (gen_patch.py 177-179),
+    # with no score cache yet, and the kept tokens leave with their global scores (score_based.py 206-221)
     state["history"].zero_()
-    without_history, _ = _gkv_as_published(rows, keys, torch.zeros(0), w)
+    prefill_score, prefill_cache = _gkv_as_published(rows, keys, torch.zeros(0), w)
     score = policy.score(state, LayerView(stored, pos), dataclasses.replace(ctx(n), prefill=True))
-    assert torch.allclose(score[0, 0, outside], without_history, atol=1e-5)
-    assert (state["history"] == 0).all()
+    assert torch.allclose(score[0, 0, outside], prefill_score, atol=1e-5)
+    assert torch.allclose(state["history"][0, 0, outside], prefill_cache, atol=1e-5)
+    assert (prefill_cache > 0).all()
+
+
+def _gkv_published_loop(q, k, prompt_len, steps, b, divide_length, window):
+    """G-KV's generation loop (gkv/model/gen_patch.py 167-217, modeling_llama.py 140-210) for one head:
+    `update_kv` on the prefill forward and on every `divide_length`-th decode forward, after that forward
+    appended its token (its attention still saw the uncompressed cache), with the score cache carried
+    from one compression to the next. The window queries' attention is the rows they paid at their own
+    steps, as kvexp's policy reads them (its one stated difference). Returns, per decode step, the
+    positions that step's attention saw."""
+    positions, rows, cache = list(range(prompt_len)), {}, torch.zeros(0)
+
+    def attend(t):  # query t over the resident keys up to itself
+        seen = [p for p in positions if p <= t]
+        probs = torch.softmax(k[seen] @ q[t] * q.shape[-1] ** -0.5, dim=0)
+        rows[t] = dict(zip(seen, probs.tolist()))
+
+    def compress():
+        nonlocal positions, cache
+        if len(positions) <= b:
+            return
+        recent = [[rows[t].get(p, 0.0) for p in positions] for t in positions[-window:]]
+        score, final = _gkv_as_published(torch.tensor(recent), k[positions], cache, window)
+        keep = score.topk(b - window).indices.sort().values
+        cache = final[keep]
+        positions = [positions[i] for i in keep.tolist()] + positions[-window:]
+
+    for t in range(prompt_len):
+        attend(t)
+    compress()
+    seen = []
+    for step in range(1, steps + 1):
+        positions.append(prompt_len + step - 1)
+        attend(positions[-1])
+        seen.append(sorted(positions))
+        if step % divide_length == 0:
+            compress()
+    return seen
+
+
+@pytest.mark.parametrize("prompt_len", [10, 4])
+def test_gkv_follows_its_published_loop_under_the_interval_schedule(prompt_len):
+    """A prompt of 10 is longer than G-KV's budget b=6 and compressed at prefill: its kept tokens carry
+    their global scores into the next compression (kvexp used to drop them and kept other positions at
+    the second one). B = b + divide_length, S = divide_length, the interval schedule."""
+    from kvexp.engine.cache import LayerCache
+
+    g = torch.Generator().manual_seed(5)
+    d, w, b, s, steps = 8, 2, 6, 4, 13
+    q, k, v = (torch.randn(prompt_len + steps, d, generator=g) for _ in range(3))
+    expected = _gkv_published_loop(q, k, prompt_len, steps, b, s, w)
+
+    budget = Budget(b + s, s, "interval")
+    layer = LayerCache(1, 1, b + s, d, torch.float32, "cpu", build_policy("gkv", obs_window=w), budget, 0)
+    one = dict(
+        prompt_len=torch.tensor([prompt_len]), row_seed=torch.tensor([0]), budget=b + s, slack=s, schedule="interval"
+    )
+
+    def heads(x):  # [Q, D] -> [1, 1 head, Q, D]
+        return x.view(1, 1, -1, d)
+
+    n = prompt_len
+    layer.prefill(
+        heads(q[:n]), heads(k[:n]), heads(v[:n]), d**-0.5,
+        StepContext(prefill=True, incoming=torch.tensor([n]), prefill_rows=((0, n),), **one),
+    )  # fmt: skip
+    resident, seen = min(n, b), []
+    for step in range(1, steps + 1):
+        t = prompt_len + step - 1
+        count = budget.evictions(resident, step)
+        ctx = StepContext(
+            prefill=False,
+            incoming=torch.tensor([t]),
+            query_pos=torch.tensor([[t]]),
+            evict_rows=torch.tensor([True]) if count else None,
+            evict_all=bool(count),
+            evict_count=count,
+            **one,
+        )
+        layer.decode(heads(q[t]), heads(k[t]), heads(v[t]), d**-0.5, ctx)
+        resident += 1 - count
+        seen.append(sorted(p for p in layer.pos[0, 0].tolist() if p >= 0))
+    assert seen == expected
+    assert max(len(x) for x in seen) == b + s  # the cache grows back to B before each cut
 
 
 # ---- TriAttention ----
@@ -491,3 +578,151 @@ def test_triattention_refuses_a_rope_whose_frequencies_follow_the_length():
     model = tiny_model("llama", rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0})
     with pytest.raises(ValueError, match="rope_type 'dynamic'"):
         Engine(model, build_policy("triattention"), Budget(16), GenerationSettings(max_new_tokens=4))
+
+
+# ---- Random Attention and VaSE: their rules transcribed, compared on the same eviction ----
+
+
+def _random_pp_as_published(n_cand, prompt_len, keep, generator):
+    """Random Attention's `random_pp` (kvcompress/engine/cache_utils.py L389-398) for one (row, KV head):
+    the indices of `keep` (their K) of the n_cand candidates kept, the first prompt tokens pinned."""
+    pl = min(prompt_len, keep - 1)
+    rs = torch.rand(1, 1, n_cand, generator=generator)
+    rs[..., :pl] = float("inf")
+    return set(rs.topk(keep, dim=-1).indices[0, 0].tolist())
+
+
+def _kept_after_eviction(policy, state, v, c, budget, count):
+    """The positions [B, H] sets left after evicting `count` entries by the engine's selection (empty
+    slots come last in its order)."""
+    c = dataclasses.replace(c, budget=budget)
+    order = eviction_order(policy.score(state, v, c), v.pos, policy.protected_mask(v.pos, c))
+    gone = v.pos.gather(-1, order[..., :count])
+    return [[set(v.pos[b, h].tolist()) - set(gone[b, h].tolist()) - {-1} for h in range(v.pos.shape[1])]
+            for b in range(v.pos.shape[0])]  # fmt: skip
+
+
+def test_random_attention_keeps_prompt_and_buffer_and_draws_the_rest_as_random_pp():
+    # their regime in small: token_budget T = 12, buffer R = 4 -> budget.tokens 16, slack 4, window 4;
+    # a 3-token prompt; at the compression 16 entries are resident (positions 0..15)
+    prompt_len, budget, slack, window, draws = 3, 16, 4, 4, 3000
+    policy = build_policy("random_attention", window=window)
+    assert policy.protect_prompt  # pinned by default
+    v = LayerView(torch.zeros(1, 2, budget, 4), torch.arange(budget).expand(1, 2, budget))
+    ours = collections.Counter()
+    pairs = 0
+    for seed in range(draws):
+        kept = _kept_after_eviction(policy, None, v, ctx(budget, prompt_len, seed), budget, slack)[0]
+        for h in range(2):
+            assert set(range(prompt_len)) | set(range(budget - window, budget)) <= kept[h]
+            assert len(kept[h]) == budget - slack
+            ours.update(kept[h] & set(range(prompt_len, budget - window)))
+        pairs += 7 in kept[0] and 7 in kept[1]
+    theirs = collections.Counter()
+    g = torch.Generator().manual_seed(0)
+    for _ in range(draws):
+        # their candidates: everything but the buffer; they keep T - R of them, then the buffer
+        theirs.update(_random_pp_as_published(budget - window, prompt_len, budget - slack - window, g) - {0, 1, 2})
+    for p in range(prompt_len, budget - window):
+        assert abs(ours[p] / (2 * draws) - theirs[p] / draws) < 0.05, p
+        assert abs(ours[p] / (2 * draws) - 5 / 9) < 0.04  # 5 of the 9 drawn positions are kept
+    assert abs(pairs / draws - (5 / 9) ** 2) < 0.04  # the two KV heads draw independently
+
+
+def _vase_case(seed=0, n=20, window=4, d=8):
+    """One (row, KV head): n resident entries at positions 0..n-1, stored in shuffled slots with two
+    empty ones, the last `window` being the buffer whose queries score the candidates."""
+    g = torch.Generator().manual_seed(seed)
+    keys, values = torch.randn(n, d, generator=g), torch.randn(n, d, generator=g) * torch.rand(n, 1, generator=g) * 3
+    queries = torch.randn(window, d, generator=g)
+    # the rows the buffer's queries really paid at their own steps: causal over every entry then resident
+    rows = torch.zeros(window, n)
+    for i, qp in enumerate(range(n - window, n)):
+        rows[i, : qp + 1] = torch.softmax(queries[i] @ keys[: qp + 1].T / d**0.5, dim=-1)
+    n_slots = n + 2
+    slots = torch.randperm(n_slots, generator=g)[:n]  # slot of position p
+    pos = torch.full((1, 1, n_slots), -1)
+    pos[0, 0, slots] = torch.arange(n)
+    stored_k, stored_v = torch.randn(1, 1, n_slots, d) * 40, torch.randn(1, 1, n_slots, d) * 40  # stale where empty
+    stored_k[0, 0, slots], stored_v[0, 0, slots] = keys, values
+    return keys, values, queries, rows, slots, LayerView(stored_k, pos, stored_v)
+
+
+def _vase_as_published(keys, values, queries, window, n_large, n_sink=4):
+    """VaSE's `range_sink_sample_attn` at its first compression (cache_utils.py L185-219, storage order
+    = position order then): returns (the large ids, the sampling weights of the candidates, how many
+    it draws). keys/values [n, D] in position order, queries [window, D] the buffer's."""
+    n, d = keys.shape
+    k_cand, v_cand = keys[: n - window], values[: n - window]
+    v_magnitude = v_cand.amax(-1) - v_cand.amin(-1)
+    v_magnitude[:n_sink] = float("inf")
+    attn = torch.softmax(queries @ k_cand.T / d**0.5, dim=-1).mean(0)  # over the candidates only
+    attn = torch.nn.functional.avg_pool1d(attn.view(1, 1, -1), kernel_size=5, padding=2, stride=1).view(-1)
+    ids_large = v_magnitude.topk(n_large).indices
+    attn[ids_large] = 0.0
+    keep = (n - window) - window  # their K = token_budget - residual, token_budget = the candidates
+    return set(ids_large.tolist()), attn, keep - n_large
+
+
+def test_vase_protects_the_largest_value_ranges_and_samples_as_their_multinomial(monkeypatch):
+    import kvexp.policies.vase as vase_module
+
+    n, window, slack = 20, 4, 4
+    policy = build_policy("vase", obs_window=window, large_share=0.5)
+    keys, values, queries, rows, slots, v = _vase_case(n=n, window=window)
+    state = policy.init_state(1, 1, n + 2, "cpu")
+    state["recent"][0, 0, :, slots] = rows
+    large, weights, n_drawn = _vase_as_published(keys, values, queries, window, n_large=8)
+    assert len(large & {0, 1, 2, 3}) == 4 and n_drawn == 4  # the sinks are among the 8 large
+
+    # exact: with their generator's exponential draws as ours, the kept sets are theirs
+    for seed in range(20):
+        g = torch.Generator().manual_seed(seed)
+        theirs = torch.multinomial(weights.view(1, -1), n_drawn, replacement=False, generator=g)[0].tolist()
+        exp_draws = torch.empty(1, n - window).exponential_(1, generator=torch.Generator().manual_seed(seed))
+        u = torch.full((1, 1, n + 2), 0.5)
+        u[0, 0, slots[: n - window]] = torch.exp(-exp_draws[0])
+        monkeypatch.setattr(vase_module, "eviction_draws", lambda view, c, u=u: u)
+        kept = _kept_after_eviction(policy, state, v, ctx(n, 1, seed), n, slack)[0][0]
+        assert kept == large | set(theirs) | set(range(n - window, n)), seed
+    monkeypatch.undo()
+
+    # the seeded draws: inclusion frequencies as their sampler's
+    draws, ours, theirs = 3000, collections.Counter(), collections.Counter()
+    g = torch.Generator().manual_seed(0)
+    for seed in range(draws):
+        ours.update(_kept_after_eviction(policy, state, v, ctx(n, 1, seed), n, slack)[0][0] - large)
+        theirs.update(torch.multinomial(weights.view(1, -1), n_drawn, replacement=False, generator=g)[0].tolist())
+    drawn = set(range(n - window)) - large
+    assert max(abs(ours[p] / draws - theirs[p] / draws) for p in drawn) < 0.05
+    assert max(theirs[p] for p in drawn) - min(theirs[p] for p in drawn) > draws / 4  # the weights matter
+
+
+def test_vase_with_a_pinned_prompt_draws_from_the_rest_as_their_vase_pp():
+    n, window, prompt_len = 20, 4, 6
+    policy = build_policy("vase", obs_window=window, large_share=0.25, protect_prompt=True)
+    keys, values, queries, rows, slots, v = _vase_case(seed=1, n=n, window=window)
+    state = policy.init_state(1, 1, n + 2, "cpu")
+    state["recent"][0, 0, :, slots] = rows
+    score = policy.score(state, v, ctx(n, prompt_len, 0))
+    # vase_pp (Random Attention's cache_utils.py): the prompt leaves the range pool; n_large = K/4 of the
+    # 16 candidates; the attention is still the softmax over all of them
+    v_cand = values[: n - window]
+    value_range = (v_cand.amax(-1) - v_cand.amin(-1))[prompt_len:]
+    large = set((value_range.topk(4).indices + prompt_len).tolist())
+    lifted = {int(v.pos[0, 0, i]) for i in range(n + 2) if score[0, 0, i] > 1e6}
+    assert lifted - set(range(prompt_len)) == large
+    _, weights, _ = _vase_as_published(keys, values, queries, window, n_large=0)
+    drawn = [p for p in range(prompt_len, n - window) if p not in large]
+    noise = -torch.log(-torch.log(torch.tensor([0.5])))  # a draw of u = 1/2 on every entry
+    import kvexp.policies.vase as vase_module
+
+    original = vase_module.eviction_draws
+    try:
+        vase_module.eviction_draws = lambda view, c: torch.full_like(view.pos, 0.5, dtype=torch.float32)
+        score = policy.score(state, v, ctx(n, prompt_len, 0))
+    finally:
+        vase_module.eviction_draws = original
+    got = {int(v.pos[0, 0, i]): float(score[0, 0, i]) for i in range(n + 2)}
+    for p in drawn:
+        assert got[p] == pytest.approx(float(torch.log(weights[p]) + noise), abs=1e-4), p

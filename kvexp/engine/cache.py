@@ -12,6 +12,7 @@ from dataclasses import replace
 import torch
 from torch import Tensor
 
+from kvexp.engine.budget import Budget
 from kvexp.engine.selection import eviction_order, lowest_slots
 from kvexp.policies.base import LayerView, Policy, StepContext
 
@@ -56,14 +57,13 @@ class LayerCache:
         dtype,
         device,
         policy: Policy,
-        budget: int | None,
-        slack: int,
+        budget: Budget,
         layer_idx: int,
     ):
         self.k = torch.zeros(batch, heads, capacity, head_dim, dtype=dtype, device=device)
         self.v = torch.zeros_like(self.k)
         self.pos = torch.full((batch, heads, capacity), -1, dtype=torch.int64, device=device)
-        self.policy, self.budget, self.slack, self.layer_idx = policy, budget, slack, layer_idx
+        self.policy, self.budget, self.layer_idx = policy, budget, layer_idx
         self.state = policy.init_state(batch, heads, capacity, device)
 
     @property
@@ -71,7 +71,7 @@ class LayerCache:
         return self.pos.shape[-1]
 
     def view(self) -> LayerView:
-        return LayerView(self.k, self.pos)
+        return LayerView(self.k, self.pos, self.v)
 
     def select_rows(self, rows: Tensor) -> None:
         self.k, self.v, self.pos = (t.index_select(0, rows) for t in (self.k, self.v, self.pos))
@@ -79,11 +79,15 @@ class LayerCache:
 
     # ---- decode ----
     def evict(self, ctx: StepContext) -> None:
-        """Free `slack` slots in each row of ctx.evict_rows, lowest score first."""
+        """Free ctx.evict_count slots (ctx.evict_counts[r] where rows differ) in each row of
+        ctx.evict_rows, lowest score first."""
         view = self.view()
         score = self.policy.score(self.state, view, ctx)
-        protected = self.policy.protected_mask(self.pos, ctx, self.budget)
-        slots = lowest_slots(score, self.pos, protected, self.slack)
+        protected = self.policy.protected_mask(self.pos, ctx)
+        slots = lowest_slots(score, self.pos, protected, ctx.evict_count)  # [B, H, K]
+        if ctx.evict_counts is not None:  # a row evicting fewer than K frees its first slot again instead
+            surplus = torch.arange(ctx.evict_count, device=slots.device) >= ctx.evict_counts.view(-1, 1, 1)
+            slots = torch.where(surplus, slots[..., :1], slots)
         rows = None if ctx.evict_all else ctx.evict_rows
         if rows is None:
             self.pos.scatter_(-1, slots, -1)
@@ -139,7 +143,7 @@ class LayerCache:
         g = q.shape[1] // h
         qg = q.view(1, h, g, length, d)
         idx = torch.arange(length, device=k.device)
-        view = LayerView(k, idx.view(1, 1, -1).expand(1, h, length))
+        view = LayerView(k, idx.view(1, 1, -1).expand(1, h, length), v)
         state = self.policy.init_state(1, h, length, k.device)
         chunk = max(1, PREFILL_CHUNK_BYTES // max(1, h * g * length * 4))
         outs = []
@@ -161,13 +165,14 @@ class LayerCache:
         return torch.cat(outs, dim=3).reshape(1, h * g, length, d)
 
     def _prefill_keep(self, state, view: LayerView, ctx: StepContext) -> Tensor:
-        """Prompt indices [B, H, K] to keep (K = min(L, capacity)), in position order."""
+        """Prompt indices [B, H, K] to keep (K = min(L, the budget's prefill room)), in position order."""
         b, h, length = view.pos.shape
-        if length <= self.capacity:
+        room = self.budget.prefill_room(self.capacity)
+        if length <= room:
             return torch.arange(length, device=view.pos.device).view(1, 1, -1).expand(b, h, length)
         score = self.policy.score(state, view, ctx)
-        protected = self.policy.protected_mask(view.pos, ctx, self.budget)
-        keep = eviction_order(score, view.pos, protected)[..., length - self.capacity :]
+        protected = self.policy.protected_mask(view.pos, ctx)
+        keep = eviction_order(score, view.pos, protected)[..., length - room :]
         return keep.sort(dim=-1).values
 
 
@@ -176,12 +181,10 @@ class KVCache:
     new keys reach the attention function unchanged) and then the registered kvexp attention
     function, which hands them to `attend` with the step context the engine set."""
 
-    def __init__(
-        self, model_config, batch: int, capacity: int, dtype, device, policy: Policy, budget: int | None, slack: int
-    ):
+    def __init__(self, model_config, batch: int, capacity: int, dtype, device, policy: Policy, budget: Budget):
         heads = model_config.num_key_value_heads
         self.layers = [
-            LayerCache(batch, heads, capacity, head_dim(model_config), dtype, device, policy, budget, slack, i)
+            LayerCache(batch, heads, capacity, head_dim(model_config), dtype, device, policy, budget, i)
             for i in range(model_config.num_hidden_layers)
         ]
         self.ctx: StepContext | None = None
@@ -207,6 +210,17 @@ class KVCache:
         )
         heads = self.layers[0].pos.shape[1] * len(self.layers)
         return held.float() / (prompt_len.float() * heads).clamp(min=1)
+
+    def prompt_kept(self, row: int, prompt_len: int) -> tuple[float, float]:
+        """Prompt survival of one row, read once when it finishes: (share of its (prompt token, layer,
+        KV head) entries still resident, share of its prompt tokens resident in at least one head of
+        one layer). Positions below prompt_len are the prompt's."""
+        pos = torch.stack([layer.pos[row] for layer in self.layers])  # [L, H, N]
+        held = (pos >= 0) & (pos < prompt_len)
+        present = torch.zeros(prompt_len + 1, dtype=torch.bool, device=pos.device)
+        present[torch.where(held, pos, prompt_len).flatten()] = True  # index prompt_len: not a prompt token
+        entries, tokens = torch.stack([held.sum(), present[:prompt_len].sum()]).tolist()  # one read-back
+        return entries / (prompt_len * pos.shape[0] * pos.shape[1]), tokens / prompt_len
 
     def bytes_per_token(self) -> int:
         """K and V bytes one resident token costs across all layers and heads."""

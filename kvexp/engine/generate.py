@@ -96,6 +96,10 @@ class Output:
     decode_s: float = 0.0
     trace: list[dict] | None = None
     error: str | None = None
+    # at the end: share of (prompt token, layer, KV head) entries resident, and of prompt tokens
+    # resident in any head of any layer (KVCache.prompt_kept); None on error
+    prompt_kept_share: float | None = None
+    prompt_kept_any: float | None = None
 
 
 @dataclass
@@ -143,6 +147,7 @@ class Engine:
         budget.check(policy)
         policy.prepare(model)
         self.model, self.policy, self.budget, self.settings = model, policy, budget, settings
+        self._budget_fields = dict(budget=budget.tokens, slack=budget.slack, schedule=budget.schedule)
         self.observer = observer
         self.sampler = Sampler(settings.temperature, settings.top_p, settings.top_k)
         self.generated_tokens = 0  # sampled so far by every row, finished or not: a host count for progress
@@ -259,8 +264,7 @@ class Engine:
                         self.dtype,
                         self.device,
                         self.policy,
-                        self.budget.tokens,
-                        self.budget.slack,
+                        self.budget,
                     )
                     rows, logits = [None] * n, None
                 free = [i for i, row in enumerate(rows) if row is None]
@@ -279,7 +283,9 @@ class Engine:
                     if reason:
                         rows[i] = None
                         del held[row.request.key]
-                        yield self._output(row, reason, self._sync(), cache.bytes_per_token())
+                        now = self._sync()
+                        kept = cache.prompt_kept(i, len(row.request.prompt_ids))  # once per row, as it finishes
+                        yield self._output(row, reason, now, cache.bytes_per_token(), kept)
                 if any(row is None for row in rows):
                     if queue and (self.settings.continuous or not held):
                         continue  # newcomers take the free rows
@@ -321,13 +327,15 @@ class Engine:
             prompt_len=prompt_len,
             row_seed=torch.tensor([r.seed % 2**62 for r in batch], device=self.device),
             prefill_rows=tuple(zip(targets, lengths)),
+            **self._budget_fields,
         )
         t0 = self._sync()
         new_logits = self._forward(ids, positions, cache, last)
         t1 = self._sync()
         generators = self.sampler.generators([r.seed for r in batch], self.device) or [None] * len(batch)
+        room = self.budget.prefill_room(capacity)
         for i, r, n, g in zip(targets, batch, lengths, generators):
-            kept = min(n, capacity)
+            kept = min(n, room)
             rows[i] = _Row(
                 r,
                 kept,
@@ -345,9 +353,8 @@ class Engine:
         return logits
 
     def _step(self, cache: KVCache, rows: list[_Row], capacity: int) -> Tensor:
-        """One decode forward: every row appends its pending token (full rows evict first)."""
-        evicting = self.policy.evicts
-        needs = [evicting and row.resident + 1 > capacity for row in rows]
+        """One decode forward: every row appends its pending token (rows the budget cuts evict first)."""
+        counts = [self.budget.evictions(row.resident, len(row.tokens)) if self.policy.evicts else 0 for row in rows]
         slots_in_use = max(min(row.peak + 1, capacity) for row in rows)
         # one host-to-device copy per step: [5, B] positions, prompt lengths, seeds, tokens, evictions
         incoming, prompt_len, row_seed, step_ids, evict = torch.tensor(
@@ -356,26 +363,30 @@ class Engine:
                 [len(row.request.prompt_ids) for row in rows],
                 [row.request.seed % 2**62 for row in rows],
                 [row.pending for row in rows],
-                needs,
+                counts,
             ],
             device=self.device,
         )
+        evicting = [c for c in counts if c]
         cache.ctx = StepContext(
             prefill=False,
             incoming=incoming,
             query_pos=incoming.view(-1, 1),
             prompt_len=prompt_len,
             row_seed=row_seed,
-            evict_rows=evict.bool() if any(needs) else None,
-            evict_all=all(needs),
+            evict_rows=evict > 0 if evicting else None,
+            evict_all=len(evicting) == len(rows),
+            evict_count=max(evicting, default=0),
+            evict_counts=evict if len(set(evicting)) > 1 else None,
             slots_in_use=slots_in_use,
+            **self._budget_fields,
         )
         step_ids = step_ids.view(-1, 1)
-        for row, evict in zip(rows, needs):
-            if evict:
-                row.resident -= self.budget.slack
-                row.evicted += self.budget.slack
-            row.resident += 1
+        for row, count in zip(rows, counts):
+            row.resident += 1 - count
+            row.evicted += count
+            if row.resident > capacity:  # the budget's rules keep B a hard cap; this would be a bug in them
+                raise RuntimeError(f"row would hold {row.resident} entries in {capacity} slots")
             row.peak = max(row.peak, row.resident)
             row.pending = None
         return self._forward(step_ids, incoming.view(-1, 1), cache)
@@ -407,7 +418,7 @@ class Engine:
                 )
 
     @staticmethod
-    def _output(row: _Row, reason: str, now: float, bytes_per_token: int) -> Output:
+    def _output(row: _Row, reason: str, now: float, bytes_per_token: int, kept: tuple[float, float]) -> Output:
         return Output(
             key=row.request.key,
             output_ids=list(row.tokens),
@@ -420,4 +431,6 @@ class Engine:
             prefill_s=row.prefill_s,
             decode_s=now - row.started,
             trace=row.trace,
+            prompt_kept_share=kept[0],
+            prompt_kept_any=kept[1],
         )

@@ -8,14 +8,15 @@ from torch import Tensor
 
 
 def _eviction_key(score: Tensor, pos: Tensor, protected: Tensor) -> Tensor:
-    """Scores as a sort key: finite, protected slots last (+inf), empty slots first (-inf)."""
+    """Scores as a sort key: finite, protected and empty slots last (+inf): an empty slot frees nothing, and a
+    row cut below its capacity (the budget's interval schedule) has some."""
     key = torch.nan_to_num(score.float(), nan=0.0, posinf=3e38, neginf=-3e38)
-    return key.masked_fill(protected, float("inf")).masked_fill(pos < 0, float("-inf"))
+    return key.masked_fill(protected | (pos < 0), float("inf"))
 
 
 def eviction_order(score: Tensor, pos: Tensor, protected: Tensor) -> Tensor:
-    """Slots [B, H, N] ordered from first to evict to last: empty slots, then evictable slots by
-    ascending score with ties toward the older token, then protected slots (oldest first)."""
+    """Slots [B, H, N] ordered from first to evict to last: evictable slots by ascending score with ties
+    toward the older token, then empty and protected slots (empty first, then oldest first)."""
     key = _eviction_key(score, pos, protected)
     by_pos = torch.argsort(pos, dim=-1, stable=True)
     by_score = torch.argsort(key.gather(-1, by_pos), dim=-1, stable=True)

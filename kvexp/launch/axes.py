@@ -27,6 +27,7 @@ NAMED_KEYS = frozenset(
         "budget",
         "budget.tokens",
         "budget.slack",
+        "budget.schedule",
         "dataset.shard.index",
         "dataset.shard.count",
         "experiment",

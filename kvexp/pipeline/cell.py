@@ -37,14 +37,18 @@ RESUMABLE_CHANGES = (
 )
 
 
-def cell_name(policy: str, tokens: Any, slack: Any, shard_index: Any = 0, shard_count: Any = 1) -> str:
-    """`<policy>-b<tokens>-s<slack>`, or `full` for the full cache, plus `-shard<i>of<n>` when a cell is
-    split into shards.
+def cell_name(
+    policy: str, tokens: Any, slack: Any, shard_index: Any = 0, shard_count: Any = 1, schedule: Any = "cap"
+) -> str:
+    """`<policy>-b<tokens>-s<slack>`, or `full` for the full cache, plus `-interval` under the budget's
+    interval schedule (the default `cap` adds nothing) and `-shard<i>of<n>` when a cell is split into shards.
 
     The full cache ignores the budget, so a sweep such as `policy=full,h2o budget=128,256` launches it
     once per budget into one folder: the first launch runs it, later ones resume a finished folder (or,
     launched in parallel, find it busy and leave it to the job running it: kvexp.pipeline.job)."""
     name = FULL if policy == FULL else f"{policy}-b{'none' if tokens is None else tokens}-s{slack}"
+    if policy != FULL and schedule not in (None, "cap"):
+        name += f"-{schedule}"
     if int(shard_count) > 1:
         name += f"-shard{shard_index}of{shard_count}"
     return name
@@ -57,7 +61,7 @@ def axis_label(key: str, value: Any) -> str:
 
 
 def register_resolvers() -> None:
-    """`${kvexp.cell:policy,tokens,slack,shard_index,shard_count}` and `${kvexp.axis:key,value}` for
+    """`${kvexp.cell:policy,tokens,slack,shard_index,shard_count,schedule}` and `${kvexp.axis:key,value}` for
     Hydra's folder names. Idempotent."""
     for name, fn in (("kvexp.cell", cell_name), ("kvexp.axis", axis_label)):
         if not OmegaConf.has_resolver(name):

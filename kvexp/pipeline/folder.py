@@ -68,7 +68,7 @@ def record_budget(config: dict[str, Any], evicts: bool) -> dict[str, Any]:
     budget rather than on the policy's name. Changes `config` in place and returns it."""
     budget = config.get("budget")
     if not evicts and isinstance(budget, dict):
-        budget.update(tokens=None, slack=None)
+        budget.update(tokens=None, slack=None, schedule=None)
     return config
 
 
@@ -78,7 +78,11 @@ _FULL_BEFORE_NULL_BUDGETS = "full"
 
 def as_recorded_now(config: dict[str, Any]) -> dict[str, Any]:
     """A config.yaml read from a job folder (plain, nested), as `record_budget` writes it now: folders of the
-    full cache written before hold the budget it was launched with. Changes `config` in place."""
+    full cache written before hold the budget it was launched with, and folders written before
+    `budget.schedule` existed ran the `cap` schedule (the only one then). Changes `config` in place."""
+    budget = config.get("budget")
+    if isinstance(budget, dict) and "schedule" not in budget:
+        budget["schedule"] = None if budget.get("tokens") is None else "cap"
     policy = config.get("policy")
     if isinstance(policy, dict) and policy.get("name") == _FULL_BEFORE_NULL_BUDGETS:
         record_budget(config, evicts=False)

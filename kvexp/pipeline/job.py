@@ -107,7 +107,7 @@ def plan_job(cfg: DictConfig) -> Plan:
     policy_params = OmegaConf.to_container(cfg.policy, resolve=True)
     check_policy_params(policy_params)
     policy = build_policy(policy_params)
-    budget = Budget(tokens=cfg.budget.tokens, slack=cfg.budget.slack)
+    budget = Budget(tokens=cfg.budget.tokens, slack=cfg.budget.slack, schedule=cfg.budget.schedule)
     budget.check(policy)
 
     gen = cfg.generation
@@ -155,7 +155,8 @@ def plan_job(cfg: DictConfig) -> Plan:
         "policy": policy.name,
         "budget": recorded,
         "slack": budget.slack if recorded is not None else None,
-        "cell": cell_name(policy.name, recorded, budget.slack),
+        "schedule": budget.schedule if recorded is not None else None,
+        "cell": cell_name(policy.name, recorded, budget.slack, schedule=budget.schedule),
         "seed": cfg.seed,
         "num_samples": gen.num_samples,
         "max_new_tokens": gen.max_new_tokens,
@@ -681,5 +682,7 @@ def _sample_row(problem, sample_idx: int, seed: int, prompt: str, out, tokenizer
         "kv_bytes_peak": out.kv_bytes_peak,
         "prefill_s": out.prefill_s,
         "decode_s": out.decode_s,
+        "prompt_kept_share": out.prompt_kept_share,
+        "prompt_kept_any": out.prompt_kept_any,
         "error": error,
     }

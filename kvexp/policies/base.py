@@ -25,11 +25,19 @@ GROUP_AGGREGATIONS = ("mean", "max", "sum")
 class StepContext:
     """What the engine tells every layer about the current forward pass.
 
+    prefill: True while prompts are prefilled (the policy then scores one prompt at a time on a fresh
+        state, `one`), False for a decode step.
     incoming: [B] absolute position of the token being generated next (decode: the token whose K/V
         this pass appends; prefill: the prompt length, i.e. the first generated token).
     prompt_len: [B] real prompt tokens per row.
     row_seed: [B] per-row seed (problem, sample), so random choices do not depend on the batch.
-    evict_rows: [B] bool, rows whose cache is full and must evict before this append; None if none.
+    evict_rows: [B] bool, rows that evict before this append (their cache is full, or the budget's
+        interval schedule cuts them this step); None if none.
+    evict_all: every row of the batch evicts this step (no row mask needed).
+    evict_count: slots each of those rows frees (the budget's slack under its `cap` schedule).
+    evict_counts: [B] slots each row frees, where evicting rows free different counts (the budget's
+        `interval` schedule cuts a row down to B - S from wherever it stands); None when every evicting
+        row frees `evict_count`.
     slots_in_use: slots [0, slots_in_use) can hold entries this step (free slots are taken lowest
         first, so no entry lies beyond); attention reads only those. None means all.
     query_pos: [B, Q] positions of the queries of this pass (prefill: of the current chunk), for
@@ -37,6 +45,10 @@ class StepContext:
     prefill_rows: prefill only, on the host: (cache row, prompt length) of each packed prompt, in
         order (newcomers replace finished requests in place), so layers split the packed prompts
         without reading the device.
+    budget, slack, schedule: the run's budget (README, "Budget semantics"): B tokens (None for a policy
+        that never evicts), the slack S and the schedule (`cap` or `interval`), so that a rule that
+        depends on them (H2O's window of B/2) reads the real ones.
+    layer_idx: the layer being computed (the engine sets it before each layer's attention).
     """
 
     prefill: bool
@@ -45,9 +57,14 @@ class StepContext:
     row_seed: Tensor
     evict_rows: Tensor | None = None
     evict_all: bool = False
+    evict_count: int = 0
+    evict_counts: Tensor | None = None
     slots_in_use: int | None = None
     query_pos: Tensor | None = None
     prefill_rows: tuple[tuple[int, int], ...] = ()
+    budget: int | None = None
+    slack: int = 1
+    schedule: str = "cap"
     layer_idx: int = 0
 
     def one(self, p: int) -> StepContext:
@@ -63,11 +80,12 @@ class StepContext:
 
 @dataclass
 class LayerView:
-    """Read-only view of one layer's resident entries: keys [B, H, N, D] and positions [B, H, N]
-    (-1 marks an empty slot)."""
+    """Read-only view of one layer's resident entries: keys [B, H, N, D], positions [B, H, N]
+    (-1 marks an empty slot) and values [B, H, N, D] (None where a caller has none)."""
 
     keys: Tensor
     pos: Tensor
+    values: Tensor | None = None
 
 
 @dataclass
@@ -94,6 +112,16 @@ class PolicyState:
         while idx.dim() < t.dim():
             idx = idx.unsqueeze(-2)
         return idx.expand(*t.shape[:-1], idx.shape[-1])
+
+    def set_where_evicting(self, name: str, value: Tensor, ctx: StepContext) -> None:
+        """state[name] = value [B, ..., N] in the rows that evict now (every row at prefill, where each
+        prompt is scored alone): `score` runs for the whole batch whenever any row evicts, so state that
+        a score updates must change only in the rows whose eviction it decides."""
+        if ctx.prefill or ctx.evict_all or ctx.evict_rows is None:
+            self.tensors[name] = value
+        else:
+            rows = ctx.evict_rows.view(-1, *([1] * (value.dim() - 1)))
+            self.tensors[name] = torch.where(rows, value, self.tensors[name])
 
     def clear_slots(self, slots: Tensor, rows: Tensor | None) -> None:
         """Zero the state of evicted slots [B, H, S] (only in `rows` [B] bool when given)."""
@@ -166,12 +194,12 @@ class Policy:
         """Tokens that may be protected at an eviction, not counting a pinned prompt."""
         return self.n_sink + self.recent_window(budget)
 
-    def protected_mask(self, pos: Tensor, ctx: StepContext, budget: int) -> Tensor:
+    def protected_mask(self, pos: Tensor, ctx: StepContext) -> Tensor:
         """[B, H, N] bool: sinks, the recent window (the `window` positions before the incoming
-        token) and, with protect_prompt, the prompt."""
+        token, at the run's budget ctx.budget) and, with protect_prompt, the prompt."""
         shape = (-1,) + (1,) * (pos.dim() - 1)
         prot = pos < self.n_sink
-        window = self.recent_window(budget)
+        window = self.recent_window(ctx.budget)
         if window:
             prot |= pos >= (ctx.incoming.view(shape) - window)
         if self.protect_prompt:

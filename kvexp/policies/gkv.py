@@ -21,11 +21,21 @@ class GKV(RKV):
 
     Defaults as the recipe: lam 0.5, alpha 0.8, obs_window 16 (protected, as G-KV keeps the window's
     tokens whole), threshold 0.5, group_agg max (G-KV max-pools the query heads of a KV head).
+    A prompt longer than the budget is compressed at prefill by the same score, and its kept tokens
+    start with their global scores as history: G-KV calls `update_kv` on the prefill forward too
+    (`gkv/model/gen_patch.py` 177-179: `output_length` is 0 there, so `enable_compress` holds;
+    `modeling_llama.py` 186-210 stores the returned score cache), and `update_kv` returns the kept
+    tokens' global scores as `new_cached_score` (`score_based.py` 206-221), which its next compression
+    reads as `old_score` (131-151).
+
     Differences kvexp's semantics force: the local attention is the rows the window's queries really
     paid at their own steps (as SnapKV-D and R-KV here), where G-KV recomputes those queries against
-    the cache at the eviction; G-KV compresses every `divide_length` steps down to its budget b, which
-    is B = b + divide_length, S = divide_length here. G-KV's prefill keeps no history in this recipe
-    (its prefill score cache is H2O's only), and neither does this.
+    the cache at the eviction. G-KV compresses every `divide_length` decode steps down to its budget b
+    (`gen_patch.py` 178), and a prompt longer than b at prefill: that is kvexp's
+    `budget.schedule=interval` with B = b + divide_length, S = divide_length. Under the default `cap`
+    schedule the same B and S evict when an append would exceed B instead, which is the same steps only
+    when (b - prompt length) is a non-negative multiple of S, and a prompt is compressed at prefill only
+    when it is longer than B.
     """
 
     name = "gkv"
@@ -51,7 +61,7 @@ class GKV(RKV):
         return state
 
     def score(self, state, view, ctx):
-        window = self.recent_window(0)  # the default window is obs_window whatever the budget
+        window = self.recent_window(ctx.budget)
         scored = (view.pos >= 0) & (view.pos < ctx.incoming.view(-1, 1, 1) - window)
 
         def by_max_outside_window(x):
@@ -61,10 +71,7 @@ class GKV(RKV):
         local = by_max_outside_window(self.queries.mean(state, ctx))
         global_score = torch.maximum(self.alpha * state["history"], local)
         redundancy = by_max_outside_window(self.redundancy(view.keys, view.pos))
-        # the history G-KV caches: the global score of the tokens outside the window, in evicting rows
-        if not ctx.prefill:  # a prompt compressed at prefill starts no history (docstring)
-            history = torch.where(scored, global_score, 0.0)
-            if not ctx.evict_all and ctx.evict_rows is not None:
-                history = torch.where(ctx.evict_rows.view(-1, 1, 1), history, state["history"])
-            state["history"] = history
+        # the history G-KV caches: the global score of the tokens outside the window, in evicting rows (a
+        # prompt compressed at prefill included: its kept tokens carry their scores into the first eviction)
+        state.set_where_evicting("history", torch.where(scored, global_score, 0.0), ctx)
         return self.lam * global_score - (1.0 - self.lam) * redundancy

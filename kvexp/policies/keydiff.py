@@ -11,12 +11,16 @@ class KeyDiff(Policy):
     eviction (post-RoPE, as they sit in the cache); empty slots count neither in the anchor nor in the
     mean. No attention probabilities: it decodes through the fused attention path.
 
-    Defaults: window 0 and no sinks, as KeyDiffPress protects nothing. Under kvexp's budget semantics
-    the anchor is taken over the B resident tokens at each eviction, the one whose append triggered it
-    not yet written; kvpress's DecodingPress(KeyDiffPress) with target T and interval S scores the
-    T + S tokens after the step's append, which is the same set at B = T + S. The paper's block-wise
-    prefill (kvpress's BlockPress) is not reproduced: a prompt longer than B is compressed in one
-    selection over the whole prompt.
+    Defaults: window 0 and no sinks, as KeyDiffPress protects nothing. The anchor is taken over the
+    tokens resident at each eviction, the one whose append triggered it not yet written. kvpress's
+    DecodingPress(KeyDiffPress, target_size=T, compression_interval=S) scores the T + S tokens resident
+    after every S-th decode step: that is kvexp's `budget.tokens=T+S budget.slack=S
+    budget.schedule=interval`, the same steps and the same sets for a prompt of at most T tokens (a
+    longer one is compressed to T at prefill here, where DecodingPress lets the cache run over T + S until
+    step S). Under the default `cap` schedule the same B and S evict at the same steps only when T minus
+    the prompt length is a non-negative multiple of S. The paper's block-wise prefill (kvpress's
+    BlockPress) is not reproduced: a prompt longer than B is compressed in one selection over the whole
+    prompt.
     """
 
     name = "keydiff"

@@ -20,6 +20,13 @@ class RKV(WindowedQueriesPolicy):
     The similarities are not kept between evictions (an [N, N] matrix per layer and head would
     outweigh the cache it manages): each eviction computes them from the resident keys in blocks of
     rows, so its extra memory stays under SIMILARITY_BLOCK_BYTES (`eviction_workspace_bytes`).
+
+    When: R-KV's released code compresses to its budget b in the forward after one that ends at a
+    sequence length (prompt included) that is a multiple of `divide_length` (`rkv/modeling.py` 558-563
+    count the length, 598-610 set the flag the next forward reads), so the phase of its compressions
+    follows the prompt length. kvexp's `budget.tokens=b+128 budget.slack=128` compresses at the same
+    sizes, but neither of its schedules at R-KV's steps for every prompt length: `cap` when the cache is
+    full, `interval` every 128 decode steps from the first.
     """
 
     name = "rkv"

@@ -31,10 +31,13 @@ class TriAttention(Policy):
 
     Defaults follow the authors' released recipe (`scripts/cli.py`) but for the prompt: no recent
     window and no sinks, group_agg max, the prompt counting toward the budget (their
-    count_prompt_tokens=true). Their schedule (let the cache grow to b + 128, then compress to b:
-    slack_budget_trigger with divide_length 128) is `budget.tokens=b+128 budget.slack=128` here; at an
-    eviction kvexp scores the same tokens at the same t as theirs does after the step that fills the
-    cache.
+    count_prompt_tokens=true). Their schedule lets the cache grow to b + 128, then compresses it to b
+    (`slack_budget_trigger` with divide_length 128: `triattention/methods/triattention.py` 898-902
+    compresses once the cache holds b + divide_length, counted by size, not by step): that is
+    `budget.tokens=b+128 budget.slack=128` under the default `budget.schedule=cap`, where at an eviction
+    kvexp scores the same tokens at the same t as theirs does after the step that fills the cache. (Their
+    other trigger, 903-909, gates on the absolute position being a multiple of divide_length, which
+    neither kvexp schedule reproduces for every prompt length.)
 
     Differences kvexp forces or chooses (README, "TriAttention's calibration"):
     - The prompt is not pinned by default. They never compress it (allow_prefill_compression=false),
@@ -49,6 +52,8 @@ class TriAttention(Policy):
     - Ties go to the older token; they add seeded noise of 1e-6 to the scores.
     - With protect_prompt=true, a prompt longer than B - S is an error row (README, "Budget semantics"); theirs
       then keeps the first b prompt tokens and drops every generated one.
+    - Calibration keeps Qwen3's queries after its q_norm, where theirs takes them before it (see
+      triattention_stats); on models without a q_norm the two agree.
     - Calibration runs on the model's own sampled text rather than on a text file (see
       triattention_stats), over every token of several sequences; their calibrated queries carry
       an extra factor s (calibrate.py rotates them with a scaled table and scales once more), a
@@ -129,8 +134,8 @@ class TriAttention(Policy):
         raw = self.raw_scores(view.keys, ctx.layer_idx, ctx.incoming)  # [B, H, G, N]
         if self.standardize:
             # standardised over the tokens that compete (resident, not pinned), as they normalise
-            # over the generated tokens; the window is budget-independent here (default 0)
-            competing = ((view.pos >= 0) & ~self.protected_mask(view.pos, ctx, budget=0)).unsqueeze(2)
+            # over the generated tokens
+            competing = ((view.pos >= 0) & ~self.protected_mask(view.pos, ctx)).unsqueeze(2)
             count = competing.sum(dim=-1, keepdim=True).clamp(min=1)
             mean = (raw * competing).sum(dim=-1, keepdim=True) / count
             var = (((raw - mean) * competing) ** 2).sum(dim=-1, keepdim=True) / count

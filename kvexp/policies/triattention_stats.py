@@ -13,7 +13,12 @@ tokens at temperature 1 (seeded, on the CPU). Then one forward pass over those s
 every query. The sequences are recorded in the cache file.
 
 The queries are taken where the attention function receives them (after any q_norm, after RoPE)
-and rotated back by their position, so the capture is the same for every family kvexp drives.
+and rotated back by their position, so the capture is the same for every family kvexp drives. A
+deliberate difference on Qwen3: the authors' `scripts/calibrate.py` (170-190) recomputes each query
+as `q_proj` of the layer's input, before Qwen3's per-head `q_norm`; kvexp keeps the normalised query,
+which is the one attention uses and so the one whose average the score should predict. On models
+without a q_norm (Llama, Mistral, Qwen2) the two are the same query; on a tiny random Qwen3 the
+statistics differ by a median relative 0.84.
 
 Cache: `$KVEXP_CACHE/triattention/<model_type>-<key>.pt` (default `~/.cache/kvexp`), where key is a
 digest of the model (its config's shape, RoPE frequencies and a sample of every weight tensor) and
