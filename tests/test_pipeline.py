@@ -618,11 +618,20 @@ def test_default_job_on_smollm2(tmp_path):
     assert list((tmp_path / "job" / "wandb").glob("offline-run-*"))
 
 
-def test_the_throughput_shown_is_the_jobs_and_rises_with_the_rows_decoding_together(tmp_path):
+def test_the_throughput_shown_is_the_jobs_and_rises_with_the_rows_decoding_together(tmp_path, monkeypatch):
     """Tables, cells.csv and the sweep summary show throughput_tokens_per_s (every row's tokens over the wall
     time of decoding them together); the per-row speed appears only under a name that says so."""
+    from kvexp.engine import Engine
     from kvexp.pipeline.summary import format_table
     from kvexp.report import build_report
+
+    forward = Engine._forward
+
+    def like_a_gpu(self, *args, **kwargs):  # a forward pass costs about the same for 1 row or 8 (and no CPU,
+        time.sleep(0.01)  # so the comparison holds on a busy machine)
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "_forward", like_a_gpu)
 
     shown = {}
     for rows in (1, 8):
@@ -646,4 +655,4 @@ def test_the_throughput_shown_is_the_jobs_and_rises_with_the_rows_decoding_toget
 
         run(job, "dataset.limit=8", "generation.max_new_tokens=24", f"generation.batch_size={rows}")
         assert load(job, "metrics.json")["throughput_tokens_per_s"] == metrics["throughput_tokens_per_s"]  # kept
-    assert shown[8] > 1.5 * shown[1], shown
+    assert shown[8] > 3 * shown[1], shown
