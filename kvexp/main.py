@@ -7,9 +7,10 @@
     python -m kvexp.main -m hydra/launcher=slurm policy=h2o,snapkv budget=128,512   # every cell a SLURM job
     python -m kvexp.main -m ... dataset.shard.count=4           # each cell as 4 jobs over disjoint problems
 
-Exit status: 0 when every job finished; 1 when a job failed (its status.json says why; with
-hydra/launcher=slurm or local, every failed cell is listed with its folder, job id and log);
-128 + signal number when interrupted (SIGTERM: 143, SIGUSR2: 140, Ctrl-C: 130), after the job folder is
+Exit status: 0 when every job finished; 1 when a job failed (its status.json says why; every failed cell is
+listed with its folder, and with hydra/launcher=slurm or local its job id and log); 75 when no job failed
+but some were not run here because another run holds their folders ("running elsewhere"; rerun once it
+ends); 128 + signal number when interrupted (SIGTERM: 143, SIGUSR2: 140, Ctrl-C: 130), after the job folder is
 flushed. Under hydra/launcher=slurm an interrupted job is requeued and resumes (kvexp.launch).
 """
 
@@ -27,11 +28,13 @@ from kvexp.openmp import prefer_passive_waiting
 
 prefer_passive_waiting()  # before kvexp's packages load torch
 
+from kvexp.files import finds_no_room  # noqa: E402
 from kvexp.launch import expand_shards, name_swept_axes, register_launchers  # noqa: E402
-from kvexp.launch.launcher import FailedCellsCallback  # noqa: E402
-from kvexp.pipeline import JobInterrupted, register_resolvers, run_job  # noqa: E402
+from kvexp.launch.launcher import EXIT_RUNNING_ELSEWHERE, FailedCellsCallback  # noqa: E402
+from kvexp.pipeline import JobFolderBusy, JobInterrupted, register_resolvers, run_job  # noqa: E402
 from kvexp.pipeline.config import quote_numeric_choices  # noqa: E402
-from kvexp.pipeline.preflight import PreflightError, check_budget_choices  # noqa: E402
+from kvexp.pipeline.job import DISK_FULL_FIX  # noqa: E402
+from kvexp.pipeline.preflight import JobStopped, PreflightError, check_budget_choices  # noqa: E402
 from kvexp.pipeline.signals import signals_as_exceptions  # noqa: E402
 
 # Hydra resolves the run/sweep folder names (${kvexp.cell:...}) before calling main, so the resolver
@@ -50,9 +53,20 @@ def main(cfg: DictConfig) -> float | None:
         "hydra.yaml": {"hydra": OmegaConf.to_container(hc, resolve=False)},
         "overrides.yaml": list(hc.overrides.task),
     }
-    metrics = run_job(
-        cfg, Path(hc.runtime.output_dir), sweep=sweep, overrides=list(hc.overrides.task), hydra_files=hydra_files
-    )
+    try:
+        metrics = run_job(
+            cfg, Path(hc.runtime.output_dir), sweep=sweep, overrides=list(hc.overrides.task), hydra_files=hydra_files
+        )
+    except JobFolderBusy as e:
+        if hc.mode == RunMode.MULTIRUN:
+            raise  # the sweep lists the cell as running elsewhere
+        sys.stderr.write(f"kvexp: {e}\n")
+        sys.exit(EXIT_RUNNING_ELSEWHERE)  # not a Hydra error (which exits 1): passes through Hydra
+    except OSError as e:
+        if not finds_no_room(e):
+            raise
+        # one line naming the file (status.json records the same): a traceback would add nothing
+        raise JobStopped(f"kvexp: {e}; {DISK_FULL_FIX}") from None
     return metrics.get("accuracy")  # the objective, for sweepers that optimise one
 
 
@@ -67,15 +81,18 @@ def cli() -> None:
     sys.argv[1:] = name_swept_axes(quote_numeric_choices(expand_shards(sys.argv[1:])))
     try:
         # from here on a SIGTERM is an exception, so one that comes while Hydra sets the job up still
-        # leaves the job folder in a final state (kvexp.pipeline.job.run_job)
-        with signals_as_exceptions():
+        # leaves the job folder in a final state (kvexp.pipeline.job.run_job); once interrupted, a second
+        # signal (Ctrl-C to a local sweep sends SIGINT and SIGTERM) is ignored until the process exits
+        with signals_as_exceptions(ignore_after=True):
             main()
     except (SystemExit, Exception):
         # Hydra's basic launcher ran every cell and reported the first failure: list them all
-        failed = FailedCellsCallback.report()
-        if failed is None:
+        outcome = FailedCellsCallback.report()
+        if outcome is None:
             raise
-        sys.exit(f"\n{failed}")
+        message, status = outcome
+        sys.stderr.write(f"\n{message}\n")
+        sys.exit(status)
     except JobInterrupted as e:
         sys.exit(e.exit_code)
     except KeyboardInterrupt:

@@ -371,6 +371,28 @@ def test_pinned_prompt_that_does_not_fit_is_an_error_row(llama):
     assert outs["short"].error is None and len(outs["short"].output_ids) == 30
 
 
+def test_no_token_is_decoded_past_the_models_positions(llama, monkeypatch):
+    """Per row: a row stops when prompt + output fill max_position_embeddings (stop_reason max_positions),
+    every position fed stays below it, a prompt with no room left is an error row, and the other rows of
+    the batch are untouched."""
+    monkeypatch.setattr(llama.config, "max_position_embeddings", 40)
+    fed = []
+
+    def positions(cache, keys):
+        if not cache.ctx.prefill:
+            fed.append(int(cache.ctx.incoming.max()))
+
+    requests = [Request("a", prompt(30)), Request("b", prompt(12, seed=1)), Request("c", prompt(40, seed=2))]
+    outs = run(llama, build_policy("full"), Budget(None), requests, max_new=50, observer=positions, batch_size=2)
+    assert outs["a"].stop_reason == "max_positions" and len(outs["a"].output_ids) == 10
+    assert outs["b"].stop_reason == "max_positions" and len(outs["b"].output_ids) == 28
+    assert "max_position_embeddings=40" in outs["c"].error
+    # the last output token would sit at position 39 and is never fed: the highest position decoded is 38
+    assert max(fed) == 38
+    short = run(llama, build_policy("full"), Budget(None), [Request("b", prompt(12, seed=1))], max_new=20)["b"]
+    assert short.stop_reason == "max_new_tokens" and short.output_ids == outs["b"].output_ids[:20]
+
+
 def test_prompt_kept_at_the_end_by_hand(llama):
     """StreamingLLM keeps its 4 sinks of a 10-token prompt and then only recent tokens: 4/10 of the
     prompt in every head of every layer. The full cache keeps all of it."""

@@ -4,15 +4,18 @@ corrupted files."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from test_pipeline import FAST, assert_complete, cli, load, run, samples
+from test_pipeline import FAST, REPO, assert_complete, cli, load, run, samples
 
 from kvexp.errors import ConfigError
 from kvexp.models import ModelSource
@@ -93,6 +96,10 @@ def test_a_tracker_without_a_run_logs_nothing_and_raises_nothing(tmp_path, monke
         (["dataset=chain", "+dataset.stpes=3"], r"dataset 'chain' has no setting stpes; its settings are steps"),
         (["dataset=chain", "dataset.source=hub"], r"generated from a seed.*dataset.source=generated"),
         (["trace.n_problems=-1"], r"trace.n_problems must be >= 0"),
+        (
+            ["generation.num_samples=4", "generation.temperature=0"],
+            r"num_samples=4 with generation.temperature=0 \(greedy\).*temperature above 0.*generation.num_samples=1",
+        ),
     ],
 )
 def test_bad_settings_fail_before_the_model_loads_naming_the_fix(tmp_path, monkeypatch, overrides, message):
@@ -290,7 +297,7 @@ def test_a_basic_sweep_lists_every_failed_cell_and_the_finished_ones(tmp_path):
     )
     out = proc.communicate(timeout=300)[0]
     assert proc.returncode == 1, out
-    assert "2 of 3 cells failed (1 finished)" in out, out
+    assert "2 of 3 cells failed (1 finished here)" in out, out
     for slack in (200, 300):
         assert f"h2o-b128-s{slack}  (job #" in out and f"got slack={slack}" in out, out
     table = out.split("(1 cells)", 1)[1]
@@ -406,3 +413,321 @@ def test_a_local_sweep_leaves_no_empty_template_folder(tmp_path):
     assert proc.returncode == 0, out
     logs = sorted(p.name for p in (sweep / ".submitit").iterdir())
     assert len(logs) == 2 and not any("%" in name for name in logs), logs
+
+
+# ---- positions past the model's, full disks, signals in pairs, busy cells, progress (issue 22) ----
+
+
+def test_a_job_warns_once_and_stops_rows_at_the_models_positions(tmp_path, caplog):
+    job = tmp_path / "job"
+    overrides = ["model.tiny.max_position_embeddings=300", "dataset=chain", "dataset.limit=3"]
+    overrides += ["generation.max_new_tokens=200", "policy=h2o", "budget.tokens=64"]
+    with caplog.at_level("WARNING", logger="kvexp"):
+        metrics = run(job, *overrides)
+    warnings = [r.getMessage() for r in caplog.records if "max_position_embeddings" in r.getMessage()]
+    assert len(warnings) == 1 and "generation.max_new_tokens=200" in warnings[0], warnings
+    assert "max_position_embeddings=300" in warnings[0] and "plus generation.max_new_tokens=200 is" in warnings[0]
+    rows = samples(job)
+    assert all(r["n_prompt_tokens"] + r["n_output_tokens"] <= 300 for r in rows)
+    stopped = [r for r in rows if r["stop_reason"] == "max_positions"]
+    assert stopped and all(r["n_prompt_tokens"] + r["n_output_tokens"] == 300 for r in stopped)
+    assert metrics["stop_reasons"].get("max_positions") == len(stopped)
+    assert metrics["truncation_rate"] == pytest.approx(len(stopped) / len(rows))
+
+
+SIGNAL_PAIRS = [(signal.SIGTERM, signal.SIGINT), (signal.SIGINT, signal.SIGTERM)]
+
+
+@pytest.mark.parametrize("first, second", SIGNAL_PAIRS)
+def test_a_second_signal_during_the_preempted_write_is_ignored(tmp_path, monkeypatch, request, first, second):
+    """The race made certain: the second signal of a pair arrives while status.json is being marked
+    preempted (it used to raise there, and status.json stayed `running`)."""
+    import kvexp.pipeline.job as job_module
+    from kvexp.pipeline import JobInterrupted
+    from kvexp.pipeline.progress import Progress
+
+    real_update, real_write = Progress.update, job_module.write_json
+    sent = []
+
+    def update_then_signal(self, *args, **kwargs):
+        real_update(self, *args, **kwargs)
+        if not sent:
+            sent.append(first)
+            os.kill(os.getpid(), first)
+
+    def write_during_second_signal(path, obj):
+        if path.name == "status.json" and obj.get("state") == "preempted" and len(sent) == 1:
+            sent.append(second)
+            os.kill(os.getpid(), second)  # its handler runs inside the write below
+        real_write(path, obj)
+
+    monkeypatch.setattr(Progress, "update", update_then_signal)
+    monkeypatch.setattr(job_module, "write_json", write_during_second_signal)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, also under `&`
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
+    with pytest.raises((JobInterrupted, KeyboardInterrupt)):
+        run(tmp_path / "job", "dataset.limit=4", "generation.batch_size=1")
+    assert sent == [first, second]
+    status = load(tmp_path / "job", "status.json")
+    assert status["state"] == "preempted" and signal.Signals(first).name in status["error"], status
+    assert 1 <= len(samples(tmp_path / "job")) < 4
+
+
+@pytest.mark.parametrize("delay_ms", [0, 2])
+@pytest.mark.parametrize("first, second", SIGNAL_PAIRS)
+def test_any_pair_of_sigint_and_sigterm_leaves_the_job_preempted_with_its_rows(tmp_path, first, second, delay_ms):
+    """What a job of a local sweep gets on Ctrl-C: SIGINT from the terminal and SIGTERM from submitit, in
+    either order and close together; it exits as interrupted, never killed by the second one."""
+    job = tmp_path / "job"
+    args = [*FAST, "dataset.limit=6", "generation.batch_size=1", "generation.max_new_tokens=32", f"hydra.run.dir={job}"]
+    proc = cli(*args)
+    deadline = time.monotonic() + 120
+    while not (job / "samples.jsonl").exists() or not (job / "samples.jsonl").read_text().count("\n"):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.02)
+    proc.send_signal(first)
+    time.sleep(delay_ms / 1000)
+    proc.send_signal(second)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode in (130, 128 + signal.SIGTERM), out
+    status = load(job, "status.json")
+    assert status["state"] == "preempted", (status, out)
+    assert "interrupted by SIG" in status["error"], (status, out)  # both pending: Python handles SIGINT first
+    rows = samples(job)
+    assert 1 <= len(rows) < 6 and len({(r["id"], r["sample_idx"]) for r in rows}) == len(rows)
+
+
+def test_a_full_disk_fails_the_job_naming_the_file_and_status_json_says_so(tmp_path, monkeypatch, caplog):
+    from fakedisk import FullDisk
+
+    from kvexp.files import DiskFull
+    from kvexp.report.loading import load_job
+
+    job = tmp_path / "job"
+    args = ["dataset.limit=6", "generation.batch_size=1", "trace.n_problems=0"]
+    FullDisk(after_rows=2).install(monkeypatch)
+    with pytest.raises(DiskFull) as info:
+        run(job, *args)
+    assert str(info.value) == f"cannot write {job / 'samples.jsonl'}: no space left on device"
+    assert info.value.__cause__ is None and info.value.__suppress_context__  # no chain of tracebacks
+    status = load(job, "status.json")
+    assert status["state"] == "failed" and status["traceback"] is None, status
+    assert f"cannot write {job / 'samples.jsonl'}: no space left on device" in status["error"]
+    assert not (job / ".status.reserve").exists()
+    assert len(samples(job)) == 2
+    loaded = load_job(job)  # the report: a disk failure, not a kill
+    assert loaded.state == "failed" and "no space left on device" in loaded.error_message
+
+    monkeypatch.undo()  # space freed: the rerun says how the last run ended and resumes exactly
+    with caplog.at_level("WARNING", logger="kvexp"):
+        run(job, *args)
+    assert "the run before this one failed (DiskFull: cannot write" in caplog.text
+    assert "died without" not in caplog.text
+    assert_complete(job, 6)
+
+
+RUN_KVEXP_MAIN = "import runpy; runpy.run_module('kvexp.main', run_name='__main__', alter_sys=True)"
+
+
+def test_a_job_on_a_full_disk_says_so_in_one_line(tmp_path):
+    job = tmp_path / "job"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import fakedisk; fakedisk.install_in_subprocess(); " + RUN_KVEXP_MAIN]
+        + [*FAST, "dataset.limit=4", "generation.batch_size=1", "trace.n_problems=0", f"hydra.run.dir={job}"],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent), "KVEXP_TEST_FULL_AFTER_ROWS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 1, out
+    assert "Traceback" not in out, out
+    (line,) = [line for line in out.splitlines() if "no space left on device" in line]
+    assert line.startswith(f"kvexp: cannot write {job / 'samples.jsonl'}: no space left on device"), out
+    assert load(job, "status.json")["state"] == "failed"
+
+
+def test_a_cell_that_failed_before_its_config_was_written_is_in_the_report(tmp_path, monkeypatch):
+    from fakedisk import FullDisk
+
+    sweep = tmp_path / "sweep"
+    run(sweep / "tiny_random" / "gsm8k" / "h2o-b128-s1")
+    FullDisk(after_replaces=1).install(monkeypatch)  # room for the first status.json, then none
+    lost = sweep / "tiny_random" / "gsm8k" / "knorm-b128-s1"
+    with pytest.raises(OSError, match="no space left on device"):
+        run(lost, "policy=knorm")
+    monkeypatch.undo()
+    assert not (lost / "config.yaml").exists()
+    status = load(lost, "status.json")  # written from the space the job held for it
+    assert status["state"] == "failed" and f"cannot write {lost / 'config.yaml'}" in status["error"], status
+    result = _report(sweep, tmp_path)
+    (issue,) = [i for i in result.issues if i.paths == [lost]]
+    assert issue.kind == "failed" and "no space left on device" in issue.detail
+    assert "tiny_random/gsm8k/knorm-b128-s1" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_the_report_on_a_full_disk_says_it_cannot_write_its_output_in_one_line(tmp_path, monkeypatch, capsys):
+    import builtins
+
+    import kvexp.report.tables
+    from kvexp.report.cli import main as report_main
+
+    run(tmp_path / "sweep" / "a")
+
+    def no_space(path, mode="r", *args, **kwargs):
+        if "w" in mode:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return builtins.open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(kvexp.report.tables, "open", no_space, raising=False)
+    assert report_main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"kvexp.report: error: cannot write the report's output in {tmp_path / 'out'}: no space left on device; "
+        "free space there or pass --out OUTDIR"
+    )
+
+
+@pytest.mark.parametrize("launcher", ["basic", "local"])
+def test_a_cell_held_by_another_run_is_running_elsewhere_not_failed(tmp_path, launcher):
+    from kvexp.launch.launcher import EXIT_RUNNING_ELSEWHERE
+    from kvexp.pipeline import JobFolder
+
+    sweep = tmp_path / "sweep"
+    held = JobFolder(sweep / "tiny_random" / "gsm8k" / "knorm-b128-s1")
+    with held.locked():  # another sweep into the same folder runs this cell right now
+        proc = cli("-m", f"hydra/launcher={launcher}", *FAST, "policy=h2o,knorm", f"hydra.sweep.dir={sweep}")
+        out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == EXIT_RUNNING_ELSEWHERE, out
+    assert "1 of 2 running elsewhere (1 finished here)" in out, out
+    assert "cells failed" not in out and "Failed cells" not in out and "FAILED" not in out, out
+    assert "knorm-b128-s1" in out.split("Running elsewhere", 1)[1] and f"pid {os.getpid()}" in out, out
+    assert_complete(sweep / "tiny_random" / "gsm8k" / "h2o-b128-s1", 2)
+
+
+def test_a_single_run_whose_folder_is_held_elsewhere_says_so_in_one_line(tmp_path):
+    from kvexp.launch.launcher import EXIT_RUNNING_ELSEWHERE
+    from kvexp.pipeline import JobFolder
+
+    job = tmp_path / "job"
+    with JobFolder(job).locked():
+        proc = cli(*FAST, f"hydra.run.dir={job}", env_remove=("HYDRA_FULL_ERROR",))
+        out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == EXIT_RUNNING_ELSEWHERE, out
+    assert "Traceback" not in out and f"kvexp: {job} is being run by another process (pid {os.getpid()}" in out, out
+
+
+def test_the_reports_wandb_summary_falls_back_offline_when_wandb_is_unreachable(tmp_path):
+    """W&B online without a reachable server: the report writes its files, waits logger.init_timeout for
+    the server like the jobs do, and logs the summary offline under the report folder, where
+    jobs/sync_wandb.sh finds it (every `wandb` folder below the sweep)."""
+    sweep = tmp_path / "sweep"
+    run(sweep / "a", "logger=wandb", "logger.mode=offline", "logger.init_timeout=2")
+    env = {
+        **os.environ,
+        "WANDB_MODE": "online",
+        "WANDB_BASE_URL": DEAD_SERVER,
+        "WANDB_API_KEY": "0123456789abcdef0123456789abcdef01234567",
+        "HOME": str(tmp_path / "home"),
+        "WANDB_CONFIG_DIR": str(tmp_path / "home" / ".config" / "wandb"),
+    }
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "kvexp.report", str(sweep), "--wandb"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert time.monotonic() - start < 60, out  # not wandb's own 90 s wait and more
+    assert "logger.init_timeout=2s" in out and "logging offline" in out, out
+    assert (sweep / "report" / "report.md").is_file() and (sweep / "report" / "cells.csv").is_file()
+    (offline,) = (sweep / "report" / "wandb").glob("offline-run-*")
+    assert f"W&B: {offline}" in out, out
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_progress_counts_unfinished_rows_and_estimates_the_time_left(monkeypatch, caplog):
+    import kvexp.pipeline.progress as progress_module
+
+    clock = FakeClock()
+    monkeypatch.setattr(progress_module.time, "perf_counter", clock)
+    progress = progress_module.Progress(problems=10, rows=10, samples_per_problem=1, max_new_tokens=100)
+    with caplog.at_level("INFO", logger="kvexp.progress"):
+        clock.now += 4.0
+        progress.decoding(sampled=32, live_rows=4)
+        assert not caplog.records  # not before FIRST_UPDATE_S
+        clock.now += 1.5  # 5.5 s after decoding started: the first line, with no row finished yet
+        progress.decoding(sampled=40, live_rows=4)
+        (line,) = [r.getMessage() for r in caplog.records]
+        # no row finished: every row is taken to need max_new_tokens; 6 waiting, 4 decoding with 40 so far
+        left = (6 * 100 + 4 * 100 - 40) / (40 / 5.5)
+        assert "0/10 samples, 40 tokens (4 rows decoding), 7.3 tokens/s" in line, line
+        assert f"about {progress_module._duration(left)} left" in line and left > 60, line
+        caplog.clear()
+        clock.now += 0.5
+        progress.update("p0", 20)  # a row finished with 20 tokens: the others are taken to need as many
+        clock.now += 10.0
+        progress.decoding(sampled=90, live_rows=4)
+        (line,) = [r.getMessage() for r in caplog.records]
+        left = (5 * 20 + max(0, 4 * 20 - (90 - 20))) / (90 / 16.0)
+        assert (
+            "1/10 samples, 90 tokens (4 rows decoding)" in line and f"about {progress_module._duration(left)}" in line
+        )
+
+
+def test_a_job_shows_progress_while_rows_decode_before_any_finishes(tmp_path, monkeypatch, caplog):
+    import kvexp.pipeline.progress as progress_module
+
+    monkeypatch.setattr(progress_module, "FIRST_UPDATE_S", 0.0)  # a line after every forward pass
+    monkeypatch.setattr(progress_module, "INTERVAL_S", 0.0)
+    with caplog.at_level("INFO", logger="kvexp.progress"):
+        run(tmp_path / "job", "dataset.limit=4", "generation.batch_size=4", "generation.max_new_tokens=16")
+    lines = [r.getMessage() for r in caplog.records if r.name == "kvexp.progress"]
+    moving = [line for line in lines if "0/4 samples" in line and "0/4 samples, 0 tokens" not in line]
+    assert len(moving) >= 10, lines  # one line per decode step before the rows finish together
+    assert "(4 rows decoding)" in moving[0] and "tokens/s, about" in moving[0] and " left" in moving[0], moving
+
+
+def test_the_progress_observer_adds_no_host_synchronisation(llama, monkeypatch):
+    """Whatever the progress reads after a decode step comes from the host: the engine reads the device
+    back exactly as often with it as without it."""
+    import torch
+    from engine_models import prompt
+
+    from kvexp.engine import Budget, Engine, GenerationSettings, Request
+    from kvexp.pipeline.progress import Progress
+    from kvexp.policies import build_policy
+
+    reads = []
+    for name in ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__"):
+        real = getattr(torch.Tensor, name)
+        monkeypatch.setattr(
+            torch.Tensor, name, lambda self, *a, _real=real, _n=name, **k: reads.append(_n) or _real(self, *a, **k)
+        )
+
+    def generate(watched: bool) -> tuple[list, int, tuple[int, int]]:
+        engine = Engine(llama, build_policy("h2o"), Budget(16), GenerationSettings(max_new_tokens=24, batch_size=2))
+        progress = Progress(problems=3, rows=3, samples_per_problem=1, max_new_tokens=24)
+        if watched:
+            engine.observer = progress.watch(engine)
+        reads.clear()
+        outs = [o.output_ids for o in engine.generate([Request(i, prompt(12, seed=i)) for i in range(3)])]
+        return outs, len(reads), (engine.generated_tokens, progress.sampled)
+
+    plain, plain_reads, _ = generate(False)
+    watched, watched_reads, (generated, seen) = generate(True)
+    assert watched == plain and watched_reads == plain_reads > 0
+    # the engine's host count; the progress saw it after each forward pass (the last sampling has none after it)
+    assert generated == sum(len(o) for o in plain) and generated - 2 <= seen < generated

@@ -438,7 +438,10 @@ def test_retry_errors_reruns_only_error_rows(tmp_path, monkeypatch):
         (["policy.name=nosuch"], "valid policies: full, streaming_llm"),
         (["policy=h2o", "budget=none"], "needs a token budget"),
         (["generation.num_samples=0"], "num_samples"),
-        (["generation.num_samples=2", "metrics.pass_k=[1,4]"], r"metrics.pass_k has k=\[4\]"),
+        (
+            ["generation.num_samples=2", "generation.temperature=1", "metrics.pass_k=[1,4]"],
+            r"metrics.pass_k has k=\[4\]",
+        ),
         (["model.path=/nonexistent/model"], "/nonexistent/model"),
         (["dataset=folio"], "unavailable"),
     ],
@@ -615,3 +618,43 @@ def test_default_job_on_smollm2(tmp_path):
     assert all(r["prompt"].startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM") for r in rows)
     assert all(r["output"].strip() for r in rows)  # real text, not noise
     assert list((tmp_path / "job" / "wandb").glob("offline-run-*"))
+
+
+def test_the_throughput_shown_is_the_jobs_and_rises_with_the_rows_decoding_together(tmp_path, monkeypatch):
+    """Tables, cells.csv and the sweep summary show throughput_tokens_per_s (every row's tokens over the wall
+    time of decoding them together); the per-row speed appears only under a name that says so."""
+    from kvexp.engine import Engine
+    from kvexp.pipeline.summary import format_table
+    from kvexp.report import build_report
+
+    forward = Engine._forward
+
+    def like_a_gpu(self, *args, **kwargs):  # a forward pass costs about the same for 1 row or 8 (and no CPU,
+        time.sleep(0.01)  # so the comparison holds on a busy machine)
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "_forward", like_a_gpu)
+
+    shown = {}
+    for rows in (1, 8):
+        job = tmp_path / f"rows{rows}" / "job"
+        metrics = run(job, "dataset.limit=8", "generation.max_new_tokens=24", f"generation.batch_size={rows}")
+        status = load(job, "status.json")
+        assert metrics["throughput_tokens_per_s"] == pytest.approx(status["decode_tokens"] / status["decode_wall_s"])
+        assert status["decode_tokens"] == sum(r["n_output_tokens"] for r in samples(job))
+        header, line = format_table([metrics]).splitlines()[::2]
+        summary = dict(zip(header.split(), line.split()))
+        assert "tok/s" not in summary  # no unlabelled speed
+        result = build_report([job.parent], tmp_path / f"report{rows}")
+        cells = (tmp_path / f"report{rows}" / "cells.csv").read_text().splitlines()
+        csv_row = dict(zip(cells[0].split(","), cells[1].split(",")))
+        assert "decode_tokens_per_s" not in csv_row and float(csv_row["row_decode_tokens_per_s"]) > 0
+        table = result.table("efficiency", "gsm8k")
+        value = table.value("h2o", "B=128", "throughput_tokens_per_s")
+        assert value == pytest.approx(float(csv_row["throughput_tokens_per_s"]))
+        assert value == pytest.approx(float(summary["throughput_tok/s"]), rel=0.01)
+        shown[rows] = value
+
+        run(job, "dataset.limit=8", "generation.max_new_tokens=24", f"generation.batch_size={rows}")
+        assert load(job, "metrics.json")["throughput_tokens_per_s"] == metrics["throughput_tokens_per_s"]  # kept
+    assert shown[8] > 3 * shown[1], shown

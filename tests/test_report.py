@@ -153,7 +153,7 @@ def test_length_stops_and_cost(standard):
     assert stops.value("h2o", "B=128", "repetition_rate") == pytest.approx(0.1)
     assert stops.value("full", "B=256", "truncation_rate") == 0
     cost = standard.table("efficiency", "gsm8k")
-    assert cost.value("h2o", "B=128", "decode_tokens_per_s") == pytest.approx(400 / 20)
+    assert cost.value("h2o", "B=128", "row_decode_tokens_per_s") == pytest.approx(400 / 20)
     assert cost.value("h2o", "B=128", "kv_bytes_peak") == 2048  # max, not mean
     assert cost.value("full", "B=128", "kv_bytes_peak") == 4096
 
@@ -586,6 +586,7 @@ def test_wandb_logging_with_a_stub(standard, tmp_path, monkeypatch):
     stub.init = init
     stub.Table = lambda columns, data: ("table", columns, data)
     stub.Image = lambda path: ("image", path)
+    stub.Settings = lambda **settings: settings
     monkeypatch.setitem(sys.modules, "wandb", stub)
     monkeypatch.delenv("WANDB_MODE", raising=False)
     sweep = standard.out.parent
@@ -593,6 +594,7 @@ def test_wandb_logging_with_a_stub(standard, tmp_path, monkeypatch):
     init = calls["init"]
     assert init["group"] == "test-sweep" and init["project"] == "kvexp-tests"
     assert init["mode"] == "offline" and init["job_type"] == "report"
+    assert init["settings"]["init_timeout"] == 20.0  # the jobs' default logger.init_timeout
     payload = calls["log"]
     assert sum(k.startswith("tables/") for k in payload) == len(result.tables) + 2  # + cells, seeds
     assert {"tables/cells", "tables/seeds"} <= set(payload)

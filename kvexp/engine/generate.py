@@ -86,7 +86,7 @@ class Request:
 class Output:
     key: Hashable
     output_ids: list[int] = field(default_factory=list)
-    stop_reason: str | None = None  # eos | max_new_tokens | repetition; None on error
+    stop_reason: str | None = None  # eos | max_new_tokens | max_positions | repetition; None on error
     n_prompt_tokens: int = 0
     n_output_tokens: int = 0
     peak_resident_tokens: int = 0
@@ -150,8 +150,11 @@ class Engine:
         self._budget_fields = dict(budget=budget.tokens, slack=budget.slack, schedule=budget.schedule)
         self.observer = observer
         self.sampler = Sampler(settings.temperature, settings.top_p, settings.top_k)
+        self.generated_tokens = 0  # sampled so far by every row, finished or not: a host count for progress
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
+        # positions the model was trained for: prompt + output never exceed them (None: no limit)
+        self.max_positions: int | None = getattr(model.config, "max_position_embeddings", None)
 
     # ---- public ----
     def generate(self, requests: Iterable[Request], trace_keys: set | frozenset = frozenset()) -> Iterator[Output]:
@@ -183,6 +186,11 @@ class Engine:
     def _prompt_problem(self, req: Request) -> str | None:
         if not req.prompt_ids:
             return "empty prompt"
+        if self.max_positions is not None and len(req.prompt_ids) >= self.max_positions:
+            return (
+                f"prompt of {len(req.prompt_ids)} tokens leaves no room for output in the model's "
+                f"max_position_embeddings={self.max_positions}; use a shorter prompt or a model with more positions"
+            )
         if self.policy.evicts and self.policy.protect_prompt:
             b, s = self.budget.tokens, self.budget.slack
             need = max(len(req.prompt_ids), self.policy.n_sink) + self.policy.recent_window(b)
@@ -268,6 +276,7 @@ class Engine:
                 need = [i for i, row in enumerate(rows) if row is not None and row.pending is None]
                 gens = [rows[i].generator for i in need] if not self.sampler.greedy else None
                 chosen = logits if len(need) == len(rows) else logits[need]
+                self.generated_tokens += len(need)
                 for i, token in zip(need, self.sampler(chosen, gens).tolist()):
                     row = rows[i]
                     row.pending = token
@@ -390,6 +399,8 @@ class Engine:
             return "eos"
         if len(tokens) >= min(cap, self.settings.max_new_tokens):
             return "max_new_tokens"
+        if self.max_positions is not None and len(row.request.prompt_ids) + len(tokens) >= self.max_positions:
+            return "max_positions"  # the next token would sit past the model's last position
         if self.settings.repetition is not None and self.settings.repetition.triggered(tokens):
             return "repetition"
         return None

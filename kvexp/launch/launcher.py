@@ -49,7 +49,7 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmitit
 from omegaconf import OmegaConf, open_dict
 
 from kvexp.pipeline.cell import register_resolvers
-from kvexp.pipeline.folder import read_status
+from kvexp.pipeline.folder import JobFolderBusy, read_status
 from kvexp.pipeline.signals import JobInterrupted, ignore_further_signals, signals_as_exceptions
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,7 @@ class CellFailure:
     state: str | None = None
     status: str | None = None
     log: str | None = None
+    elsewhere: bool = False  # not failed: another run holds its folder (kvexp.pipeline.JobFolderBusy)
 
     @property
     def where(self) -> str:
@@ -158,8 +159,18 @@ def _status_line(folder: Path, reason: str) -> str | None:
     return line
 
 
+#: Exit status of a sweep in which no cell failed but some were not done here, because another run holds
+#: their folders ("running elsewhere"): sysexits' EX_TEMPFAIL, "try again later".
+EXIT_RUNNING_ELSEWHERE = 75
+
+
+def _busy(err: BaseException | None) -> bool:
+    return isinstance(err, JobFolderBusy)
+
+
 def sweep_failure_report(config, failures: list[CellFailure], n: int) -> str:
-    """The table of the finished cells (printed), then the message naming every failed cell."""
+    """The table of the finished cells (printed), then the message naming every cell not done here: the
+    failed ones, and those running elsewhere (another run holds their folders)."""
     from kvexp.pipeline.summary import SweepSummaryCallback
 
     try:  # Hydra skips its end-of-sweep callbacks when a job failed: show the finished cells here
@@ -173,15 +184,34 @@ def sweep_failure_report(config, failures: list[CellFailure], n: int) -> str:
             f.folder = str(Path(f.folder).relative_to(cwd))
         except ValueError:
             pass
-    head = (
-        f"kvexp sweep {config.hydra.sweep.dir}: {len(failures)} of {n} cells failed "
-        f"({n - len(failures)} finished). Failed cells:"
-    )
-    tail = (
-        "Fix the cause and run the same command again with hydra.sweep.dir="
-        f"{config.hydra.sweep.dir}: finished cells are kept, interrupted ones resume."
-    )
-    return "\n".join([head, *(f.describe() for f in failures), tail])
+    failed = [f for f in failures if not f.elsewhere]
+    elsewhere = [f for f in failures if f.elsewhere]
+    counts = [f"{len(failed)} of {n} cells failed"] if failed else []
+    counts += [f"{len(elsewhere)} of {n} running elsewhere"] if elsewhere else []
+    lines = [f"kvexp sweep {config.hydra.sweep.dir}: {', '.join(counts)} ({n - len(failures)} finished here)."]
+    if failed:
+        lines += ["Failed cells:", *(f.describe() for f in failed)]
+    if elsewhere:
+        lines += [
+            "Running elsewhere (another run holds these folders; not failed, and not done here):",
+            *(f.describe() for f in elsewhere),
+        ]
+    if failed:
+        lines.append(
+            "Fix the cause and run the same command again with hydra.sweep.dir="
+            f"{config.hydra.sweep.dir}: finished cells are kept, interrupted ones resume."
+        )
+    else:
+        lines.append(
+            f"Exit status {EXIT_RUNNING_ELSEWHERE}: once those runs end, the same command with hydra.sweep.dir="
+            f"{config.hydra.sweep.dir} checks them (finished cells are kept)."
+        )
+    return "\n".join(lines)
+
+
+def sweep_exit_status(failures: list[CellFailure]) -> int:
+    """1 when a cell failed; EXIT_RUNNING_ELSEWHERE when the only cells not done are running elsewhere."""
+    return 1 if any(not f.elsewhere for f in failures) else EXIT_RUNNING_ELSEWHERE
 
 
 class FailedCellsCallback(Callback):
@@ -199,8 +229,8 @@ class FailedCellsCallback(Callback):
             FailedCellsCallback.outcomes.append((config, job_return))
 
     @classmethod
-    def report(cls) -> str | None:
-        """The failure report of the sweep that just ran in this process, or None if no cell failed."""
+    def failures(cls) -> list[CellFailure]:
+        """Every cell of the sweep that just ran in this process and did not finish here."""
         failures = []
         for i, (config, ret) in enumerate(cls.outcomes):
             if ret.status != JobStatus.FAILED:
@@ -218,11 +248,19 @@ class FailedCellsCallback(Callback):
                     None,
                     _status_line(folder, reason),
                     str(log_file) if log_file.exists() else None,
+                    elsewhere=_busy(err),
                 )
             )
+        return failures
+
+    @classmethod
+    def report(cls) -> tuple[str, int] | None:
+        """The report of the sweep that just ran in this process and its exit status, or None if every cell
+        finished."""
+        failures = cls.failures()
         if not failures:
             return None
-        return sweep_failure_report(cls.outcomes[0][0], failures, len(cls.outcomes))
+        return sweep_failure_report(cls.outcomes[0][0], failures, len(cls.outcomes)), sweep_exit_status(failures)
 
 
 class _KvexpSubmititLauncher(BaseSubmititLauncher):
@@ -254,7 +292,7 @@ class _KvexpSubmititLauncher(BaseSubmititLauncher):
         # submitit's handler (checkpoint + requeue), set up by submitit before it called us
         submitit_handler = signal.getsignal(signal.SIGUSR2)
         register_resolvers()  # the folder names use ${kvexp.cell:...}
-        with signals_as_exceptions():
+        with signals_as_exceptions(ignore_after=True):  # the job's process exits after this block
             try:
                 return super().__call__(sweep_overrides, job_dir_key, job_num, job_id, singleton_state)
             except JobInterrupted as e:
@@ -369,7 +407,8 @@ class _KvexpSubmititLauncher(BaseSubmititLauncher):
                     finished += 1
                     if failure is not None:
                         failures.append(failure)
-                        log.error("[%d/%d] cell FAILED: %s", finished, n, failure.one_line())
+                        word = "running ELSEWHERE" if failure.elsewhere else "FAILED"
+                        log.error("[%d/%d] cell %s: %s", finished, n, word, failure.one_line())
                     else:
                         log.info(
                             "[%d/%d] cell done: %s",
@@ -416,7 +455,14 @@ class _KvexpSubmititLauncher(BaseSubmititLauncher):
             folder, err = self._folder_of(ret, overrides, idx, job), ret._return_value
             reason = f"{type(err).__name__}: {_first_line(str(err))}"
             return ret, CellFailure(
-                i, self._job_name(job), str(folder), reason, None, _status_line(folder, reason), self._log(job)
+                i,
+                self._job_name(job),
+                str(folder),
+                reason,
+                None,
+                _status_line(folder, reason),
+                self._log(job),
+                elsewhere=_busy(err),
             )
         return ret, None
 
@@ -446,7 +492,12 @@ class _KvexpSubmititLauncher(BaseSubmititLauncher):
             return Path(str(self.config.hydra.sweep.dir)) / " ".join(filter_overrides(overrides))
 
     def _fail(self, failures: list[CellFailure], n: int) -> None:
-        raise SweepFailed(sweep_failure_report(self.config, failures, n))
+        message = sweep_failure_report(self.config, failures, n)
+        status = sweep_exit_status(failures)
+        if status != 1:  # nothing failed: not a Hydra error (which exits 1), an exit status of its own
+            sys.stderr.write(f"\n{message}\n")
+            raise SystemExit(status)
+        raise SweepFailed(message)
 
 
 class SlurmLauncher(_KvexpSubmititLauncher):

@@ -21,13 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kvexp.files import replaced_atomically
+from kvexp.files import append_bytes, replaced_atomically
 
 log = logging.getLogger(__name__)
 
 # The files of a job folder; the launcher and the report name them through these too.
 CONFIG, SAMPLES, TRACES = "config.yaml", "samples.jsonl", "traces.jsonl"
 STATUS, RUN_META, METRICS, LOCK = "status.json", "run_meta.json", "metrics.json", ".lock"
+#: Space held while a job runs, given up for status.json's last write when the disk fills (kvexp.pipeline.job)
+STATUS_RESERVE = ".status.reserve"
 
 # The states status.json records: a job runs, then is done, failed (with its error) or preempted (resumable).
 RUNNING, DONE, FAILED, PREEMPTED = "running", "done", "failed", "preempted"
@@ -199,10 +201,11 @@ class JobFolder:
                     f"{self.path} is being run by another process ({holder}); wait for it or use another output folder",
                     holder,
                 ) from None
-            f.seek(0)
-            f.truncate()
-            f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-            f.flush()
+            try:  # who holds it, for the message of a refused second process; not worth failing for (full disk)
+                os.ftruncate(f.fileno(), 0)
+                os.write(f.fileno(), f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+            except OSError:
+                pass
             try:
                 yield self
             finally:
@@ -256,12 +259,17 @@ class JobFolder:
     # ---- appending ----
     @contextmanager
     def appender(self) -> Iterator[RowWriter]:
-        with open(self.file(SAMPLES), "a") as samples, open(self.file(TRACES), "a") as traces:
+        # unbuffered: each row reaches the file in its own writes, so a full disk fails that row's write
+        # (naming the file) and nothing buffered is left to fail again when the files close
+        with (
+            open(self.file(SAMPLES), "ab", buffering=0) as samples,
+            open(self.file(TRACES), "ab", buffering=0) as traces,
+        ):
             yield RowWriter(samples, traces)
 
 
 class RowWriter:
-    """Appends finished samples (and their trace rows, first) and flushes each one."""
+    """Appends finished samples (and their trace rows, first), each straight to its file."""
 
     def __init__(self, samples, traces):
         self._samples, self._traces = samples, traces
@@ -269,7 +277,5 @@ class RowWriter:
     def write(self, row: dict[str, Any], trace: list[dict[str, Any]] | None = None) -> None:
         if trace:
             key = {"id": row["id"], "sample_idx": row["sample_idx"]}
-            self._traces.write("".join(json.dumps({**key, **t}, default=str) + "\n" for t in trace))
-            self._traces.flush()
-        self._samples.write(json.dumps(row, default=str) + "\n")
-        self._samples.flush()
+            append_bytes(self._traces, "".join(json.dumps({**key, **t}, default=str) + "\n" for t in trace).encode())
+        append_bytes(self._samples, (json.dumps(row, default=str) + "\n").encode())

@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
+import os
 import time
 import traceback
 from contextlib import ExitStack
@@ -29,6 +30,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from kvexp.errors import ConfigError
+from kvexp.files import DiskFull, finds_no_room, naming_a_full_disk
 from kvexp.pipeline.cell import cell_name, differences, run_identity
 from kvexp.pipeline.folder import (
     CONFIG,
@@ -40,6 +42,7 @@ from kvexp.pipeline.folder import (
     RUNNING,
     SAMPLES,
     STATUS,
+    STATUS_RESERVE,
     TRACES,
     CorruptedFile,
     JobFolder,
@@ -62,6 +65,9 @@ from kvexp.stats import resolve_pass_k
 
 log = logging.getLogger("kvexp")
 
+#: status.json's running totals over every run of the job: tokens generated, and the wall time of
+#: decoding them (rows together); metrics.json's throughput_tokens_per_s is their ratio.
+DECODE_TOTALS = ("decode_tokens", "decode_wall_s")
 HYDRA_DIR = ".hydra"  # Hydra's own name for its records of a launch
 STATUS_INTERVAL_S = 5.0  # status.json is rewritten at most this often while rows stream in
 
@@ -163,10 +169,17 @@ def plan_job(cfg: DictConfig) -> Plan:
 
 
 class StatusFile:
-    """status.json: state, counts, timestamps, and the error when the job did not finish."""
+    """status.json: state, counts, timestamps, and the error when the job did not finish.
+
+    While the job runs it holds some space in the folder (.status.reserve, twice status.json's size and
+    at least RESERVE_BYTES): when the disk fills, that space is given up so that status.json can still
+    say `failed` and why, rather than stay `running` and read as a kill."""
+
+    RESERVE_BYTES = 64 * 1024
 
     def __init__(self, folder: JobFolder):
         self.path = folder.file(STATUS)
+        self.reserve = folder.file(STATUS_RESERVE)
         self.data: dict[str, Any] = {
             "state": RUNNING,
             "started_at": now(),
@@ -189,8 +202,37 @@ class StatusFile:
         self.data.update(fields)
         if force or time.monotonic() - self._written >= STATUS_INTERVAL_S:
             self.data["updated_at"] = now()
-            write_json(self.path, scrub(self.data))
+            self._write()
             self._written = time.monotonic()
+
+    def _write(self) -> None:
+        try:
+            write_json(self.path, scrub(self.data))
+        except DiskFull:
+            if not self.reserve.exists():
+                raise
+            self.release()  # the space held for this write
+            write_json(self.path, scrub(self.data))
+            return
+        if self.data["state"] == RUNNING:
+            self._hold(max(self.RESERVE_BYTES, 2 * self.path.stat().st_size))
+
+    def _hold(self, size: int) -> None:
+        """Hold `size` bytes in the reserve file (grown as status.json grows); a disk already too full
+        for it leaves it as it is."""
+        with contextlib.suppress(OSError):
+            if self.reserve.exists() and self.reserve.stat().st_size >= size:
+                return
+            fd = os.open(self.reserve, os.O_WRONLY | os.O_CREAT, 0o666)
+            try:
+                os.posix_fallocate(fd, 0, size)
+            finally:
+                os.close(fd)
+
+    def release(self) -> None:
+        """Give up the held space (once the job ends, or for status.json's last write)."""
+        with contextlib.suppress(OSError):
+            self.reserve.unlink(missing_ok=True)
 
 
 def _check_resumable(folder: JobFolder, resolved: dict[str, Any]) -> None:
@@ -247,15 +289,19 @@ def run_job(
             if folder.file(STATUS).exists():
                 StatusFile.existing(folder).update(state=FAILED, finished_at=now(), error=str(e), traceback=None)
             raise
-        _note_a_dead_holder(folder)
-        OmegaConf.save(OmegaConf.create(resolved), folder.file(CONFIG))
-        for name, content in (hydra_files or {}).items():
-            (folder.path / HYDRA_DIR).mkdir(exist_ok=True)
-            OmegaConf.save(OmegaConf.create(scrub(content)), folder.path / HYDRA_DIR / name)
+        before = _say_how_the_last_run_ended(folder)
         status = StatusFile(folder)
+        # the decode totals carry over from earlier runs, so a resumed job's throughput covers all of them
+        status.data.update({k: before.get(k) or 0 for k in DECODE_TOTALS})
         tracker, state, metrics, plan, rows = None, FAILED, None, None, None
         try:  # from the first write of status.json on, every way out leaves a final state in it
-            status.update()
+            status.update()  # first, so that a job that cannot even write its config still says why
+            with naming_a_full_disk(folder.file(CONFIG)):
+                OmegaConf.save(OmegaConf.create(resolved), folder.file(CONFIG))
+            for name, content in (hydra_files or {}).items():
+                (folder.path / HYDRA_DIR).mkdir(exist_ok=True)
+                with naming_a_full_disk(folder.path / HYDRA_DIR / name):
+                    OmegaConf.save(OmegaConf.create(scrub(content)), folder.path / HYDRA_DIR / name)
             write_json(folder.file(RUN_META), run_meta(overrides=overrides, started_at=status.data["started_at"]))
             plan = plan_job(cfg)
             finished, pending = _split_done(cfg, plan, folder)
@@ -266,17 +312,16 @@ def run_job(
             return metrics
         except (JobInterrupted, KeyboardInterrupt) as e:
             state = PREEMPTED
-            status.update(
-                state=state, finished_at=now(), error=f"interrupted by {interruption_name(e)}; rerun to resume"
-            )
+            _record_end(status, state, f"interrupted by {interruption_name(e)}; rerun to resume")
             log.warning(
                 "%s: interrupted by %s; rows so far are saved, rerun to resume", folder.path, interruption_name(e)
             )
             raise
         except BaseException as e:
-            status.update(
-                state=FAILED, finished_at=now(), error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc()
-            )
+            if finds_no_room(e):  # its one line names the file; a traceback would add nothing
+                _record_end(status, FAILED, f"{type(e).__name__}: {e}; {DISK_FULL_FIX}")
+            else:
+                _record_end(status, FAILED, f"{type(e).__name__}: {e}", traceback.format_exc())
             raise
         finally:
             if tracker is not None:
@@ -286,6 +331,21 @@ def run_job(
                     rows=rows if rows is not None else _target_rows(folder, plan)[0],  # read again on failure
                     traces=read_jsonl(folder.file(TRACES)),
                 )
+            status.release()
+
+
+#: What to do about a job stopped by a full disk (status.json's error, the job's last line).
+DISK_FULL_FIX = "rows so far are kept: free space (or quota) there and rerun to resume"
+
+
+def _record_end(status: StatusFile, state: str, error: str, trace: str | None = None) -> None:
+    """status.json's final state. One that cannot be written (a disk full before the job could hold
+    space for it) is said in one line, and the job's own error goes on."""
+    before = status.data["state"] if status.path.exists() else None
+    try:
+        status.update(state=state, finished_at=now(), error=error, traceback=trace)
+    except DiskFull as e:
+        log.error("%s; %s", e, f"it still says {before}, not {state}" if before else "the folder has none")
 
 
 def _recorded_config(cfg: DictConfig) -> dict[str, Any]:
@@ -300,19 +360,27 @@ def _recorded_config(cfg: DictConfig) -> dict[str, Any]:
     return resolved
 
 
-def _note_a_dead_holder(folder: JobFolder) -> None:
-    """A status.json still `running` in a folder this process has just locked was left by a run that died
-    without a word (kill -9, the OOM killer, a node crash): say so, since its rows are resumed."""
+def _say_how_the_last_run_ended(folder: JobFolder) -> dict[str, Any]:
+    """Say how the run before this one ended, since its rows are resumed: a status.json still `running`
+    in a folder this process has just locked was left by a run that died without a word (kill -9, the
+    OOM killer, a node crash); a `failed` one says why (e.g. a full disk). Returns that status.json."""
     try:
-        state = (read_status(folder.path) or {}).get("state")
+        status = read_status(folder.path) or {}
     except OSError:
-        return
-    if state == RUNNING:
+        return {}
+    if status.get("state") == RUNNING:
         log.warning(
             "%s: the run before this one died without finishing (status.json still said running: killed, "
             "out of memory or a node crash); resuming from its rows",
             folder.path,
         )
+    elif status.get("state") == FAILED and status.get("error"):
+        log.warning(
+            "%s: the run before this one failed (%s); resuming from its rows",
+            folder.path,
+            str(status["error"]).strip().splitlines()[0],
+        )
+    return status
 
 
 def _start_tracker(cfg: DictConfig, plan: Plan, folder: JobFolder, sweep: str | None, resolved: dict[str, Any]):
@@ -411,9 +479,10 @@ def _execute(
     if done:
         log.info("%s: resuming, %d of %d samples already done", folder.path, n_target - len(pending), n_target)
 
-    t_start, generated_tokens, generation_s = time.perf_counter(), 0, 0.0
+    t_start = time.perf_counter()
     if pending:
-        generated_tokens, generation_s = _generate(cfg, plan, folder, status, tracker, pending, done, overrides)
+        _generate(cfg, plan, folder, status, tracker, pending, done, overrides)
+    tokens, seconds = (status.data[k] for k in DECODE_TOTALS)
 
     rows, n_outside = _target_rows(folder, plan)
     if n_outside > 0:
@@ -426,7 +495,10 @@ def _execute(
     metrics = compute_metrics(rows, **plan.identity)
     metrics.update(
         wall_s=round(time.perf_counter() - t_start, 3),
-        throughput_tokens_per_s=generated_tokens / generation_s if generation_s > 0 else None,
+        # the job's throughput: every row's generated tokens over the wall time of decoding them together
+        throughput_tokens_per_s=tokens / seconds if seconds > 0 else None,
+        decode_tokens=tokens,
+        decode_wall_s=round(seconds, 3),
     )
     write_json(folder.file(METRICS), metrics)
     counts = dict(n_target=n_target, n_done=len(rows), n_pending=n_target - len(rows), n_errors=metrics["n_errors"])
@@ -441,8 +513,9 @@ def _execute(
     return metrics, rows
 
 
-def _generate(cfg, plan: Plan, folder: JobFolder, status: StatusFile, tracker, pending, done, overrides):
-    """Load the model and run the pending (problem, sample) pairs; returns (tokens, seconds) generated."""
+def _generate(cfg, plan: Plan, folder: JobFolder, status: StatusFile, tracker, pending, done, overrides) -> None:
+    """Load the model and run the pending (problem, sample) pairs, adding the tokens they generate and
+    the wall time of decoding them to status.json's DECODE_TOTALS."""
     from kvexp.engine import Engine, Request
     from kvexp.models import encode_prompt, format_prompt
 
@@ -458,6 +531,7 @@ def _generate(cfg, plan: Plan, folder: JobFolder, status: StatusFile, tracker, p
     requests = [
         Request(key=(p.id, j), prompt_ids=prompt_ids[p.id], seed=sample_seed(cfg.seed, p.id, j)) for p, j in pending
     ]
+    _warn_past_positions(loaded.model.config, [len(ids) for ids in prompt_ids.values()], plan.settings.max_new_tokens)
     settings = dataclasses.replace(plan.settings, eos_token_ids=tuple(loaded.eos_token_ids))
     rows = _plan_rows(cfg, plan, loaded.model, settings, requests)
     settings = dataclasses.replace(settings, batch_size=rows["rows"])
@@ -483,10 +557,17 @@ def _generate(cfg, plan: Plan, folder: JobFolder, status: StatusFile, tracker, p
         samples_per_problem=plan.num_samples,
         problems_done=sum(1 for p in plan.problems if done_per_problem.get(p.id, 0) >= plan.num_samples),
         rows_done=len(done),
+        max_new_tokens=settings.max_new_tokens,
         label=f"{plan.identity['cell']} {plan.identity['dataset']}",
     )
+    engine.observer = progress.watch(engine)  # moves while rows decode, from host-side counts only
     n_errors = 0
+    base_tokens, base_s = (status.data[k] for k in DECODE_TOTALS)
     t_gen = time.perf_counter()
+
+    def totals() -> dict[str, Any]:
+        return dict(zip(DECODE_TOTALS, (base_tokens + progress.tokens, base_s + time.perf_counter() - t_gen)))
+
     try:
         with folder.appender() as writer:
             for out in engine.generate(requests, trace_keys=traced):
@@ -510,10 +591,31 @@ def _generate(cfg, plan: Plan, folder: JobFolder, status: StatusFile, tracker, p
                     n_done=progress.rows_done,
                     n_pending=progress.rows - progress.rows_done,
                     n_errors_this_run=n_errors,
+                    **totals(),
                 )
     finally:
         progress.close()
-    return progress.tokens, time.perf_counter() - t_gen
+        status.data.update(totals())  # written by whoever writes status.json next, also on the way out
+
+
+def _warn_past_positions(model_config, prompt_lengths: list[int], max_new_tokens: int) -> None:
+    """Say once, before decoding, when a row may reach the model's last position: the engine stops such a
+    row there (stop_reason max_positions, counted as truncated) and makes a longer prompt an error row."""
+    limit = getattr(model_config, "max_position_embeddings", None)
+    longest = max(prompt_lengths, default=0)
+    if limit is None or longest + max_new_tokens <= limit:
+        return
+    log.warning(
+        "the longest prompt (%d tokens) plus generation.max_new_tokens=%d is %d positions, more than the model's "
+        "max_position_embeddings=%d: rows that reach it stop there (stop_reason max_positions, counted as "
+        "truncated)%s; lower generation.max_new_tokens to %d to keep every row within the model's positions",
+        longest,
+        max_new_tokens,
+        longest + max_new_tokens,
+        limit,
+        ", and prompts of that length or more are error rows" if longest >= limit else "",
+        max(1, limit - longest),
+    )
 
 
 def _plan_rows(cfg, plan: Plan, model, settings, requests) -> dict[str, Any]:

@@ -19,6 +19,11 @@ class PreflightError(CompactHydraException):
     """A setting that cannot work; the message names the fix. Hydra prints it without a traceback."""
 
 
+class JobStopped(CompactHydraException):
+    """A job stopped by its surroundings (a full disk), said in one line with the fix; Hydra prints it
+    without a traceback."""
+
+
 # budget=<v>[,<v>...] as typed (not sweep functions such as range(...), which Hydra checks itself)
 _BUDGET_CHOICE = re.compile(r"^budget=(?P<values>[^()\[\]{}=]+)$")
 

@@ -6,10 +6,11 @@ Python's own KeyboardInterrupt. Both derive from BaseException, so Hydra's launc
 Exception to go on with the next job of a sweep) let them through: the job folder is marked preempted,
 and under the submitit launchers (kvexp.launch) the job is then requeued and resumes.
 
-Only the first signal interrupts. Later ones that arrive while the job winds down (a requeue or a
-cancel sends SIGTERM after the SIGUSR2 that started it; submitit's preemption drill sends SIGTERM then
-SIGUSR2) are noted on stderr and ignored, so they cannot cut the flushing of status.json or the
-requeue short.
+Only the first signal interrupts, whichever of SIGTERM, SIGUSR2 and SIGINT it is. Later ones that
+arrive while the job winds down (a requeue or a cancel sends SIGTERM after the SIGUSR2 that started it;
+submitit's preemption drill sends SIGTERM then SIGUSR2; Ctrl-C to a local sweep sends each job SIGINT from
+the terminal and SIGTERM from submitit) are noted on stderr and ignored, so they cannot cut the flushing
+of status.json or the requeue short.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from contextlib import contextmanager
 
 #: The signals a job turns into JobInterrupted.
 TERMINATION_SIGNALS: tuple[int, ...] = (signal.SIGTERM, signal.SIGUSR2)
+#: Every signal that stops a job: the termination signals and Ctrl-C (KeyboardInterrupt). Once one of them
+#: interrupted, all of them are ignored, so that any pair cannot cut the job's last writes.
+STOPPING_SIGNALS: tuple[int, ...] = (*TERMINATION_SIGNALS, signal.SIGINT)
 
 
 class JobInterrupted(BaseException):
@@ -56,7 +60,7 @@ def _ignore_later(signum, frame) -> None:
         pass
 
 
-def ignore_further_signals(signums: tuple[int, ...] = TERMINATION_SIGNALS) -> None:
+def ignore_further_signals(signums: tuple[int, ...] = STOPPING_SIGNALS) -> None:
     """From now on, the given signals are logged and ignored (main thread only)."""
     if threading.current_thread() is threading.main_thread():
         for s in signums:
@@ -64,9 +68,14 @@ def ignore_further_signals(signums: tuple[int, ...] = TERMINATION_SIGNALS) -> No
 
 
 @contextmanager
-def signals_as_exceptions(signums: tuple[int, ...] = TERMINATION_SIGNALS) -> Iterator[None]:
-    """Within the block, the first of the given signals raises JobInterrupted; later ones are ignored.
-    Previous handlers come back after the block. Blocks may nest (the submitit launchers wrap the whole
+def signals_as_exceptions(
+    signums: tuple[int, ...] = TERMINATION_SIGNALS, *, ignore_after: bool = False
+) -> Iterator[None]:
+    """Within the block, the first of the given signals raises JobInterrupted (a first SIGINT raises
+    KeyboardInterrupt, as Python's own handler does); later ones, SIGINT included, are ignored.
+    Previous handlers come back after the block, unless `ignore_after` (a process's outermost block, which
+    exits right after) and a signal interrupted: then they stay ignored, so that a second signal cannot kill
+    the process on its way out. Blocks may nest (the submitit launchers wrap the whole
     job, kvexp.pipeline.run_job its own part): a signal interrupts once, whichever block is innermost.
     Signal handlers can only be set from the main thread; elsewhere this is a no-op."""
     if threading.current_thread() is not threading.main_thread():
@@ -78,15 +87,22 @@ def signals_as_exceptions(signums: tuple[int, ...] = TERMINATION_SIGNALS) -> Ite
             _ignore_later(signum, frame)
             return
         _state["interrupted"] = signum
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
         raise JobInterrupted(signum)
 
     if _state["depth"] == 0:
         _state["interrupted"] = None
     _state["depth"] += 1
-    previous = {s: signal.signal(s, handler) for s in signums}
+    # a process started with SIGINT ignored (nohup, a background job of a script) keeps ignoring it
+    watched = (*signums, *(() if signal.getsignal(signal.SIGINT) == signal.SIG_IGN else (signal.SIGINT,)))
+    previous = {s: signal.signal(s, handler) for s in dict.fromkeys(watched)}
     try:
         yield
     finally:
         _state["depth"] -= 1
-        for s, h in previous.items():
-            signal.signal(s, h)
+        if ignore_after and _state["interrupted"] is not None:
+            ignore_further_signals(tuple(previous))
+        else:
+            for s, h in previous.items():
+                signal.signal(s, h)

@@ -105,5 +105,13 @@ def check_generation(gen: Mapping[str, Any], seed: Any) -> None:
     for key, ok, allowed, example in checks:
         if key in gen and not ok(gen[key]):
             raise _refuse(f"generation.{key} must be {allowed}, got {gen[key]!r}; e.g. {example}")
+    n, temperature = gen.get("num_samples"), gen.get("temperature")
+    if _is_int(n) and n > 1 and temperature == 0:
+        # greedy decoding gives every sample of a problem the same tokens: n copies, a collapsed interval
+        raise _refuse(
+            f"generation.num_samples={n} with generation.temperature=0 (greedy) gives {n} identical samples per "
+            f"problem; sample with a temperature above 0 (e.g. generation.temperature=0.6) or set "
+            f"generation.num_samples=1"
+        )
     if not _is_int(seed):
         raise _refuse(f"seed must be an integer (the root of every per-sample seed), got {seed!r}; e.g. seed=0")

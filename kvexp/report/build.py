@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from kvexp.files import finds_no_room
 
 from .cells import Cell, build_cells, cell_issues
 from .config_keys import check_consistency
 from .document import render_markdown
 from .layout import ModelLayout, layout_models
-from .loading import Issue, load_jobs
+from .loading import Issue, ReportError, load_jobs
 from .metrics import CellResult, evaluate
 from .plots import write_plots
 from .tables import Table, category_tables, cells_table, dataset_tables, seeds_table, write_rows_csv
@@ -53,6 +56,21 @@ def _clear_outputs(out: Path) -> None:
             old.unlink()
 
 
+@contextmanager
+def _writing(out: Path) -> Iterator[None]:
+    """A report folder that cannot be written (a full disk, no permission) is one ReportError naming it."""
+    try:
+        yield
+    except OSError as e:
+        what = e.strerror or str(e)
+        if finds_no_room(e):
+            what = "no space left on device"
+        where = f" ({e.filename})" if e.filename else ""
+        raise ReportError(
+            f"cannot write the report's output in {out}{where}: {what}; free space there or pass --out OUTDIR"
+        ) from None
+
+
 def build_report(
     dirs: Sequence[Path],
     out: Path,
@@ -82,22 +100,23 @@ def build_report(
         for cell in layout.cells():
             issues += cell_issues(cell)
 
-    out.mkdir(parents=True, exist_ok=True)
-    _clear_outputs(out)
-    csvs = [t.write_csv(out / TABLES_DIR / f"{t.name}.csv") for t in tables]
     header, rows = cells_table(results)
-    csvs.append(write_rows_csv(out / "cells.csv", header, rows))
     seeds_header, seeds_rows = seeds_table(results)
-    csvs.append(write_rows_csv(out / "seeds.csv", seeds_header, seeds_rows))
-    plots = write_plots(layouts, results, out / PLOTS_DIR)
     markdown = out / "report.md"
-    markdown.write_text(
-        render_markdown(
-            dirs=dirs, jobs=jobs, cells=cells, layouts=layouts, results=results, tables=tables,
-            issues=issues, notes=notes, plots=plots, out=out,
-        ),
-        encoding="utf-8",
-    )  # fmt: skip
+    with _writing(out):
+        out.mkdir(parents=True, exist_ok=True)
+        _clear_outputs(out)
+        csvs = [t.write_csv(out / TABLES_DIR / f"{t.name}.csv") for t in tables]
+        csvs.append(write_rows_csv(out / "cells.csv", header, rows))
+        csvs.append(write_rows_csv(out / "seeds.csv", seeds_header, seeds_rows))
+        plots = write_plots(layouts, results, out / PLOTS_DIR)
+        markdown.write_text(
+            render_markdown(
+                dirs=dirs, jobs=jobs, cells=cells, layouts=layouts, results=results, tables=tables,
+                issues=issues, notes=notes, plots=plots, out=out,
+            ),
+            encoding="utf-8",
+        )  # fmt: skip
     result = ReportResult(
         out=out,
         markdown=markdown,

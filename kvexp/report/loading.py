@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from kvexp.pipeline.folder import (
     CONFIG,
     DONE,
+    FAILED,
     METRICS,
     PREEMPTED,
     RUNNING,
@@ -77,6 +78,14 @@ class Job:
         """Rows the job set out to write and did not (0 when unknown)."""
         total = self.n_target
         return max(0, total - len(self.rows)) if total is not None else 0
+
+    @property
+    def decode_totals(self) -> tuple[float, float] | None:
+        """(tokens generated, wall seconds of decoding them) over every run of the job, from status.json;
+        None for a folder written before status.json kept them."""
+        tokens, seconds = (self.status.get(k) for k in ("decode_tokens", "decode_wall_s"))
+        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (tokens, seconds))
+        return (float(tokens), float(seconds)) if ok else None
 
     @property
     def error_message(self) -> str | None:
@@ -188,8 +197,24 @@ def _rows_of_cell(rows: list[Row], status: dict[str, Any]) -> tuple[list[Row], i
 
 
 def is_job_folder(path: Path) -> bool:
-    """True for a folder holding a job's config.yaml and samples (or at least its status)."""
-    return (path / CONFIG).is_file() and ((path / SAMPLES).is_file() or (path / STATUS).is_file())
+    """True for a folder holding a job's config.yaml and samples (or at least its status), or only its
+    status: a job that stopped before it could write its config (e.g. on a full disk)."""
+    return (path / STATUS).is_file() or ((path / CONFIG).is_file() and (path / SAMPLES).is_file())
+
+
+def _configless_issue(path: Path) -> Issue:
+    """A job folder with a status.json and no config.yaml: its cell is unknown, so it is listed by folder
+    with what its status says (the job stopped before its config was written, e.g. on a full disk)."""
+    status = read_status(path)
+    if status is None:
+        status = {"error": "status.json is not a valid JSON object"}
+    state = status.get("state")
+    kind = state if state in (FAILED, RUNNING, PREEMPTED) else UNKNOWN
+    if kind == RUNNING and _holder_died(path):
+        kind = PREEMPTED
+    error = status.get("error") or "no error recorded"
+    detail = f"no config.yaml (the job stopped before writing it): {error}"
+    return Issue(kind, "/".join(path.parts[-3:]), detail, [path])
 
 
 def find_job_folders(dirs: list[Path], exclude: Path | None = None) -> list[Path]:
@@ -233,6 +258,9 @@ def load_jobs(dirs: list[Path], exclude: Path | None = None) -> tuple[list[Job],
     jobs, issues = [], []
     for p in paths:
         try:
+            if not (p / CONFIG).is_file():
+                issues.append(_configless_issue(p))
+                continue
             jobs.append(load_job(p))
         except ReportError as exc:
             issues.append(Issue("unreadable", p.name, str(exc), [p]))

@@ -23,6 +23,16 @@ class CellResult:
     cell: Cell
     metrics: CellStats
     paired: PairedStats | None  # None for full-cache cells and datasets without a reference
+    throughput_tokens_per_s: float | None = None  # the jobs' own: tokens over decode wall time, rows together
+
+
+def throughput(cell: Cell) -> float | None:
+    """Tokens generated over the wall time of decoding them, summed over the cell's jobs (shards, seeds,
+    each over all its runs): what a job delivers with all its rows decoding together, unlike the per-row
+    speed of CellStats.decode_tokens_per_s. None when no job recorded its totals."""
+    totals = [t for t in (job.decode_totals for job in cell.jobs) if t is not None]
+    seconds = sum(s for _, s in totals)
+    return sum(t for t, _ in totals) / seconds if seconds > 0 else None
 
 
 def _pass_k(cell: Cell) -> list[int] | None:
@@ -40,7 +50,7 @@ def cell_result(cell: Cell, reference: Cell | None) -> CellResult:
     paired = None
     if reference is not None and not cell.is_full:
         paired = paired_stats(cell.seed_rows, reference.seed_rows)
-    return CellResult(cell, m, paired)
+    return CellResult(cell, m, paired, throughput(cell))
 
 
 def evaluate(layout: ModelLayout) -> dict[Cell, CellResult]:

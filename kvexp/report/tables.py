@@ -265,8 +265,15 @@ def _stops(r: CellResult, ref: CellResult | None) -> TableCell:
 
 def _efficiency(r: CellResult, ref: CellResult | None) -> TableCell:
     m = r.metrics
-    text = f"{fmt(m.decode_tokens_per_s, '.1f')} tok/s · {fmt_bytes(m.kv_bytes_peak)}"
-    values = {"decode_tokens_per_s": m.decode_tokens_per_s, "kv_bytes_peak": m.kv_bytes_peak}
+    text = (
+        f"{fmt(r.throughput_tokens_per_s, '.1f')} tok/s · {fmt(m.decode_tokens_per_s, '.1f')} tok/s per row · "
+        f"{fmt_bytes(m.kv_bytes_peak)}"
+    )
+    values = {
+        "throughput_tokens_per_s": r.throughput_tokens_per_s,
+        "row_decode_tokens_per_s": m.decode_tokens_per_s,
+        "kv_bytes_peak": m.kv_bytes_peak,
+    }
     return TableCell(values, text)
 
 
@@ -367,12 +374,14 @@ KINDS: tuple[Kind, ...] = (
     ),
     Kind(
         "efficiency",
-        "Decode throughput · KV bytes at peak",
-        ("decode_tokens_per_s", "kv_bytes_peak"),
+        "Decode throughput · per-row decode speed · KV bytes at peak",
+        ("throughput_tokens_per_s", "row_decode_tokens_per_s", "kv_bytes_peak"),
         _efficiency,
-        "**Cost**: decode throughput = Σ output tokens / Σ decode seconds over rows without "
-        "error (depends on hardware and batch size: compare within one sweep); KV bytes at peak = "
-        "maximum over rows.",
+        "**Cost**: throughput = the jobs' generated tokens / the wall time of decoding them, all rows "
+        "together (rises with the rows decoding at once); per row = Σ output tokens / Σ each row's own "
+        "decode seconds over rows without error (what one sequence sees, which falls as rows are added). "
+        "Both depend on hardware and batch size: compare within one sweep. KV bytes at peak = maximum "
+        "over rows.",
     ),
     Kind(
         "fidelity",
@@ -540,7 +549,8 @@ CELL_COLUMNS = (
 _METRIC_FIELDS = (
     "n_rows", "n_problems", "samples_per_problem", "n_errors", "n_seeds", "accuracy", "ci_lo",
     "ci_hi", "ci_method", "mean_output_tokens", "truncation_rate", "unextracted_rate",
-    "repetition_rate", "decode_tokens_per_s", "kv_bytes_peak", "prompt_kept_share", "prompt_kept_any",
+    "repetition_rate", "row_decode_tokens_per_s", "throughput_tokens_per_s", "kv_bytes_peak",
+    "prompt_kept_share", "prompt_kept_any",
 )  # fmt: skip
 _PAIRED_FIELDS = (
     "n_pairs", "gains", "losses", "p_value", "n_fidelity", "same_prediction", "identical_output",
@@ -572,6 +582,13 @@ def _clean(line: list[Any]) -> list[Any]:
     return [plain(v) for v in line]
 
 
+def _metric(r: CellResult, name: str) -> Any:
+    """A cells.csv metric: CellStats' field, under a name that says what it is where the field's does not."""
+    if name == "throughput_tokens_per_s":
+        return r.throughput_tokens_per_s
+    return getattr(r.metrics, "decode_tokens_per_s" if name == "row_decode_tokens_per_s" else name)
+
+
 def cells_table(results: dict) -> tuple[list[str], list[list[Any]]]:
     """(header, rows) with every cell's identity, state, metrics, pass@k and maj@k, the spread of
     its accuracy between seeds, and its comparison with the full cache (prefix vs_full_); the full
@@ -593,7 +610,7 @@ def cells_table(results: dict) -> tuple[list[str], list[list[Any]]]:
             " ".join(map(show, m.seeds)), m.pass1.seed_sd,
             " ".join(f"{show(s)}:{v:.6g}" for s, v in zip(m.seeds, m.pass1.per_seed)),
         ]  # fmt: skip
-        line += [getattr(m, f) for f in _METRIC_FIELDS]
+        line += [_metric(r, f) for f in _METRIC_FIELDS]
         for k in ks:
             line += _triple(m.pass_at.get(k)) + _triple(m.maj_at.get(k))
         line += [None if p is None else getattr(p, f) for f in _PAIRED_FIELDS]

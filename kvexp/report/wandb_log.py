@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kvexp.tracking.wandb_tracker import DEFAULT_INIT_TIMEOUT_S, start_run
+
 from .loading import Job, ReportError
 from .tables import Table
 
@@ -23,16 +25,17 @@ _SWEEP_DEPTH = 5  # how far above a job folder to look for the sweep's multirun.
 
 @dataclass
 class WandbTarget:
-    """Where the summary run goes."""
+    """Where the summary run goes, and how long its server is waited for."""
 
     project: str
     entity: str | None
     group: str
     mode: str
+    init_timeout: float = DEFAULT_INIT_TIMEOUT_S
 
 
-def _most_common(jobs: Sequence[Job], key: str) -> Any:
-    values = Counter(job.config[key] for job in jobs if isinstance(job.config.get(key), str) and job.config[key])
+def _most_common(jobs: Sequence[Job], key: str, kind: type | tuple[type, ...] = str) -> Any:
+    values = Counter(job.config[key] for job in jobs if isinstance(job.config.get(key), kind) and job.config[key])
     return values.most_common(1)[0][0] if values else None
 
 
@@ -61,6 +64,7 @@ def wandb_target(jobs: Sequence[Job], dirs: Sequence[Path]) -> WandbTarget:
         entity=_most_common(jobs, "logger.entity"),
         group=group,
         mode=os.environ.get("WANDB_MODE") or _most_common(jobs, "logger.mode") or "offline",
+        init_timeout=float(_most_common(jobs, "logger.init_timeout", (int, float)) or DEFAULT_INIT_TIMEOUT_S),
     )
 
 
@@ -71,25 +75,29 @@ def log_report(
     out: Path,
     config: dict[str, Any],
     extra_tables: dict[str, tuple[list[str], list[list[Any]]]] | None = None,
-) -> str:
-    """Create the summary run, log every table and plot, finish it; returns the run's URL (online)
-    or its local folder (offline)."""
+) -> str | None:
+    """Create the summary run, log every table and plot, finish it; returns the run's URL (online) or its
+    local folder (offline), or None when W&B could not start. Like a job's run, an online run whose server
+    does not answer within the jobs' logger.init_timeout is written offline under `out`/wandb instead
+    (jobs/sync_wandb.sh uploads it later)."""
     try:
         import wandb
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ReportError("--wandb needs the wandb package (pip install wandb)") from exc
 
     out.mkdir(parents=True, exist_ok=True)
-    run = wandb.init(
+    init = dict(
         project=target.project,
         entity=target.entity,
         group=target.group,
         job_type="report",
         name=f"report-{target.group}",
         dir=str(out),
-        mode=target.mode,
         config=config,
     )
+    run = start_run(init, mode=target.mode, timeout=target.init_timeout, where=out)
+    if run is None:
+        return None
     try:
         payload: dict[str, Any] = {}
         for t in tables:

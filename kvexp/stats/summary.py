@@ -25,7 +25,8 @@ from .bootstrap import MEAN, MEDIAN, RESAMPLES, SEED, matrix_statistic, two_leve
 from .intervals import mcnemar_exact, wilson_interval
 from .sampling import maj_at_k, pass_at_k, resolve_pass_k
 
-TRUNCATED = "max_new_tokens"
+#: Stop reasons of a reply cut short: the output cap, or the model's last position (kvexp.engine)
+TRUNCATED = ("max_new_tokens", "max_positions")
 REPETITION = "repetition"
 NAN = math.nan
 
@@ -185,7 +186,7 @@ class CellStats:
     pass_at: dict[int, Estimate]  # unbiased pass@k
     maj_at: dict[int, Estimate]  # majority vote of the first k samples
     mean_output_tokens: float
-    truncation_rate: float  # share stopped at max_new_tokens
+    truncation_rate: float  # share stopped at max_new_tokens or at the model's max_position_embeddings
     unextracted_rate: float  # share whose answer could not be extracted (prediction None)
     repetition_rate: float
     decode_tokens_per_s: float
@@ -283,7 +284,7 @@ def cell_stats(
         pass_at=pass_at,
         maj_at=maj_at,
         mean_output_tokens=_mean(lengths),
-        truncation_rate=_mean([r.stop_reason == TRUNCATED for r in ok]),
+        truncation_rate=_mean([r.stop_reason in TRUNCATED for r in ok]),
         unextracted_rate=_mean([r.prediction is None for r in ok]),
         repetition_rate=_mean([r.stop_reason == REPETITION for r in ok]),
         # Totals, not a mean of per-row speeds: long outputs dominate the time, so they must

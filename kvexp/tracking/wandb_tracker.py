@@ -51,60 +51,62 @@ def _cell_value(value: Any) -> Any:
     return str(value)
 
 
+def start_run(init: dict[str, Any], *, mode: str, timeout: float, where: Path | str) -> Any | None:
+    """wandb.init(**init) in `mode`, or None when W&B cannot start (warned, never raised). An online run
+    whose server cannot be reached within `timeout` seconds (no network, no key) is written offline under
+    `where`/wandb instead, for `wandb sync` (jobs/sync_wandb.sh) to upload later."""
+    try:
+        import wandb
+    except Exception as e:  # noqa: BLE001 - any failure to start tracking is a warning, not an error
+        log.warning("W&B did not start (%s: %s); going on without it", type(e).__name__, _first_line(e))
+        return None
+    # x_disable_meta: the run's metadata would hold the command line, secrets typed on it included
+    settings = dict(console="off", silent=True, x_disable_stats=True, x_disable_meta=True, init_timeout=timeout)
+    try:
+        return wandb.init(mode=mode, settings=wandb.Settings(**settings), **init)
+    except Exception as e:  # noqa: BLE001
+        if mode == "offline":
+            log.warning("W&B did not start (%s: %s); going on without it", type(e).__name__, _first_line(e))
+            return None
+        log.warning(
+            "W&B (mode %s) did not start (%s: %s; its server is waited for logger.init_timeout=%gs); "
+            "logging offline under %s/wandb instead (upload later with `wandb sync`)",
+            mode,
+            type(e).__name__,
+            _first_line(e),
+            timeout,
+            where,
+        )
+    try:
+        return wandb.init(mode="offline", settings=wandb.Settings(**settings), **init)
+    except Exception as e:  # noqa: BLE001
+        log.warning("W&B did not start offline either (%s: %s); going on without it", type(e).__name__, _first_line(e))
+        return None
+
+
 class WandbTracker:
     def __init__(
         self, logger_cfg: Mapping[str, Any], *, job_dir: Path, name: str, group: str | None, config: dict[str, Any]
     ):
-        self.run = None
         self.live = bool(logger_cfg.get("log_samples_live", True))
-        mode = logger_cfg.get("mode") or "offline"
-        try:
+        init = dict(
+            project=logger_cfg.get("project") or "kvexp",
+            entity=logger_cfg.get("entity"),
+            group=logger_cfg.get("group") or group,
+            name=name,
+            tags=list(logger_cfg.get("tags") or []),
+            config=config,
+            dir=str(job_dir),  # the job folder owns the run files; WANDB_DIR would scatter them elsewhere
+            job_type="eval",
+            reinit="finish_previous",
+        )
+        # wandb waits 90 s by default for a server it cannot reach (a compute node without network)
+        timeout = float(logger_cfg.get("init_timeout") or DEFAULT_INIT_TIMEOUT_S)
+        self.run = start_run(init, mode=logger_cfg.get("mode") or "offline", timeout=timeout, where=job_dir)
+        if self.run is not None:
             import wandb
 
             self._wandb = wandb
-            # The job folder owns the run files; WANDB_DIR would scatter them elsewhere.
-            init = dict(
-                project=logger_cfg.get("project") or "kvexp",
-                entity=logger_cfg.get("entity"),
-                group=logger_cfg.get("group") or group,
-                name=name,
-                tags=list(logger_cfg.get("tags") or []),
-                config=config,
-                dir=str(job_dir),
-                job_type="eval",
-                reinit="finish_previous",
-            )
-            # wandb waits 90 s by default for a server it cannot reach (a compute node without network)
-            timeout = float(logger_cfg.get("init_timeout") or DEFAULT_INIT_TIMEOUT_S)
-            # x_disable_meta: the run's metadata would hold the command line, secrets typed on it included
-            settings = dict(console="off", silent=True, x_disable_stats=True, x_disable_meta=True, init_timeout=timeout)
-        except Exception as e:  # noqa: BLE001 - any failure to start tracking is a warning, not an error
-            log.warning("W&B did not start (%s: %s); the job goes on without it", type(e).__name__, e)
-            return
-        try:
-            self.run = wandb.init(mode=mode, settings=wandb.Settings(**settings), **init)
-            return
-        except Exception as e:  # noqa: BLE001
-            if mode == "offline":
-                log.warning("W&B did not start (%s: %s); the job goes on without it", type(e).__name__, e)
-                return
-            log.warning(
-                "W&B (mode %s) did not start (%s: %s; its server is waited for logger.init_timeout=%gs); "
-                "logging offline under %s/wandb instead (upload later with `wandb sync`)",
-                mode,
-                type(e).__name__,
-                _first_line(e),
-                timeout,
-                job_dir,
-            )
-        try:
-            self.run = wandb.init(mode="offline", settings=wandb.Settings(**settings), **init)
-        except Exception as e:  # noqa: BLE001
-            log.warning(
-                "W&B did not start offline either (%s: %s); the job goes on without it",
-                type(e).__name__,
-                _first_line(e),
-            )
 
     def _safely(self, what: str, fn, *args, **kwargs) -> None:
         """Call fn (a callable that uses self.run) unless W&B is off; a failure is a warning."""
