@@ -25,7 +25,7 @@ import traceback
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -63,6 +63,13 @@ from kvexp.pipeline.summary import format_table
 from kvexp.pipeline.validation import check_generation, check_policy_params
 from kvexp.stats import resolve_pass_k
 
+if TYPE_CHECKING:  # the heavy layers load once a job runs, not when the pipeline is imported
+    from kvexp.data import Problem
+    from kvexp.engine import Budget, GenerationSettings
+    from kvexp.models import ModelPreset, ModelSource
+    from kvexp.policies.base import Policy
+    from kvexp.tracking import Tracker
+
 log = logging.getLogger("kvexp")
 
 #: status.json's running totals over every run of the job: tokens generated, and the wall time of
@@ -80,15 +87,27 @@ class IncompatibleJobFolder(RuntimeError):
 class Plan:
     """Everything a job needs, validated, before its model loads."""
 
-    policy: Any
-    budget: Any
-    settings: Any  # GenerationSettings without eos ids (they come with the tokenizer)
+    policy: Policy
+    budget: Budget
+    settings: GenerationSettings  # without eos ids (they come with the tokenizer)
     auto_rows: bool  # generation.batch_size=auto: rows sized from memory once the model loads
     num_samples: int
-    preset: Any
-    source: Any
-    problems: list
+    preset: ModelPreset
+    source: ModelSource
+    problems: list[Problem]
     identity: dict[str, Any]  # the cell's coordinates, first fields of metrics.json
+
+
+@dataclass
+class JobRun:
+    """One run of a job over its folder: what `run_job` hands the steps that generate and summarise."""
+
+    cfg: DictConfig
+    plan: Plan
+    folder: JobFolder
+    status: StatusFile
+    tracker: Tracker
+    overrides: list[str] | None  # the launch's command-line overrides, for run_meta.json
 
 
 def sample_seed(root: int, problem_id: str, sample_idx: int) -> int:
@@ -307,7 +326,7 @@ def run_job(
             finished, pending = _split_done(cfg, plan, folder)
             if pending or not _tracked_before(folder):  # a finished, already logged job: no second W&B run
                 tracker = _start_tracker(cfg, plan, folder, sweep, resolved)
-            metrics, rows = _execute(cfg, plan, folder, status, tracker, overrides, finished, pending)
+            metrics, rows = _execute(JobRun(cfg, plan, folder, status, tracker, overrides), finished, pending)
             state = DONE
             return metrics
         except (JobInterrupted, KeyboardInterrupt) as e:
@@ -383,7 +402,9 @@ def _say_how_the_last_run_ended(folder: JobFolder) -> dict[str, Any]:
     return status
 
 
-def _start_tracker(cfg: DictConfig, plan: Plan, folder: JobFolder, sweep: str | None, resolved: dict[str, Any]):
+def _start_tracker(
+    cfg: DictConfig, plan: Plan, folder: JobFolder, sweep: str | None, resolved: dict[str, Any]
+) -> Tracker:
     from kvexp.tracking import make_tracker
 
     ident = plan.identity
@@ -458,16 +479,11 @@ def _tracked_before(folder: JobFolder) -> bool:
 
 
 def _execute(
-    cfg: DictConfig,
-    plan: Plan,
-    folder: JobFolder,
-    status: StatusFile,
-    tracker,
-    overrides,
-    finished: list[dict[str, Any]],
-    pending: list[tuple[Any, int]],
+    run: JobRun, finished: list[dict[str, Any]], pending: list[tuple[Any, int]]
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(metrics.json's content, the cell's rows it was computed from)."""
+    """Generate the `pending` (problem, sample) pairs next to the `finished` rows; returns (metrics.json's
+    content, the cell's rows it was computed from)."""
+    plan, folder, status = run.plan, run.folder, run.status
     done = {row_key(r) for r in finished}
     n_target = len(plan.problems) * plan.num_samples
     status.update(
@@ -481,7 +497,7 @@ def _execute(
 
     t_start = time.perf_counter()
     if pending:
-        _generate(cfg, plan, folder, status, tracker, pending, done, overrides)
+        _generate(run, pending, done)
     tokens, seconds = (status.data[k] for k in DECODE_TOTALS)
 
     rows, n_outside = _target_rows(folder, plan)
@@ -513,9 +529,10 @@ def _execute(
     return metrics, rows
 
 
-def _generate(cfg, plan: Plan, folder: JobFolder, status: StatusFile, tracker, pending, done, overrides) -> None:
+def _generate(run: JobRun, pending: list[tuple[Any, int]], done: set[tuple[str, int]]) -> None:
     """Load the model and run the pending (problem, sample) pairs, adding the tokens they generate and
     the wall time of decoding them to status.json's DECODE_TOTALS."""
+    cfg, plan, folder, status, tracker = run.cfg, run.plan, run.folder, run.status, run.tracker
     from kvexp.engine import Engine, Request
     from kvexp.models import encode_prompt, format_prompt
 
@@ -533,16 +550,16 @@ def _generate(cfg, plan: Plan, folder: JobFolder, status: StatusFile, tracker, p
     ]
     _warn_past_positions(loaded.model.config, [len(ids) for ids in prompt_ids.values()], plan.settings.max_new_tokens)
     settings = dataclasses.replace(plan.settings, eos_token_ids=tuple(loaded.eos_token_ids))
-    rows = _plan_rows(cfg, plan, loaded.model, settings, requests)
-    settings = dataclasses.replace(settings, batch_size=rows["rows"])
+    batch = _plan_batch(cfg, plan, loaded.model, settings, requests)
+    settings = dataclasses.replace(settings, batch_size=batch["rows"])
     write_json(
         folder.file(RUN_META),
         run_meta(
             device=loaded.device,
             model_origin=loaded.origin,
-            overrides=overrides,
+            overrides=run.overrides,
             started_at=status.data["started_at"],
-            batch=rows,
+            batch=batch,
         ),
     )
     engine = Engine(loaded.model, plan.policy, plan.budget, settings)
@@ -618,13 +635,13 @@ def _warn_past_positions(model_config, prompt_lengths: list[int], max_new_tokens
     )
 
 
-def _plan_rows(cfg, plan: Plan, model, settings, requests) -> dict[str, Any]:
-    """How many rows decode at once: generation.batch_size, or with `auto` what fits in memory
-    (kvexp.engine.memory); logged, and recorded in run_meta.json."""
+def _plan_batch(cfg, plan: Plan, model, settings, requests) -> dict[str, Any]:
+    """The batch: how many rows decode at once (generation.batch_size, or with `auto` what fits in memory:
+    kvexp.engine.memory) and what one costs; logged, and recorded in run_meta.json under `batch`."""
     from kvexp.engine.memory import plan_for_model
 
     gen = cfg.generation
-    rows = plan_for_model(
+    batch = plan_for_model(
         model,
         plan.policy,
         plan.budget.tokens,
@@ -635,19 +652,19 @@ def _plan_rows(cfg, plan: Plan, model, settings, requests) -> dict[str, Any]:
         max_prefill_tokens=settings.max_prefill_tokens,
         fixed_rows=None if plan.auto_rows else settings.batch_size,
     ).as_dict()
-    why = f"auto, limited by {rows['limited_by']}" if plan.auto_rows else f"generation.batch_size={gen.batch_size}"
+    why = f"auto, limited by {batch['limited_by']}" if plan.auto_rows else f"generation.batch_size={gen.batch_size}"
     log.info(
         "decoding %d rows at once (%s): %.1f MiB per row (KV %.1f, policy state %.1f, workspace %.1f), "
         "%d KV slots per row",
-        rows["rows"],
+        batch["rows"],
         why,
-        rows["bytes_per_row"] / 2**20,
-        rows["per_row"]["kv"] / 2**20,
-        rows["per_row"]["policy_state"] / 2**20,
-        rows["per_row"]["workspace"] / 2**20,
-        rows["capacity"],
+        batch["bytes_per_row"] / 2**20,
+        batch["per_row"]["kv"] / 2**20,
+        batch["per_row"]["policy_state"] / 2**20,
+        batch["per_row"]["workspace"] / 2**20,
+        batch["capacity"],
     )
-    return rows
+    return batch
 
 
 def _sample_row(problem, sample_idx: int, seed: int, prompt: str, out, tokenizer, dataset: str) -> dict[str, Any]:

@@ -6,7 +6,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+
+class Tracker(Protocol):
+    """What a job tells its tracker: every finished sample row with the progress so far, then once how the
+    job ended (state, metrics, the cell's rows and traces)."""
+
+    def log_sample(self, row: dict[str, Any], progress: Mapping[str, Any]) -> None: ...
+
+    def finish(self, **kwargs: Any) -> None: ...
 
 
 class NullTracker:
@@ -19,7 +28,9 @@ class NullTracker:
         pass
 
 
-def make_tracker(logger_cfg: Mapping[str, Any], *, job_dir: Path, name: str, group: str | None, config: dict[str, Any]):
+def make_tracker(
+    logger_cfg: Mapping[str, Any], *, job_dir: Path, name: str, group: str | None, config: dict[str, Any]
+) -> Tracker:
     kind = logger_cfg.get("name", "none")
     if kind == "none":
         return NullTracker()
@@ -30,4 +41,4 @@ def make_tracker(logger_cfg: Mapping[str, Any], *, job_dir: Path, name: str, gro
     raise ValueError(f"unknown logger {kind!r}; use logger=wandb or logger=none")
 
 
-__all__ = ["NullTracker", "make_tracker"]
+__all__ = ["NullTracker", "Tracker", "make_tracker"]
