@@ -110,45 +110,29 @@ REFERENCE_CASES = [(name, {}, n) for name in REFERENCED for n in (9, 22)] + [
     ids=[f"{n}-{'-'.join(f'{k}={x}' for k, x in p.items()) or 'default'}-prompt{m}" for n, p, m in REFERENCE_CASES],
 )
 def test_slack_one_matches_per_step_reference(llama, name, params, prompt_len):
-    params = {**SMALL_WINDOWS[name], **params}
-    budget = 16
+    out = _matches_reference(llama, name, {**SMALL_WINDOWS[name], **params}, prompt_len, Budget(16, 1))
+    assert out.n_evicted_tokens == prompt_len + 31 - 16
+
+
+def _matches_reference(llama, name, params, prompt_len, budget):
+    """The engine's tokens and final resident positions equal the per-step reference's for one prompt
+    (32 new tokens); returns the engine's output."""
     ids = prompt(prompt_len, seed=3)
-    ref_tokens, ref_pos = reference_generate(llama, ids, ReferencePolicy(name, budget, 1, seed=11, **params), 32)
+    reference = ReferencePolicy(name, budget.tokens, budget.slack, seed=11, schedule=budget.schedule, **params)
+    ref_tokens, ref_pos = reference_generate(llama, ids, reference, 32)
     store = {}
-    out = run(
-        llama,
-        build_policy(name, **params),
-        Budget(budget, 1),
-        [Request(0, ids, seed=11)],
-        max_new=32,
-        observer=_final_positions(store),
-    )[0]
+    out = run(llama, build_policy(name, **params), budget, [Request(0, ids, seed=11)], 32, _final_positions(store))[0]
     assert out.output_ids == ref_tokens
     assert store["pos"] == ref_pos
-    assert out.n_evicted_tokens == prompt_len + 31 - budget
+    return out
 
 
 @pytest.mark.parametrize("name,prompt_len", [(name, n) for name in REFERENCED for n in (9, 22)])
 def test_interval_schedule_matches_per_step_reference(llama, name, prompt_len):
     """budget.schedule=interval at slack 4: cuts to B - S after every 4th decode step (a prompt of 22 is
     compressed to B - S = 12 at prefill, one of 9 is not), in the reference's plain loops too."""
-    params = SMALL_WINDOWS[name]
-    budget, slack = 16, 4
-    ids = prompt(prompt_len, seed=3)
-    reference = ReferencePolicy(name, budget, slack, seed=11, schedule="interval", **params)
-    ref_tokens, ref_pos = reference_generate(llama, ids, reference, 32)
-    store = {}
-    out = run(
-        llama,
-        build_policy(name, **params),
-        Budget(budget, slack, "interval"),
-        [Request(0, ids, seed=11)],
-        max_new=32,
-        observer=_final_positions(store),
-    )[0]
-    assert out.output_ids == ref_tokens
-    assert store["pos"] == ref_pos
-    assert out.peak_resident_tokens == budget
+    out = _matches_reference(llama, name, SMALL_WINDOWS[name], prompt_len, Budget(16, 4, "interval"))
+    assert out.peak_resident_tokens == 16
 
 
 @pytest.mark.parametrize("name", EVICTING)
