@@ -9,6 +9,7 @@ import pytest
 from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
+from kvexp.data.registry import REPORT_ORDER
 from kvexp.models import ModelPreset
 from kvexp.pipeline.cell import cell_name, differences, run_identity
 from kvexp.pipeline.config import CONFIG_DIR, compose_config, quote_numeric_choices
@@ -42,22 +43,8 @@ def test_documented_options_exist():
             "organism",
         ]
     )
-    assert options("dataset") == sorted(
-        [
-            "gsm8k",
-            "math500",
-            "aime24",
-            "aime25",
-            "strategyqa",
-            "folio",
-            "drop",
-            "reclor",
-            "openbookqa",
-            "commonsenseqa",
-            "logiqa",
-            "chain",
-        ]
-    )
+    # one YAML per registry entry (the study's datasets and the generated tasks), and nothing else
+    assert options("dataset") == sorted(REPORT_ORDER)
     assert options("logger") == ["none", "wandb"]
     assert {"local"} <= set(options("hydra/launcher"))
 
@@ -134,6 +121,24 @@ def test_smoke_experiment_is_offline():
     assert set(params["dataset"]) <= {"gsm8k", "math500"}
     assert set(params["policy"]) == set(options("policy"))
     assert cfg.model.name == "smollm2_135m"
+
+
+def test_organism_suite_sweeps_every_task_every_policy_and_the_pinned_prompt():
+    """experiment=organism_suite, composed through Hydra's compose API: every organism task of the data
+    registry, every registered policy, budgets 64-256, policy.protect_prompt on and off, offline."""
+    from kvexp.data.registry import CATEGORIES, ORGANISM
+    from kvexp.policies import POLICY_NAMES
+
+    cfg = compose_config(["experiment=organism_suite"], return_hydra_config=True)
+    params = sweep_params(cfg)
+    assert params["dataset"] == [d for d in REPORT_ORDER if CATEGORIES[d] == ORGANISM]
+    assert params["policy"] == list(POLICY_NAMES)
+    assert sorted(params["policy.protect_prompt"]) == ["false", "true"]
+    budgets = [int(b) for b in params["budget.tokens"]]
+    assert min(budgets) == 64 and max(budgets) == 256 and len(budgets) >= 3
+    assert cfg.model.name == "organism" and cfg.logger.name == "none"
+    # every reply fits: the longest default trace is ~320 tokens
+    assert cfg.generation.max_new_tokens >= 360
 
 
 @pytest.mark.parametrize(

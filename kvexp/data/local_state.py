@@ -23,7 +23,9 @@ mod 10) under a countdown of the steps left, and the last sum is boxed::
 
 Line ``k`` reads the previous line's countdown, second operand and sum, nothing older. A wrong digit
 anywhere changes every later sum, so the answer is right only if the whole chain of lines is. The pair
-(0, 0) is never drawn (its sequence is all zeros). A line is 8-9 tokens of the organism's tokenizer:
+(0, 0) is never drawn (its sequence is all zeros), so a step count has 99 problems: test and train
+problems come from disjoint seeds but repeat one another; what a problem tests is the rule (adding the
+last two digits mod 10) and the cache, not a memory of the problem. A line is 8-9 tokens of the organism's tokenizer:
 the default 36 steps give a ~38-token prompt and a ~330-token reply.
 """
 

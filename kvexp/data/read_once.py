@@ -33,14 +33,19 @@ import random
 
 from kvexp.data import chain, synthetic
 from kvexp.data.problem import Problem
-from kvexp.data.synthetic import MOD
+from kvexp.data.synthetic import MOD, check_int
 
 TASK = "read_once"
 
 
+def check_knobs(facts: int, distractors: int) -> None:
+    check_int(TASK, "facts", facts, 1)
+    chain.check_knobs(facts, facts, distractors, TASK)
+
+
 def make_problem(seed: int, facts: int = 14, distractors: int = 0) -> tuple[str, str, str]:
     """(question, reference trace, answer) of this seed and these knobs (a pure function of its arguments)."""
-    chain.check_knobs(facts, facts, distractors, TASK)
+    check_knobs(facts, distractors)
     rng = random.Random(f"kvexp-{TASK}:{seed}:{facts}:{distractors}")
     table = chain.draw_table(rng, facts, distractors)
     question = (
@@ -55,6 +60,6 @@ def load_read_once_problems(
     limit: int | None = 100, seed: int = 0, facts: int = 14, distractors: int = 0, split: str = "test"
 ) -> list[Problem]:
     """`limit` problems (100 when None) for `dataset=read_once`; test and train seeds are disjoint."""
-    chain.check_knobs(facts, facts, distractors, TASK)
+    check_knobs(facts, distractors)
     knobs = {"facts": facts, "distractors": distractors}
     return synthetic.make_problems(TASK, lambda ps: make_problem(ps, facts, distractors), limit, seed, split, knobs)

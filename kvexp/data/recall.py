@@ -46,6 +46,7 @@ MEMO = "memo:"
 
 
 def check_knobs(walk: int, steps: int, distractors: int) -> None:
+    check_int(TASK, "walk", walk, 1)
     chain.check_knobs(walk, walk, distractors, TASK)
     check_int(TASK, "steps", steps, 1, 99)
 
