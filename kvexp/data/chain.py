@@ -116,10 +116,10 @@ class Table:
         return lines, total
 
 
-def draw_table(rng: random.Random, n_facts: int, n_distractors: int) -> Table:
-    """`n_facts` variables on one cycle in a random order and `n_distractors` that link into it (or to an
-    earlier distractor) but are never reached from it; values uniform in 0-9."""
-    names = rng.sample(VARIABLES, n_facts + n_distractors)
+def draw_table(rng: random.Random, n_facts: int, n_distractors: int, letters: str = VARIABLES) -> Table:
+    """`n_facts` variables (named from `letters`) on one cycle in a random order and `n_distractors` that
+    link into it (or to an earlier distractor) but are never reached from it; values uniform in 0-9."""
+    names = rng.sample(letters, n_facts + n_distractors)
     cycle, others = names[:n_facts], names[n_facts:]
     value = {v: rng.randrange(MOD) for v in names}
     link = {cycle[i]: cycle[(i + 1) % n_facts] for i in range(n_facts)}

@@ -8,29 +8,31 @@ it, and pinning the prompt cannot help because the value is not in the prompt (i
 over the prompt's facts, several lookups and additions away from any one prompt token). This is the
 passcode probe of Random Attention (arXiv 2609.03430, Table 3) in miniature.
 
-The prompt has a small fact table (as in `chain`) and a pair of digits. The reply first walks the table
-for one lap (``walk`` steps, `chain`'s lines) and writes the sum as a memo; then it runs ``steps``
-lines of `local_state` from the pair, none of which read the memo; the last line recalls the memo and
-adds it to the last sum, and that is boxed (the question is one line, wrapped here)::
+The prompt has a small fact table (as in `chain`), the name of the memo and a pair of digits. The reply
+first walks the table for one lap (``walk`` steps, `chain`'s lines) and writes the sum as a fact of the
+memo's name (`` m=4``, the way the prompt states facts); then it runs ``steps`` lines of `local_state`
+from the pair, none of which read the memo; the last line looks the memo up (``m=`` then its value,
+the way `chain` looks up a prompt fact) and adds it to the last sum, and that is boxed (the question
+is one line, wrapped here)::
 
     facts: k=2 k>d d=4 d>h h=7 h>b b=1 b>k
-    start at d and take 4 steps. memo the sum. then take 3 steps from 5 9 and add the memo. put the final
+    start at d and take 4 steps. memo the sum as m. then take 3 steps from 5 9 and add m. put the final
     answer in \boxed{}.
 
     4:d=4,d>h,0+4=4
     3:h=7,h>b,4+7=1
     2:b=1,b>k,1+1=2
     1:k=2,k>d,2+2=4
-    memo:4
+    memo: m=4
     3:5+9=4
     2:9+4=3
     1:4+3=7
-    memo:4,4+7=1
+    m=4,4+7=1
     \boxed{1}
 
-A wrong memo (or any wrong line) changes the answer, so a guess scores 10%. The default (a 4-step
-walk, 2 distractors, 24 steps) gives a ~49-token prompt and a ~300-token reply, the memo ~220 tokens
-before it is read again.
+The memo's name is a letter that names no fact of the table. A wrong memo (or any wrong line) changes
+the answer, so a guess scores 10%. The default (a 4-step walk, 2 distractors, 24 steps) gives a
+~60-token prompt and a ~280-token reply, the memo ~220 tokens before it is read again.
 """
 
 from __future__ import annotations
@@ -42,12 +44,11 @@ from kvexp.data.problem import Problem
 from kvexp.data.synthetic import MOD, check_int
 
 TASK = "recall"
-MEMO = "memo:"
 
 
 def check_knobs(walk: int, steps: int, distractors: int) -> None:
     check_int(TASK, "walk", walk, 1)
-    chain.check_knobs(walk, walk, distractors, TASK)
+    chain.check_knobs(walk, walk, distractors + 1, TASK)  # one letter names the memo
     check_int(TASK, "steps", steps, 1, 99)
 
 
@@ -55,16 +56,17 @@ def make_problem(seed: int, walk: int = 4, steps: int = 24, distractors: int = 2
     """(question, reference trace, answer) of this seed and these knobs (a pure function of its arguments)."""
     check_knobs(walk, steps, distractors)
     rng = random.Random(f"kvexp-{TASK}:{seed}:{walk}:{steps}:{distractors}")
-    table = chain.draw_table(rng, walk, distractors)
+    memo = rng.choice(chain.VARIABLES)
+    table = chain.draw_table(rng, walk, distractors, chain.VARIABLES.replace(memo, ""))
     a, b = local_state.draw_pair(rng)
     question = (
-        f"facts: {table.text()}\nstart at {table.start} and take {walk} steps. memo the sum. "
-        f"then take {steps} steps from {a} {b} and add the memo. put the final answer in \\boxed{{}}."
+        f"facts: {table.text()}\nstart at {table.start} and take {walk} steps. memo the sum as {memo}. "
+        f"then take {steps} steps from {a} {b} and add {memo}. put the final answer in \\boxed{{}}."
     )
-    walk_lines, memo = table.walk(walk)
+    walk_lines, total = table.walk(walk)
     pair_lines, last = local_state.pair_lines(a, b, steps)
-    answer = (memo + last) % MOD
-    lines = [*walk_lines, f"{MEMO}{memo}", *pair_lines, f"{MEMO}{memo},{memo}+{last}={answer}"]
+    answer = (total + last) % MOD
+    lines = [*walk_lines, f"memo: {memo}={total}", *pair_lines, f"{memo}={total},{total}+{last}={answer}"]
     return question, "\n".join(lines) + f"\n\\boxed{{{answer}}}", str(answer)
 
 

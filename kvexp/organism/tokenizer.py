@@ -35,7 +35,7 @@ WORDS = (
 )
 # Words of the tasks added after `chain` (recall, read_once, local_state): appended to the vocabulary
 # after every earlier token, so a token keeps its id across versions.
-SUITE_WORDS = ("pair", "last", "two", "memo", "sum", "then", "from")
+SUITE_WORDS = ("pair", "last", "two", "memo", "sum", "then", "from", "as")
 BOXED = "\\boxed{"
 PUNCTUATION = (" ", "\n", ":", "=", ">", "+", ".", ",", "{", "}", "\\")
 
