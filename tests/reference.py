@@ -1,7 +1,7 @@
 """A plain per-step reference for every policy, written without kvexp's machinery: transformers' own
 DynamicCache and eager attention (the model returns its attention weights), pruned after every step
 by the policy's rule with Python loops over (layer, head, position). Only random's hash is shared,
-because that hash *is* random's rule."""
+because that hash *is* the draws of random's rule (and of random_attention's and VaSE's)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ class ReferencePolicy:
         *,
         window=None,
         n_sink=None,
-        protect_prompt=False,
+        protect_prompt=None,
         normalize="sum",
         obs_window=None,
         kernel=None,
@@ -32,6 +32,7 @@ class ReferencePolicy:
         pool="avg",
         alpha=0.8,
         stats=None,
+        large_share=None,
     ):
         self.name, self.budget, self.slack = name, budget, slack
         defaults = {
@@ -41,14 +42,18 @@ class ReferencePolicy:
             "rkv": dict(n_sink=0, obs_window=8, kernel=7),
             "gkv": dict(n_sink=0, obs_window=16, kernel=1, lam=0.5, group_agg="max"),
             "triattention": dict(group_agg="max"),
+            "random_attention": dict(window=min(64, budget // 2), protect_prompt=True),
+            "vase": dict(n_sink=4, obs_window=32, kernel=5, large_share=0.25),
         }
         d = defaults.get(name, {})
         self.n_sink = n_sink if n_sink is not None else d.get("n_sink", 0)
         self.obs_window = obs_window if obs_window is not None else d.get("obs_window", 0)
         self.kernel = kernel if kernel is not None else d.get("kernel", 1)
-        default_window = self.obs_window if name in ("snapkv", "rkv", "gkv") else d.get("window", 0)
+        default_window = self.obs_window if name in ("snapkv", "rkv", "gkv", "vase") else d.get("window", 0)
         self.window = window if window is not None else default_window
-        self.protect_prompt, self.normalize, self.threshold, self.seed = protect_prompt, normalize, threshold, seed
+        self.protect_prompt = protect_prompt if protect_prompt is not None else d.get("protect_prompt", False)
+        self.normalize, self.threshold, self.seed = normalize, threshold, seed
+        self.large_share = large_share if large_share is not None else d.get("large_share")
         self.lam = lam if lam is not None else d.get("lam", 0.1)
         self.group_agg = group_agg or d.get("group_agg", "mean")
         self.pool, self.alpha = pool, alpha
@@ -56,8 +61,8 @@ class ReferencePolicy:
         self.stats = stats  # triattention: its calibrated query statistics (set by reference_generate if None)
         self.prompt_len = 0
 
-    # one (layer, head): positions ascending, keys [n, D], received {pos: float}, rows [{pos: prob}]
-    def scores(self, layer, head, positions, keys, received, rows, t):
+    # one (layer, head): positions ascending, keys and values [n, D], received {pos: float}, rows [{pos: prob}]
+    def scores(self, layer, head, positions, keys, values, received, rows, t):
         n = len(positions)
         if self.name == "streaming_llm":
             return [float(p) for p in positions]
@@ -71,8 +76,10 @@ class ReferencePolicy:
             unit = [k.double() / max(float(k.double().norm()), 1e-12) for k in keys]
             anchor = sum(unit) / n
             return [-float(u @ anchor) / max(float(anchor.norm()), 1e-8) for u in unit]
-        if self.name == "random":
+        if self.name in ("random", "random_attention"):
             return [float(hash_uniform(self.seed, layer, head, t, p)) for p in positions]
+        if self.name == "vase":
+            return self.vase_keys(layer, head, positions, values, rows, t)
         if self.name == "triattention":
             competing = [
                 not (p < self.n_sink or p >= t - self.window or (self.protect_prompt and p < self.prompt_len))
@@ -117,9 +124,39 @@ class ReferencePolicy:
         exp = [math.exp(r - top) for r in redundancy_raw]
         return [e / sum(exp) for e in exp]
 
-    def evict(self, layer, head, positions, keys, received, rows, t, prompt_len, count):
+    def vase_keys(self, layer, head, positions, values, rows, t):
+        """VaSE's rule as sort keys, lowest evicted first: (1, -rank) for the floor(large_share * m)
+        candidates of largest value range (m: entries older than the window; sinks' range +inf; ties
+        to the older), (0, log p + Gumbel noise) for the others, p the window queries' attention
+        renormalised over the m older entries, averaged, avg-pooled over them in position order."""
+        outside = [p < t - self.window for p in positions]
+        candidate = [o and not (self.protect_prompt and p < self.prompt_len) for p, o in zip(positions, outside)]
+        ranges = [math.inf if p < self.n_sink else float(v.max() - v.min()) for p, v in zip(positions, values.float())]
+        ranked = sorted((i for i in range(len(positions)) if candidate[i]), key=lambda i: (-ranges[i], positions[i]))
+        n_large = math.floor(self.large_share * sum(outside))
+        rank = {i: r for r, i in enumerate(ranked) if r < n_large}
+        older = [p for p, o in zip(positions, outside) if o]
+        queries = [r for r in rows[-self.obs_window :] if sum(r.get(p, 0.0) for p in older) > 0]
+        attention = {p: sum(r.get(p, 0.0) / sum(r.get(o, 0.0) for o in older) for r in queries) / len(queries)
+                     for p in older}  # fmt: skip
+        half = self.kernel // 2
+        keys = []
+        for i, p in enumerate(positions):
+            if i in rank:
+                keys.append((1, -rank[i]))
+                continue
+            if not outside[i]:
+                keys.append((0, 0.0))  # the window: protected, never compared
+                continue
+            j = older.index(p)
+            pooled = sum(attention[older[k]] for k in range(j - half, j + half + 1) if 0 <= k < len(older))
+            u = min(max(float(hash_uniform(self.seed, layer, head, t, p)), 2.0**-32), 1.0 - 2.0**-24)
+            keys.append((0, math.log(pooled / self.kernel) - math.log(-math.log(u)) if pooled > 0 else -math.inf))
+        return keys
+
+    def evict(self, layer, head, positions, keys, values, received, rows, t, prompt_len, count):
         self.prompt_len = prompt_len
-        scores = self.scores(layer, head, positions, keys, received, rows, t)
+        scores = self.scores(layer, head, positions, keys, values, received, rows, t)
         candidates = []
         for p, s in zip(positions, scores):
             protected = p < self.n_sink or p >= t - self.window or (self.protect_prompt and p < prompt_len)
@@ -223,6 +260,7 @@ def reference_generate(model, prompt_ids, policy: ReferencePolicy, max_new_token
                         h,
                         positions[layer][h],
                         keys[0, h],
+                        values[0, h],
                         received[layer][h],
                         rows[layer][h],
                         t,

@@ -80,8 +80,10 @@ def sample_row(
     kv_bytes_peak: int = 1024,
     decode_s: float | None = 1.0,
     error: str | None = None,
+    prompt_kept: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
-    """One samples.jsonl row; n_output_tokens follows output_ids (default: 20 tokens 0..19)."""
+    """One samples.jsonl row; n_output_tokens follows output_ids (default: 20 tokens 0..19);
+    prompt_kept: (prompt_kept_share, prompt_kept_any), absent as in rows written before them."""
     ids = list(range(20)) if output_ids is None else list(output_ids)
     return {
         "id": id,
@@ -101,6 +103,7 @@ def sample_row(
         "prefill_s": 0.1,
         "decode_s": decode_s,
         "error": error,
+        **({} if prompt_kept is None else {"prompt_kept_share": prompt_kept[0], "prompt_kept_any": prompt_kept[1]}),
     }
 
 

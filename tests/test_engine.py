@@ -19,12 +19,16 @@ def small_windows(name: str, budget: int = 16, window: int = 4) -> dict:
     """Parameters that shrink what a policy protects to `window` recent tokens, so that at the tests'
     budgets its score, not its protection, picks what is evicted: a policy that scores by a window of
     recent queries protects that window (obs_window); any other whose default window is larger gets
-    `window`. Read from the policy itself, so a new policy is covered by adding its file."""
+    `window`; one that pins the prompt by default does not here (the tests' prompts outgrow their
+    budgets; pinning has its own cases). Read from the policy itself, so a new policy is covered by
+    adding its file."""
+    default = build_policy(name)
+    params = {"protect_prompt": False} if default.protect_prompt else {}
     if "obs_window" in inspect.signature(POLICIES[name]).parameters:
-        return {"obs_window": window}
-    if build_policy(name).recent_window(budget) > window:
-        return {"window": window}
-    return {}
+        return {**params, "obs_window": window}
+    if default.recent_window(budget) > window:
+        return {**params, "window": window}
+    return params
 
 
 SMALL_WINDOWS = {name: small_windows(name) for name in POLICY_NAMES}
@@ -57,7 +61,7 @@ def test_full_equals_transformers_generate(arch):
 def test_budget_above_prompt_plus_output_equals_full(llama, name):
     ids = prompt(20, seed=2)
     full = run(llama, build_policy("full"), Budget(None), [Request(0, ids)])[0]
-    out = run(llama, build_policy(name), Budget(64, 1), [Request(0, ids, seed=9)])[0]
+    out = run(llama, build_policy(name), Budget(96, 1), [Request(0, ids, seed=9)])[0]  # over any default window
     assert out.output_ids == full.output_ids
     assert out.n_evicted_tokens == 0
 
@@ -84,6 +88,9 @@ REFERENCE_CASES = [(name, {}, n) for name in EVICTING for n in (9, 22)] + [
     ("snapkv", {"group_agg": "sum", "pool": "max", "kernel": 3}, 22),
     ("triattention", {"protect_prompt": True}, 9),
     ("triattention", {"group_agg": "mean", "n_sink": 2}, 22),
+    ("random_attention", {"protect_prompt": True}, 9),
+    ("vase", {"protect_prompt": True}, 9),
+    ("vase", {"large_share": 0.5, "n_sink": 0, "group_agg": "max"}, 22),
 ]
 
 
@@ -265,6 +272,58 @@ def test_pinned_prompt_that_does_not_fit_is_an_error_row(llama):
     assert outs["short"].error is None and len(outs["short"].output_ids) == 30
 
 
+def test_prompt_kept_at_the_end_by_hand(llama):
+    """StreamingLLM keeps its 4 sinks of a 10-token prompt and then only recent tokens: 4/10 of the
+    prompt in every head of every layer. The full cache keeps all of it."""
+    ids = prompt(10, seed=30)
+    out = run(llama, build_policy("streaming_llm"), Budget(16, 1), [Request(0, ids)], max_new=30)[0]
+    assert (out.prompt_kept_share, out.prompt_kept_any) == (0.4, 0.4)
+    full = run(llama, build_policy("full"), Budget(None), [Request(0, ids)], max_new=30)[0]
+    assert (full.prompt_kept_share, full.prompt_kept_any) == (1.0, 1.0)
+    pinned = run(llama, build_policy("h2o", protect_prompt=True, window=2), Budget(16), [Request(0, prompt(20))])[0]
+    assert pinned.error is not None and pinned.prompt_kept_share is None  # an error row has none
+
+
+def test_prompt_kept_share_averages_heads_and_any_takes_their_union(llama):
+    """Random eviction keeps a different part of the prompt in each (layer, KV head): the share is the
+    mean of what each keeps, `any` the union, both read from the positions the cache holds at the end."""
+    ids = prompt(14, seed=31)
+    store = {}
+    requests = [Request(0, ids, seed=5), Request(1, prompt(9, seed=32), seed=6, max_new_tokens=12)]
+    observer = _final_positions(store)
+    outs = run(llama, build_policy("random"), Budget(16, 1), requests, max_new=24, observer=observer, batch_size=2)
+    held = [set(p for p in head if p < 14) for layer in store["pos"] for head in layer]  # request 0 finishes last
+    share, union = sum(len(h) for h in held) / (14 * len(held)), len(set().union(*held)) / 14
+    out = outs[0]
+    assert out.prompt_kept_share == pytest.approx(share) and out.prompt_kept_any == pytest.approx(union)
+    assert 0 < out.prompt_kept_share < out.prompt_kept_any < 1  # the heads differ, so the union is larger
+    assert 0 < outs[1].prompt_kept_share <= outs[1].prompt_kept_any <= 1
+
+
+def test_random_attention_pins_its_prompt_under_the_hard_cap(llama):
+    """By default the prompt is pinned: it stays whole in every head while the cache holds B at most;
+    a prompt that cannot fit beside the window is an error row and the others run."""
+    budget, slack, window = 16, 4, 2
+    policy = build_policy("random_attention", window=window)
+    seen = {"steps": 0}
+
+    def observer(cache, keys):
+        for layer in cache.layers:
+            for b in range(layer.pos.shape[0]):
+                n = int(cache.ctx.prompt_len[b])
+                for head in layer.pos[b].tolist():
+                    held = {p for p in head if p >= 0}
+                    assert len(held) <= budget and set(range(n)) <= held
+        seen["steps"] += 1
+
+    requests = [Request("long", prompt(13), seed=1), Request("short", prompt(6), seed=2)]
+    outs = run(llama, policy, Budget(budget, slack), requests, observer=observer)
+    assert "prompt does not fit" in outs["long"].error and "budget 16 with slack 4" in outs["long"].error
+    short = outs["short"]
+    assert short.error is None and short.n_evicted_tokens > 0 and short.peak_resident_tokens == budget
+    assert (short.prompt_kept_share, short.prompt_kept_any) == (1.0, 1.0) and seen["steps"] == 30
+
+
 def test_records_what_really_happened(llama):
     out = run(llama, build_policy("streaming_llm"), Budget(16, 4), [Request(0, prompt(10))], max_new=30)[0]
     assert out.peak_resident_tokens == 16
@@ -293,8 +352,9 @@ def test_bad_budget_fails_before_model_load(budget, slack, policy, match):
 
 
 def test_unknown_policy_lists_valid_ones():
-    with pytest.raises(ConfigError, match="valid policies: full, streaming_llm, h2o"):
+    with pytest.raises(ConfigError, match="valid policies: full, streaming_llm, h2o") as err:
         build_policy("h3o")
+    assert str(err.value).endswith(", ".join(POLICY_NAMES))  # every registered policy, new ones included
     with pytest.raises(ConfigError, match="unknown parameter"):
         build_policy({"name": "h2o", "windw": 3})
 

@@ -40,6 +40,8 @@ SAMPLE_FIELDS = {
     "kv_bytes_peak",
     "prefill_s",
     "decode_s",
+    "prompt_kept_share",
+    "prompt_kept_any",
     "error",
 }
 METRIC_FIELDS = {
@@ -55,6 +57,8 @@ METRIC_FIELDS = {
     "truncation_rate",
     "decode_tokens_per_s",
     "kv_bytes_peak",
+    "prompt_kept_share",
+    "prompt_kept_any",
 }
 JOB_FILES = {"config.yaml", "samples.jsonl", "metrics.json", "status.json", "run_meta.json", "traces.jsonl"}
 

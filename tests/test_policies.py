@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 
 import pytest
@@ -491,3 +492,150 @@ def test_triattention_refuses_a_rope_whose_frequencies_follow_the_length():
     model = tiny_model("llama", rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0})
     with pytest.raises(ValueError, match="rope_type 'dynamic'"):
         Engine(model, build_policy("triattention"), Budget(16), GenerationSettings(max_new_tokens=4))
+
+
+# ---- Random Attention and VaSE: their rules transcribed, compared on the same eviction ----
+
+
+def _random_pp_as_published(n_cand, prompt_len, keep, generator):
+    """Random Attention's `random_pp` (kvcompress/engine/cache_utils.py L389-398) for one (row, KV head):
+    the indices of `keep` (their K) of the n_cand candidates kept, the first prompt tokens pinned."""
+    pl = min(prompt_len, keep - 1)
+    rs = torch.rand(1, 1, n_cand, generator=generator)
+    rs[..., :pl] = float("inf")
+    return set(rs.topk(keep, dim=-1).indices[0, 0].tolist())
+
+
+def _kept_after_eviction(policy, state, v, c, budget, count):
+    """The positions [B, H] sets left after evicting `count` entries by the engine's selection (empty
+    slots come first in its order, so they are skipped)."""
+    order = eviction_order(policy.score(state, v, c), v.pos, policy.protected_mask(v.pos, c, budget))
+    gone = v.pos.gather(-1, order[..., : count + int((v.pos[0, 0] < 0).sum())])
+    return [[set(v.pos[b, h].tolist()) - set(gone[b, h].tolist()) - {-1} for h in range(v.pos.shape[1])]
+            for b in range(v.pos.shape[0])]  # fmt: skip
+
+
+def test_random_attention_keeps_prompt_and_buffer_and_draws_the_rest_as_random_pp():
+    # their regime in small: token_budget T = 12, buffer R = 4 -> budget.tokens 16, slack 4, window 4;
+    # a 3-token prompt; at the compression 16 entries are resident (positions 0..15)
+    prompt_len, budget, slack, window, draws = 3, 16, 4, 4, 3000
+    policy = build_policy("random_attention", window=window)
+    assert policy.protect_prompt  # pinned by default
+    v = LayerView(torch.zeros(1, 2, budget, 4), torch.arange(budget).expand(1, 2, budget))
+    ours = collections.Counter()
+    pairs = 0
+    for seed in range(draws):
+        kept = _kept_after_eviction(policy, None, v, ctx(budget, prompt_len, seed), budget, slack)[0]
+        for h in range(2):
+            assert set(range(prompt_len)) | set(range(budget - window, budget)) <= kept[h]
+            assert len(kept[h]) == budget - slack
+            ours.update(kept[h] & set(range(prompt_len, budget - window)))
+        pairs += 7 in kept[0] and 7 in kept[1]
+    theirs = collections.Counter()
+    g = torch.Generator().manual_seed(0)
+    for _ in range(draws):
+        # their candidates: everything but the buffer; they keep T - R of them, then the buffer
+        theirs.update(_random_pp_as_published(budget - window, prompt_len, budget - slack - window, g) - {0, 1, 2})
+    for p in range(prompt_len, budget - window):
+        assert abs(ours[p] / (2 * draws) - theirs[p] / draws) < 0.05, p
+        assert abs(ours[p] / (2 * draws) - 5 / 9) < 0.04  # 5 of the 9 drawn positions are kept
+    assert abs(pairs / draws - (5 / 9) ** 2) < 0.04  # the two KV heads draw independently
+
+
+def _vase_case(seed=0, n=20, window=4, d=8):
+    """One (row, KV head): n resident entries at positions 0..n-1, stored in shuffled slots with two
+    empty ones, the last `window` being the buffer whose queries score the candidates."""
+    g = torch.Generator().manual_seed(seed)
+    keys, values = torch.randn(n, d, generator=g), torch.randn(n, d, generator=g) * torch.rand(n, 1, generator=g) * 3
+    queries = torch.randn(window, d, generator=g)
+    # the rows the buffer's queries really paid at their own steps: causal over every entry then resident
+    rows = torch.zeros(window, n)
+    for i, qp in enumerate(range(n - window, n)):
+        rows[i, : qp + 1] = torch.softmax(queries[i] @ keys[: qp + 1].T / d**0.5, dim=-1)
+    n_slots = n + 2
+    slots = torch.randperm(n_slots, generator=g)[:n]  # slot of position p
+    pos = torch.full((1, 1, n_slots), -1)
+    pos[0, 0, slots] = torch.arange(n)
+    stored_k, stored_v = torch.randn(1, 1, n_slots, d) * 40, torch.randn(1, 1, n_slots, d) * 40  # stale where empty
+    stored_k[0, 0, slots], stored_v[0, 0, slots] = keys, values
+    return keys, values, queries, rows, slots, LayerView(stored_k, pos, stored_v)
+
+
+def _vase_as_published(keys, values, queries, window, n_large, n_sink=4):
+    """VaSE's `range_sink_sample_attn` at its first compression (cache_utils.py L185-219, storage order
+    = position order then): returns (the large ids, the sampling weights of the candidates, how many
+    it draws). keys/values [n, D] in position order, queries [window, D] the buffer's."""
+    n, d = keys.shape
+    k_cand, v_cand = keys[: n - window], values[: n - window]
+    v_magnitude = v_cand.amax(-1) - v_cand.amin(-1)
+    v_magnitude[:n_sink] = float("inf")
+    attn = torch.softmax(queries @ k_cand.T / d**0.5, dim=-1).mean(0)  # over the candidates only
+    attn = torch.nn.functional.avg_pool1d(attn.view(1, 1, -1), kernel_size=5, padding=2, stride=1).view(-1)
+    ids_large = v_magnitude.topk(n_large).indices
+    attn[ids_large] = 0.0
+    keep = (n - window) - window  # their K = token_budget - residual, token_budget = the candidates
+    return set(ids_large.tolist()), attn, keep - n_large
+
+
+def test_vase_protects_the_largest_value_ranges_and_samples_as_their_multinomial(monkeypatch):
+    import kvexp.policies.vase as vase_module
+
+    n, window, slack = 20, 4, 4
+    policy = build_policy("vase", obs_window=window, large_share=0.5)
+    keys, values, queries, rows, slots, v = _vase_case(n=n, window=window)
+    state = policy.init_state(1, 1, n + 2, "cpu")
+    state["recent"][0, 0, :, slots] = rows
+    large, weights, n_drawn = _vase_as_published(keys, values, queries, window, n_large=8)
+    assert len(large & {0, 1, 2, 3}) == 4 and n_drawn == 4  # the sinks are among the 8 large
+
+    # exact: with their generator's exponential draws as ours, the kept sets are theirs
+    for seed in range(20):
+        g = torch.Generator().manual_seed(seed)
+        theirs = torch.multinomial(weights.view(1, -1), n_drawn, replacement=False, generator=g)[0].tolist()
+        exp_draws = torch.empty(1, n - window).exponential_(1, generator=torch.Generator().manual_seed(seed))
+        u = torch.full((1, 1, n + 2), 0.5)
+        u[0, 0, slots[: n - window]] = torch.exp(-exp_draws[0])
+        monkeypatch.setattr(vase_module, "eviction_draws", lambda view, c, u=u: u)
+        kept = _kept_after_eviction(policy, state, v, ctx(n, 1, seed), n, slack)[0][0]
+        assert kept == large | set(theirs) | set(range(n - window, n)), seed
+    monkeypatch.undo()
+
+    # the seeded draws: inclusion frequencies as their sampler's
+    draws, ours, theirs = 3000, collections.Counter(), collections.Counter()
+    g = torch.Generator().manual_seed(0)
+    for seed in range(draws):
+        ours.update(_kept_after_eviction(policy, state, v, ctx(n, 1, seed), n, slack)[0][0] - large)
+        theirs.update(torch.multinomial(weights.view(1, -1), n_drawn, replacement=False, generator=g)[0].tolist())
+    drawn = set(range(n - window)) - large
+    assert max(abs(ours[p] / draws - theirs[p] / draws) for p in drawn) < 0.05
+    assert max(theirs[p] for p in drawn) - min(theirs[p] for p in drawn) > draws / 4  # the weights matter
+
+
+def test_vase_with_a_pinned_prompt_draws_from_the_rest_as_their_vase_pp():
+    n, window, prompt_len = 20, 4, 6
+    policy = build_policy("vase", obs_window=window, large_share=0.25, protect_prompt=True)
+    keys, values, queries, rows, slots, v = _vase_case(seed=1, n=n, window=window)
+    state = policy.init_state(1, 1, n + 2, "cpu")
+    state["recent"][0, 0, :, slots] = rows
+    score = policy.score(state, v, ctx(n, prompt_len, 0))
+    # vase_pp (Random Attention's cache_utils.py): the prompt leaves the range pool; n_large = K/4 of the
+    # 16 candidates; the attention is still the softmax over all of them
+    v_cand = values[: n - window]
+    value_range = (v_cand.amax(-1) - v_cand.amin(-1))[prompt_len:]
+    large = set((value_range.topk(4).indices + prompt_len).tolist())
+    lifted = {int(v.pos[0, 0, i]) for i in range(n + 2) if score[0, 0, i] > 1e6}
+    assert lifted - set(range(prompt_len)) == large
+    _, weights, _ = _vase_as_published(keys, values, queries, window, n_large=0)
+    drawn = [p for p in range(prompt_len, n - window) if p not in large]
+    noise = -torch.log(-torch.log(torch.tensor([0.5])))  # a draw of u = 1/2 on every entry
+    import kvexp.policies.vase as vase_module
+
+    original = vase_module.eviction_draws
+    try:
+        vase_module.eviction_draws = lambda view, c: torch.full_like(view.pos, 0.5, dtype=torch.float32)
+        score = policy.score(state, v, ctx(n, prompt_len, 0))
+    finally:
+        vase_module.eviction_draws = original
+    got = {int(v.pos[0, 0, i]): float(score[0, 0, i]) for i in range(n + 2)}
+    for p in drawn:
+        assert got[p] == pytest.approx(float(torch.log(weights[p]) + noise), abs=1e-4), p

@@ -277,6 +277,37 @@ def test_cli_prints_the_chosen_tables(tmp_path, capsys):
     assert "| h2o |" not in capsys.readouterr().out
 
 
+def test_prompt_kept_is_averaged_into_metrics_cells_csv_and_a_table_beside_accuracy(tmp_path, capsys):
+    from kvexp.pipeline.metrics import compute_metrics
+
+    full = [fx.sample_row(f"g{i}", True, prompt_kept=(1.0, 1.0)) for i in range(3)]
+    h2o = [
+        fx.sample_row("g0", True, prompt_kept=(0.5, 0.9)),
+        fx.sample_row("g1", False, prompt_kept=(0.3, 0.7)),
+        fx.error_row("g2"),  # no prompt numbers: left out of the means
+    ]
+    old = [fx.sample_row(f"g{i}", True) for i in range(3)]  # rows written before the fields existed
+    fx.write_job(tmp_path / "full", fx.job_config(policy="full"), full)
+    fx.write_job(tmp_path / "h", fx.job_config(), h2o)
+    fx.write_job(tmp_path / "s", fx.job_config(policy="snapkv"), old)
+    metrics = compute_metrics(h2o, policy="h2o")
+    assert metrics["prompt_kept_share"] == pytest.approx(0.4) and metrics["prompt_kept_any"] == pytest.approx(0.8)
+    assert compute_metrics(old)["prompt_kept_share"] is None
+
+    result = build_report([tmp_path], tmp_path / "report")
+    with open(result.out / "cells.csv") as fh:
+        cells = {c["policy"]: c for c in csv.DictReader(fh)}
+    assert float(cells["h2o"]["prompt_kept_share"]) == pytest.approx(0.4)
+    assert float(cells["h2o"]["prompt_kept_any"]) == pytest.approx(0.8)
+    assert float(cells["full"]["prompt_kept_any"]) == 1.0 and cells["snapkv"]["prompt_kept_share"] == ""
+    kinds = [t.kind for t in result.tables]
+    assert kinds[kinds.index("accuracy") + 1] == "prompt"
+    md = result.markdown.read_text()
+    assert "| h2o | 0.40 · any 0.80 |" in md and "| **full** (reference) | 1.00 · any 1.00 |" in md
+    assert main([str(tmp_path), "--out", str(tmp_path / "again")]) == 0  # by default beside accuracy
+    assert "Prompt kept at the end of generation" in capsys.readouterr().out
+
+
 def test_torn_last_line_is_skipped_and_bad_lines_flagged(tmp_path):
     rows = [fx.sample_row(f"g{i}", True) for i in range(3)]
     job = fx.write_job(tmp_path / "full", fx.job_config(policy="full"), rows, torn_tail=True)

@@ -24,6 +24,15 @@ from kvexp.engine.memory import ModelShape
 KVEXP, HF = "kvexp", "hf_generate"
 
 
+def bench_policy(name: str):
+    """A policy as the bench runs it: with its prompt unpinned, since the bench's prompts fill the
+    budget so that every step evicts (a pinned prompt would not fit); what a step costs does not
+    depend on which tokens are pinned."""
+    from kvexp.policies import build_policy
+
+    return build_policy(name, protect_prompt=False)
+
+
 @dataclass(frozen=True)
 class RunSpec:
     model: str
@@ -69,11 +78,10 @@ class _Clock:
 
 def run_kvexp(model, spec: RunSpec, prompts: list[list[int]]) -> Timing:
     from kvexp.engine import Budget, Engine, GenerationSettings, Request
-    from kvexp.policies import build_policy
 
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
-    policy = build_policy(spec.policy)
+    policy = bench_policy(spec.policy)
     budget = Budget.for_policy(policy, spec.budget, spec.slack or 1)
     settings = GenerationSettings(max_new_tokens=spec.new_tokens, batch_size=spec.batch, eos_token_ids=())
     clock = _Clock(device)

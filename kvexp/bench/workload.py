@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from kvexp.bench.models import RANDOM_MODELS, load_model, random_prompts, smollm2_preset
+from kvexp.bench.runner import bench_policy
 from kvexp.bench.targets import check, check_at_most
 from kvexp.engine import Budget, Engine, GenerationSettings, Request
 from kvexp.engine.memory import GiB, ModelShape, plan_for_model, plan_rows, row_capacity, row_cost, weight_bytes
@@ -130,7 +131,7 @@ def run_workload(
     eos: tuple[int, ...] = (),
     label: str,
 ) -> dict:
-    policy = build_policy(policy_name)
+    policy = bench_policy(policy_name)
     live, allocated, events = [], [], []  # events: (time, prefill?, tokens this forward produced)
 
     def watch(cache, keys):
@@ -301,7 +302,7 @@ def auto_runs(plan: WorkloadPlan, device, dtype, log) -> tuple[list[dict], list[
     for name in ("full", plan.policy):
         rows = plan_for_model(
             model,
-            build_policy(name),
+            bench_policy(name),
             plan.auto_budget,
             [plan.prompt_len] * len(requests),
             max_new_tokens=plan.auto_cap,
@@ -415,7 +416,7 @@ def ops_table(plan: WorkloadPlan, device, dtype) -> tuple[list[dict], list[dict]
     prompt = random_prompts(model.config.vocab_size, 1, plan.ops_prompt, seed=9)[0]
     rows = []
     for name in POLICY_NAMES:
-        policy = build_policy(name)
+        policy = bench_policy(name)
         for slack in (plan.slack, 1) if policy.evicts else (None,):
             counter, marks = _OpCounter(), []
             budget = Budget.for_policy(policy, plan.budget, slack)

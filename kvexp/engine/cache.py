@@ -71,7 +71,7 @@ class LayerCache:
         return self.pos.shape[-1]
 
     def view(self) -> LayerView:
-        return LayerView(self.k, self.pos)
+        return LayerView(self.k, self.pos, self.v)
 
     def select_rows(self, rows: Tensor) -> None:
         self.k, self.v, self.pos = (t.index_select(0, rows) for t in (self.k, self.v, self.pos))
@@ -139,7 +139,7 @@ class LayerCache:
         g = q.shape[1] // h
         qg = q.view(1, h, g, length, d)
         idx = torch.arange(length, device=k.device)
-        view = LayerView(k, idx.view(1, 1, -1).expand(1, h, length))
+        view = LayerView(k, idx.view(1, 1, -1).expand(1, h, length), v)
         state = self.policy.init_state(1, h, length, k.device)
         chunk = max(1, PREFILL_CHUNK_BYTES // max(1, h * g * length * 4))
         outs = []
@@ -207,6 +207,17 @@ class KVCache:
         )
         heads = self.layers[0].pos.shape[1] * len(self.layers)
         return held.float() / (prompt_len.float() * heads).clamp(min=1)
+
+    def prompt_kept(self, row: int, prompt_len: int) -> tuple[float, float]:
+        """Prompt survival of one row, read once when it finishes: (share of its (prompt token, layer,
+        KV head) entries still resident, share of its prompt tokens resident in at least one head of
+        one layer). Positions below prompt_len are the prompt's."""
+        pos = torch.stack([layer.pos[row] for layer in self.layers])  # [L, H, N]
+        held = (pos >= 0) & (pos < prompt_len)
+        present = torch.zeros(prompt_len + 1, dtype=torch.bool, device=pos.device)
+        present[torch.where(held, pos, prompt_len).flatten()] = True  # index prompt_len: not a prompt token
+        entries, tokens = torch.stack([held.sum(), present[:prompt_len].sum()]).tolist()  # one read-back
+        return entries / (prompt_len * pos.shape[0] * pos.shape[1]), tokens / prompt_len
 
     def bytes_per_token(self) -> int:
         """K and V bytes one resident token costs across all layers and heads."""

@@ -96,6 +96,10 @@ class Output:
     decode_s: float = 0.0
     trace: list[dict] | None = None
     error: str | None = None
+    # at the end: share of (prompt token, layer, KV head) entries resident, and of prompt tokens
+    # resident in any head of any layer (KVCache.prompt_kept); None on error
+    prompt_kept_share: float | None = None
+    prompt_kept_any: float | None = None
 
 
 @dataclass
@@ -270,7 +274,9 @@ class Engine:
                     if reason:
                         rows[i] = None
                         del held[row.request.key]
-                        yield self._output(row, reason, self._sync(), cache.bytes_per_token())
+                        now = self._sync()
+                        kept = cache.prompt_kept(i, len(row.request.prompt_ids))  # once per row, as it finishes
+                        yield self._output(row, reason, now, cache.bytes_per_token(), kept)
                 if any(row is None for row in rows):
                     if queue and (self.settings.continuous or not held):
                         continue  # newcomers take the free rows
@@ -396,7 +402,7 @@ class Engine:
                 )
 
     @staticmethod
-    def _output(row: _Row, reason: str, now: float, bytes_per_token: int) -> Output:
+    def _output(row: _Row, reason: str, now: float, bytes_per_token: int, kept: tuple[float, float]) -> Output:
         return Output(
             key=row.request.key,
             output_ids=list(row.tokens),
@@ -409,4 +415,6 @@ class Engine:
             prefill_s=row.prefill_s,
             decode_s=now - row.started,
             trace=row.trace,
+            prompt_kept_share=kept[0],
+            prompt_kept_any=kept[1],
         )

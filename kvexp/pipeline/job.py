@@ -579,5 +579,7 @@ def _sample_row(problem, sample_idx: int, seed: int, prompt: str, out, tokenizer
         "kv_bytes_peak": out.kv_bytes_peak,
         "prefill_s": out.prefill_s,
         "decode_s": out.decode_s,
+        "prompt_kept_share": out.prompt_kept_share,
+        "prompt_kept_any": out.prompt_kept_any,
         "error": error,
     }

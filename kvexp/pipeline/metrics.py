@@ -58,4 +58,6 @@ def compute_metrics(rows: Iterable[dict[str, Any]], **identity: Any) -> dict[str
         "kv_bytes_peak": plain(stats.kv_bytes_peak),
         "peak_resident_tokens": max((r.get("peak_resident_tokens") or 0 for r in ok), default=None),
         "mean_evicted_tokens": _mean([r.get("n_evicted_tokens") or 0 for r in ok]),
+        "prompt_kept_share": plain(stats.prompt_kept_share),
+        "prompt_kept_any": plain(stats.prompt_kept_any),
     }

@@ -30,6 +30,8 @@ REGISTRY: dict[str, str] = {
     "gkv": "kvexp.policies.gkv:GKV",
     "triattention": "kvexp.policies.triattention:TriAttention",
     "random": "kvexp.policies.random:Random",
+    "random_attention": "kvexp.policies.random_attention:RandomAttention",
+    "vase": "kvexp.policies.vase:VaSE",
 }
 POLICY_NAMES = tuple(REGISTRY)
 

@@ -63,11 +63,12 @@ class StepContext:
 
 @dataclass
 class LayerView:
-    """Read-only view of one layer's resident entries: keys [B, H, N, D] and positions [B, H, N]
-    (-1 marks an empty slot)."""
+    """Read-only view of one layer's resident entries: keys [B, H, N, D], positions [B, H, N]
+    (-1 marks an empty slot) and values [B, H, N, D] (None where a caller has none)."""
 
     keys: Tensor
     pos: Tensor
+    values: Tensor | None = None
 
 
 @dataclass

@@ -1,6 +1,6 @@
 import torch
 
-from kvexp.policies.base import Policy
+from kvexp.policies.base import LayerView, Policy, StepContext
 
 _M31 = 0x7FFFFFFF
 
@@ -19,6 +19,17 @@ def hash_uniform(*parts: torch.Tensor | int) -> torch.Tensor:
     return x.to(torch.float32) / float(_M31 + 1)
 
 
+def eviction_draws(view: LayerView, ctx: StepContext) -> torch.Tensor:
+    """[B, H, N] uniform draws in [0, 1], independent per (problem and sample's seed, layer, KV head,
+    step, position): a fresh draw for every resident entry at every eviction, the same whatever the
+    batch or the storage order."""
+    b, h, _ = view.pos.shape
+    seed = ctx.row_seed.view(b, 1, 1)
+    head = torch.arange(h, device=view.pos.device).view(1, h, 1)
+    step = ctx.incoming.view(b, 1, 1)
+    return hash_uniform(seed, ctx.layer_idx, head, step, view.pos)
+
+
 class Random(Policy):
     """Uniformly random eviction, seeded per (problem, sample), layer, head and step: the floor any
     informed policy must beat."""
@@ -26,8 +37,4 @@ class Random(Policy):
     name = "random"
 
     def score(self, state, view, ctx):
-        b, h, _ = view.pos.shape
-        seed = ctx.row_seed.view(b, 1, 1)
-        head = torch.arange(h, device=view.pos.device).view(1, h, 1)
-        step = ctx.incoming.view(b, 1, 1)
-        return hash_uniform(seed, ctx.layer_idx, head, step, view.pos)
+        return eviction_draws(view, ctx)

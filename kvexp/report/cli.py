@@ -57,10 +57,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         metavar="KIND",
         help="also print these tables to the terminal (repeatable; one of "
-        f"{', '.join(TABLE_KINDS)}, or none; default: accuracy)",
+        f"{', '.join(TABLE_KINDS)}, or none; default: accuracy and prompt)",
     )
     args = parser.parse_args(argv)
-    args.show = [k for k in (args.show or ["accuracy"]) if k != "none"]
+    args.show = [k for k in (args.show or ["accuracy", "prompt"]) if k != "none"]
     if args.out is None:
         if len(args.dirs) > 1:
             parser.error("several DIRs: pass --out OUTDIR")

@@ -186,6 +186,14 @@ def _accuracy(r: CellResult, ref: CellResult | None) -> TableCell:
     return TableCell(values, text)
 
 
+def _prompt_kept(r: CellResult, ref: CellResult | None) -> TableCell | None:
+    m = r.metrics
+    if not _ok(m.prompt_kept_share):
+        return None
+    text = f"{fmt(m.prompt_kept_share, '.2f')} · any {fmt(m.prompt_kept_any, '.2f')}"
+    return TableCell({"prompt_kept_share": m.prompt_kept_share, "prompt_kept_any": m.prompt_kept_any}, text)
+
+
 def _pass_ks(results: list[CellResult]) -> list[int]:
     return sorted({k for r in results for k in r.metrics.pass_k})
 
@@ -289,6 +297,17 @@ KINDS: tuple[Kind, ...] = (
         f"CSV). Interval: 95% {METHOD_TEXT[WILSON]} with one seed and one sample per problem, "
         f"else a {METHOD_TEXT[BOOTSTRAP]}, or with several seeds a {METHOD_TEXT[TWO_LEVEL]} "
         "(a problem drawn is drawn for every seed). `(n=…)` gives the rows of an incomplete cell.",
+    ),
+    Kind(
+        "prompt",
+        "Prompt kept at the end of generation: share per head · in any head",
+        ("prompt_kept_share", "prompt_kept_any"),
+        _prompt_kept,
+        "**Prompt kept** (read beside accuracy): when a row finishes, the share of its (prompt token, "
+        "layer, KV head) entries still resident, then `any`: the share of its prompt tokens still "
+        "resident in at least one head of one layer; means over rows without error (1.00 for the full "
+        "cache).",
+        shown=lambda results: any(_ok(r.metrics.prompt_kept_share) for r in results),
     ),
     Kind(
         "sampling",
@@ -521,7 +540,7 @@ CELL_COLUMNS = (
 _METRIC_FIELDS = (
     "n_rows", "n_problems", "samples_per_problem", "n_errors", "n_seeds", "accuracy", "ci_lo",
     "ci_hi", "ci_method", "mean_output_tokens", "truncation_rate", "unextracted_rate",
-    "repetition_rate", "decode_tokens_per_s", "kv_bytes_peak",
+    "repetition_rate", "decode_tokens_per_s", "kv_bytes_peak", "prompt_kept_share", "prompt_kept_any",
 )  # fmt: skip
 _PAIRED_FIELDS = (
     "n_pairs", "gains", "losses", "p_value", "n_fidelity", "same_prediction", "identical_output",

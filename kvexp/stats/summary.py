@@ -50,6 +50,8 @@ class SampleLike(Protocol):
     kv_bytes_peak: float | None
     decode_s: float | None
     output_ids: list[int] | None
+    prompt_kept_share: float | None  # None where the row did not record it (an error, an older run)
+    prompt_kept_any: float | None
 
     @property
     def is_error(self) -> bool: ...
@@ -76,6 +78,8 @@ class Sample:
     kv_bytes_peak: float | None
     decode_s: float | None
     output_ids: list[int] | None = None
+    prompt_kept_share: float | None = None
+    prompt_kept_any: float | None = None
 
     @property
     def key(self) -> tuple[str, int]:
@@ -100,6 +104,8 @@ class Sample:
             kv_bytes_peak=_number(obj.get("kv_bytes_peak")),
             decode_s=_number(obj.get("decode_s")),
             output_ids=obj.get("output_ids"),
+            prompt_kept_share=_number(obj.get("prompt_kept_share")),
+            prompt_kept_any=_number(obj.get("prompt_kept_any")),
         )
 
 
@@ -184,6 +190,9 @@ class CellStats:
     repetition_rate: float
     decode_tokens_per_s: float
     kv_bytes_peak: float
+    # prompt survival at the end of generation, mean over rows without error that recorded it
+    prompt_kept_share: float = NAN  # share of (prompt token, layer, KV head) entries resident
+    prompt_kept_any: float = NAN  # share of prompt tokens resident in any head of any layer
 
     @property
     def accuracy(self) -> float:
@@ -281,6 +290,8 @@ def cell_stats(
         # dominate the rate as well.
         decode_tokens_per_s=sum(r.n_output_tokens for r in timed) / decode_s if decode_s > 0 else NAN,
         kv_bytes_peak=max(kv) if kv else NAN,
+        prompt_kept_share=_mean([r.prompt_kept_share for r in ok if r.prompt_kept_share is not None]),
+        prompt_kept_any=_mean([r.prompt_kept_any for r in ok if r.prompt_kept_any is not None]),
     )
 
 
