@@ -113,12 +113,13 @@ def test_recall_needs_a_value_the_reply_computes_and_only_at_the_end():
             assert CHAIN_LINE.match(line).group(2) == var
             total, var = (total + value[var]) % 10, link[var]
         name = re.search(r"memo the sum as ([a-z])\. ", question).group(1)
-        assert memo_line == f"memo: {name}={total}"
+        assert memo_line == f"memo:{name}={total}"
         # no prompt token carries it: the memo's name is no fact of the table, and no fact of it is stated
         assert name not in value and name not in link and f"{name}=" not in question
         # the lines between never read it: they are the local-state chain of the prompt's pair alone
         a, b = map(int, re.search(rf"steps from (\d) (\d) and add {name}\.", question).groups())
         assert all(name not in line for line in middle)
+        assert trace.count(f"{name}=") == 2  # written once, read once: its name is a key no other line has
         last_sum = pair_chain(a, b, middle, 24)
         # the last line reads it again, and the answer depends on it
         assert last == f"{name}={total},{total}+{last_sum}={(total + last_sum) % 10}"
@@ -131,7 +132,7 @@ def test_recall_memo_cannot_be_read_off_any_prompt_position():
     rows = []
     for seed in range(400):
         question, trace, _ = recall.make_problem(seed, 4, 24, 2)
-        memo = int(re.search(r"\nmemo: [a-z]=(\d)\n", trace).group(1))
+        memo = int(re.search(r"\nmemo:[a-z]=(\d)\n", trace).group(1))
         rows.append((memo, [int(c) for c in question if c.isdigit()]))
     width = min(len(digits) for _, digits in rows)
     for position in range(width):

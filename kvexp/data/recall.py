@@ -9,11 +9,10 @@ over the prompt's facts, several lookups and additions away from any one prompt 
 passcode probe of Random Attention (arXiv 2609.03430, Table 3) in miniature.
 
 The prompt has a small fact table (as in `chain`), the name of the memo and a pair of digits. The reply
-first walks the table for one lap (``walk`` steps, `chain`'s lines) and writes the sum as a fact of the
-memo's name (`` m=4``, the way the prompt states facts); then it runs ``steps`` lines of `local_state`
-from the pair, none of which read the memo; the last line looks the memo up (``m=`` then its value,
-the way `chain` looks up a prompt fact) and adds it to the last sum, and that is boxed (the question
-is one line, wrapped here)::
+first walks the table for one lap (``walk`` steps, `chain`'s lines) and writes the sum under the memo's
+name (``memo:m=4``); then it runs ``steps`` lines of `local_state` from the pair, none of which read
+the memo; the last line names the memo again (``m=``, a token no other line has) and copies its value,
+adds it to the last sum, and that is boxed (the question is one line, wrapped here)::
 
     facts: k=2 k>d d=4 d>h h=7 h>b b=1 b>k
     start at d and take 4 steps. memo the sum as m. then take 3 steps from 5 9 and add m. put the final
@@ -23,14 +22,16 @@ is one line, wrapped here)::
     3:h=7,h>b,4+7=1
     2:b=1,b>k,1+1=2
     1:k=2,k>d,2+2=4
-    memo: m=4
+    memo:m=4
     3:5+9=4
     2:9+4=3
     1:4+3=7
     m=4,4+7=1
     \boxed{1}
 
-The memo's name is a letter that names no fact of the table. A wrong memo (or any wrong line) changes
+The memo's name is a letter that names no fact of the table. (The memo is written with the tokens a
+`chain` line writes, ``m=`` and a digit: written as a fact token like the prompt's `` m=4``, which the
+organism only ever reads, it was never learned: 0 of 64 held-out problems after 5500 steps.) A wrong memo (or any wrong line) changes
 the answer, so a guess scores 10%. The default (a 4-step walk, 2 distractors, 24 steps) gives a
 ~60-token prompt and a ~280-token reply, the memo ~220 tokens before it is read again.
 """
@@ -66,7 +67,7 @@ def make_problem(seed: int, walk: int = 4, steps: int = 24, distractors: int = 2
     walk_lines, total = table.walk(walk)
     pair_lines, last = local_state.pair_lines(a, b, steps)
     answer = (total + last) % MOD
-    lines = [*walk_lines, f"memo: {memo}={total}", *pair_lines, f"{memo}={total},{total}+{last}={answer}"]
+    lines = [*walk_lines, f"memo:{memo}={total}", *pair_lines, f"{memo}={total},{total}+{last}={answer}"]
     return question, "\n".join(lines) + f"\n\\boxed{{{answer}}}", str(answer)
 
 

@@ -63,6 +63,9 @@ class TrainConfig:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     seed: int = 0
+    # continue from this checkpoint folder (same tokenizer): its weights, the composed embedding starting
+    # as its embedding matrix (free rows) with the shared parts at zero; None trains from scratch
+    init: str | None = None
     threads: int = 1  # one thread: on a shared 2-core machine, two threads contend and run slower
     # data: the tasks, one drawn per example (task_weights); knobs are drawn per problem, uniformly in these
     # ranges. chain: steps (short or long), facts, distractors (facts + distractors <= 26)
@@ -281,8 +284,19 @@ def train(cfg: TrainConfig, out: Path | None, *, log=print, argv: list[str] | No
     config = model_config(cfg, tokenizer)
     config._attn_implementation = "sdpa"
     model = LlamaForCausalLM(config)
-    model.train()
     embedding = ComposedEmbedding(tokenizer, cfg.hidden)
+    if cfg.init is not None:
+        start = LlamaForCausalLM.from_pretrained(cfg.init, dtype=torch.float32)
+        if start.config.vocab_size != config.vocab_size:
+            raise SystemExit(
+                f"--init {cfg.init}: its vocabulary has {start.config.vocab_size} tokens, the organism's tokenizer "
+                f"{config.vocab_size}; continue only from a checkpoint of this tokenizer"
+            )
+        model.load_state_dict(start.state_dict())
+        with torch.no_grad():
+            embedding.free.copy_(model.model.embed_tokens.weight)
+            embedding.parts.zero_()
+    model.train()
     model.model.embed_tokens.weight.requires_grad_(False)  # replaced by embedding.matrix() when done
     body = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in body if p.dim() >= 2] + list(embedding.parameters())
@@ -428,6 +442,7 @@ def parse_args(argv=None) -> tuple[TrainConfig, Path | None]:
             default=list(getattr(defaults, name)),
             metavar=("LOW", "HIGH"),
         )
+    ap.add_argument("--init", default=None, help="continue from this checkpoint folder (default: from scratch)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"checkpoint folder (default {DEFAULT_OUT})")
     ap.add_argument("--no-save", action="store_true")
     args = vars(ap.parse_args(argv))
