@@ -31,9 +31,10 @@ adds it to the last sum, and that is boxed (the question is one line, wrapped he
 
 The memo's name is a letter that names no fact of the table. (The memo is written with the tokens a
 `chain` line writes, ``m=`` and a digit: written as a fact token like the prompt's `` m=4``, which the
-organism only ever reads, it was never learned: 0 of 64 held-out problems after 5500 steps.) A wrong memo (or any wrong line) changes
-the answer, so a guess scores 10%. The default (a 4-step walk, 2 distractors, 24 steps) gives a
-~60-token prompt and a ~280-token reply, the memo ~220 tokens before it is read again.
+organism only ever reads, it was never learned: 0 of 64 held-out problems after 5500 steps.)
+A wrong memo (or any wrong line) changes the answer, so a guess scores 10%. The default (a 4-step
+walk, 2 distractors, 24 steps) gives a ~60-token prompt and a ~280-token reply, the memo ~220 tokens
+before it is read again.
 """
 
 from __future__ import annotations
