@@ -125,20 +125,33 @@ def test_smoke_experiment_is_offline():
 
 def test_organism_suite_sweeps_every_task_every_policy_and_the_pinned_prompt():
     """experiment=organism_suite, composed through Hydra's compose API: every organism task of the data
-    registry, every registered policy, budgets 64-256, policy.protect_prompt on and off, offline."""
+    registry, every registered policy, budgets up to 256, policy.protect_prompt on and off, offline; and
+    every cell can run: each task's pinned prompt plus each policy's recent window fits every budget."""
+    from kvexp.data import load_problems
     from kvexp.data.registry import CATEGORIES, ORGANISM
-    from kvexp.policies import POLICY_NAMES
+    from kvexp.organism.evaluate import organism_preset, prompt_ids
+    from kvexp.organism.tokenizer import build_tokenizer
+    from kvexp.policies import POLICY_NAMES, build_policy
 
     cfg = compose_config(["experiment=organism_suite"], return_hydra_config=True)
     params = sweep_params(cfg)
-    assert params["dataset"] == [d for d in REPORT_ORDER if CATEGORIES[d] == ORGANISM]
+    tasks = [d for d in REPORT_ORDER if CATEGORIES[d] == ORGANISM]
+    assert params["dataset"] == tasks
     assert params["policy"] == list(POLICY_NAMES)
-    assert sorted(params["policy.protect_prompt"]) == ["false", "true"]
+    assert sorted(params["++policy.protect_prompt"]) == ["false", "true"]
     budgets = [int(b) for b in params["budget.tokens"]]
-    assert min(budgets) == 64 and max(budgets) == 256 and len(budgets) >= 3
+    assert max(budgets) == 256 and len(budgets) >= 3
     assert cfg.model.name == "organism" and cfg.logger.name == "none"
-    # every reply fits: the longest default trace is ~320 tokens
-    assert cfg.generation.max_new_tokens >= 360
+    assert cfg.generation.max_new_tokens >= 360  # the longest default reply is ~320 tokens
+    tok, preset = build_tokenizer(), organism_preset()
+    longest = max(len(prompt_ids(tok, p.question, preset)) for t in tasks for p in load_problems(t, limit=20))
+    for name in POLICY_NAMES:
+        for b in budgets:
+            policy = build_policy(compose_config([f"policy={name}", "++policy.protect_prompt=true"]).policy)
+            if policy.evicts:
+                assert longest + policy.recent_window(b) <= b - cfg.budget.slack, (name, b, longest)
+        composed = compose_config(["experiment=organism_suite", f"policy={name}", "++policy.protect_prompt=true"])
+        assert composed.policy.protect_prompt is True
 
 
 @pytest.mark.parametrize(

@@ -598,7 +598,7 @@ def test_organism_experiment_runs_a_cell_of_each_task(tmp_path, experiment):
     fast = ["dataset.limit=2", "generation.max_new_tokens=12", "logger=none"]
     for dataset in axes.get("dataset", [compose_config([f"experiment={experiment}"]).dataset.name]):
         cell = [f"dataset={dataset}", f"policy={axes['policy'][-1]}", f"budget.tokens={axes['budget.tokens'][-1]}"]
-        cell += [f"policy.protect_prompt={v}" for v in axes.get("policy.protect_prompt", [])[-1:]]
+        cell += [f"++policy.protect_prompt={v}" for v in axes.get("++policy.protect_prompt", [])[-1:]]
         metrics = run_job(compose_config([f"experiment={experiment}", *cell, *fast]), tmp_path / dataset)
         rows = assert_complete(tmp_path / dataset, 2)
         assert metrics["dataset"] == dataset and all(r["n_output_tokens"] > 0 for r in rows)

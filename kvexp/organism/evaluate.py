@@ -19,7 +19,7 @@ import torch
 
 from kvexp.data.chain import load_chain_problems
 from kvexp.errors import ConfigError
-from kvexp.grading.chain import grade_chain
+from kvexp.grading import grade
 from kvexp.organism import CHECKPOINT_DIR
 from kvexp.policies import POLICY_NAMES
 
@@ -79,21 +79,23 @@ def run_cell(
     pol = build_policy(policy_params(policy, budget))
     if not pol.evicts:
         budget = None
-    steps = max(p.meta["steps"] for p in problems)
+    # room for the longest reference reply (any organism task) and a few tokens more
+    longest = max(len(tokenizer(p.meta["reference_trace"], add_special_tokens=False)["input_ids"]) for p in problems)
     settings = GenerationSettings(
-        max_new_tokens=max_new_tokens or 15 * steps + 16, batch_size=batch_size, eos_token_ids=(tokenizer.eos_token_id,)
+        max_new_tokens=max_new_tokens or longest + 16, batch_size=batch_size, eos_token_ids=(tokenizer.eos_token_id,)
     )
     engine = Engine(model, pol, Budget(budget, slack if budget is not None else 1), settings)
     preset = organism_preset()
     requests = [Request(p.id, prompt_ids(tokenizer, p.question, preset), seed=seed + i) for i, p in enumerate(problems)]
-    gold = {p.id: p.gold for p in problems}
+    gold = {p.id: (p.meta["dataset"], p.gold) for p in problems}
     t0 = time.perf_counter()
     correct = errors = evicted = out_tokens = 0
     for out in engine.generate(requests):
         if out.error:
             errors += 1
             continue
-        _, ok = grade_chain(tokenizer.decode(out.output_ids, skip_special_tokens=True), gold[out.key])
+        dataset, answer = gold[out.key]
+        _, ok = grade(dataset, tokenizer.decode(out.output_ids, skip_special_tokens=True), answer)
         correct += ok
         evicted += out.n_evicted_tokens
         out_tokens += out.n_output_tokens

@@ -63,8 +63,12 @@ def variant_colors(layouts: list[ModelLayout]) -> dict[str, str]:
         for v in layout.variants:
             if not layout.is_full(v):
                 policies.setdefault(layout.policy_of[v])
-    cmap = matplotlib.colormaps["tab10" if len(policies) <= 10 else "tab20"]
-    color_of = {p: mcolors.to_hex(cmap(i % cmap.N)) for i, p in enumerate(policies)}
+    if len(policies) <= 10:
+        palette = [matplotlib.colormaps["tab10"](i) for i in range(10)]
+    else:  # tab20's dark shades first, then the light ones: the first ten policies get distinct hues
+        tab20 = matplotlib.colormaps["tab20"]
+        palette = [tab20(i) for i in range(0, 20, 2)] + [tab20(i) for i in range(1, 20, 2)]
+    color_of = {p: mcolors.to_hex(palette[i % len(palette)]) for i, p in enumerate(policies)}
     colors = {}
     for layout in layouts:
         for v in layout.variants:
