@@ -48,7 +48,7 @@ ifndef DEMO_DIR
 DEMO_DIR := outputs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 endif
 
-demo: $(STAMP)  ## the model organism: full cache vs 3 policies at 2 budgets, then the report (~1 min)
+demo: $(STAMP)  ## the model organism: H2O wins on chain and loses on recall; what a pinned prompt does (~1 min)
 	$(PY) -m kvexp.main -m experiment=demo hydra.sweep.dir=$(DEMO_DIR)
 	$(PY) -m kvexp.report $(DEMO_DIR) --show accuracy --show fidelity
 

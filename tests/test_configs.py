@@ -10,6 +10,7 @@ from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 from sweeps import options, sweep_params
 
+from kvexp.data.registry import REPORT_ORDER
 from kvexp.models import ModelPreset
 from kvexp.pipeline.cell import cell_name, differences, run_identity
 from kvexp.pipeline.config import CONFIG_DIR, compose_config, quote_numeric_choices
@@ -33,22 +34,8 @@ def test_documented_options_exist():
             "organism",
         ]
     )
-    assert options("dataset") == sorted(
-        [
-            "gsm8k",
-            "math500",
-            "aime24",
-            "aime25",
-            "strategyqa",
-            "folio",
-            "drop",
-            "reclor",
-            "openbookqa",
-            "commonsenseqa",
-            "logiqa",
-            "chain",
-        ]
-    )
+    # one YAML per registry entry (the study's datasets and the generated tasks), and nothing else
+    assert options("dataset") == sorted(REPORT_ORDER)
     assert options("logger") == ["none", "wandb"]
     assert {"local"} <= set(options("hydra/launcher"))
 
@@ -125,6 +112,37 @@ def test_smoke_experiment_is_offline():
     assert set(params["dataset"]) <= {"gsm8k", "math500"}
     assert set(params["policy"]) == set(options("policy"))
     assert cfg.model.name == "smollm2_135m"
+
+
+def test_organism_suite_sweeps_every_task_every_policy_and_the_pinned_prompt():
+    """experiment=organism_suite, composed through Hydra's compose API: every organism task of the data
+    registry, every registered policy, budgets up to 256, policy.protect_prompt on and off, offline; and
+    every cell can run: each task's pinned prompt plus each policy's recent window fits every budget."""
+    from kvexp.data import load_problems
+    from kvexp.data.registry import CATEGORIES, ORGANISM
+    from kvexp.organism.evaluate import organism_preset, prompt_ids
+    from kvexp.organism.tokenizer import build_tokenizer
+    from kvexp.policies import POLICY_NAMES, build_policy
+
+    cfg = compose_config(["experiment=organism_suite"], return_hydra_config=True)
+    params = sweep_params(cfg)
+    tasks = [d for d in REPORT_ORDER if CATEGORIES[d] == ORGANISM]
+    assert params["dataset"] == tasks
+    assert params["policy"] == list(POLICY_NAMES)
+    assert sorted(params["++policy.protect_prompt"]) == ["false", "true"]
+    budgets = [int(b) for b in params["budget.tokens"]]
+    assert max(budgets) == 256 and len(budgets) >= 3
+    assert cfg.model.name == "organism" and cfg.logger.name == "none"
+    assert cfg.generation.max_new_tokens >= 360  # the longest default reply is ~320 tokens
+    tok, preset = build_tokenizer(), organism_preset()
+    longest = max(len(prompt_ids(tok, p.question, preset)) for t in tasks for p in load_problems(t, limit=20))
+    for name in POLICY_NAMES:
+        for b in budgets:
+            policy = build_policy(compose_config([f"policy={name}", "++policy.protect_prompt=true"]).policy)
+            if policy.evicts:
+                assert longest + policy.recent_window(b) <= b - cfg.budget.slack, (name, b, longest)
+        composed = compose_config(["experiment=organism_suite", f"policy={name}", "++policy.protect_prompt=true"])
+        assert composed.policy.protect_prompt is True
 
 
 @pytest.mark.parametrize(

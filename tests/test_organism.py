@@ -274,22 +274,25 @@ def test_committed_tokenizer_gives_the_training_ids(organism):
     assert tokenizer.eos_token_id == ids[-1]
 
 
-def test_committed_checkpoint_solves_fresh_problems_at_full_cache(organism):
+@pytest.mark.parametrize("task", ["chain", "recall", "read_once", "local_state"])
+def test_committed_checkpoint_solves_fresh_problems_at_full_cache(organism, task):
+    from kvexp.data import load_problems
     from kvexp.organism.evaluate import run_cell
 
-    # base seed 7: problems neither the training nor RESULTS.md used
-    problems = load_chain_problems(48, seed=7, steps=20, facts=8, distractors=4)
+    # base seed 7: problems neither the training nor the README's tables used
+    problems = load_problems(task, limit=48, seed=7)
     result = run_cell(*organism, problems, "full", None, batch_size=16)
     assert result["errors"] == 0
-    assert result["accuracy"] >= 0.9, result
+    assert result["accuracy"] >= 0.95, result
 
 
 def test_eviction_hurts_depending_on_the_policy(organism):
-    """The testbed's point, at a budget of about a third of the sequence: H2O keeps the facts table
-    and stays accurate, StreamingLLM loses it and falls to about chance (RESULTS.md)."""
+    """The testbed's point, at a budget of about half the sequence: H2O keeps the facts table the walk
+    comes back to and stays accurate, StreamingLLM loses it and falls to about chance (README, "The
+    organism suite"; at B=128 H2O loses it too unless the prompt is pinned)."""
     from kvexp.organism.evaluate import run_cell
 
     problems = load_chain_problems(32, seed=7, steps=20, facts=8, distractors=4)
-    h2o = run_cell(*organism, problems, "h2o", 128, batch_size=16)["accuracy"]
-    streaming = run_cell(*organism, problems, "streaming_llm", 128, batch_size=16)["accuracy"]
+    h2o = run_cell(*organism, problems, "h2o", 192, batch_size=16)["accuracy"]
+    streaming = run_cell(*organism, problems, "streaming_llm", 192, batch_size=16)["accuracy"]
     assert h2o >= 0.75 and streaming <= 0.3, (h2o, streaming)

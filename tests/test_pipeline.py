@@ -611,6 +611,21 @@ def test_paper_experiment_runs_a_bundled_cell(tmp_path, experiment):
     assert metrics["dataset"] in ("gsm8k", "math500") and metrics["max_new_tokens"] == 8
 
 
+@pytest.mark.parametrize("experiment", ["organism_suite", "organism", "demo"])
+def test_organism_experiment_runs_a_cell_of_each_task(tmp_path, experiment):
+    """A short cell per task of each organism experiment, through the real pipeline and the organism's
+    checkpoint: each task loads, prompts, decodes under its policies and grades."""
+    axes = {k: str(v).split(",") for k, v in compose_config([f"experiment={experiment}"], return_hydra_config=True)
+            .hydra.sweeper.params.items()}  # fmt: skip
+    fast = ["dataset.limit=2", "generation.max_new_tokens=12", "logger=none"]
+    for dataset in axes.get("dataset", [compose_config([f"experiment={experiment}"]).dataset.name]):
+        cell = [f"dataset={dataset}", f"policy={axes['policy'][-1]}", f"budget.tokens={axes['budget.tokens'][-1]}"]
+        cell += [f"++policy.protect_prompt={v}" for v in axes.get("++policy.protect_prompt", [])[-1:]]
+        metrics = run_job(compose_config([f"experiment={experiment}", *cell, *fast]), tmp_path / dataset)
+        rows = assert_complete(tmp_path / dataset, 2)
+        assert metrics["dataset"] == dataset and all(r["n_output_tokens"] > 0 for r in rows)
+
+
 @pytest.mark.smollm2
 def test_default_job_on_smollm2(tmp_path):
     metrics = run_job(compose_config(["dataset.limit=2", "generation.max_new_tokens=16"]), tmp_path / "job")

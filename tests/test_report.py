@@ -12,7 +12,7 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
-from kvexp.data.registry import DATASETS, get_spec
+from kvexp.data.registry import REPORT_ORDER, get_spec
 from kvexp.pipeline.folder import scan_jsonl
 from kvexp.report import ReportError, build_report
 from kvexp.report.cli import main
@@ -96,8 +96,9 @@ def test_categories():
     # one definition: the data registry's, so AIME is Math and LogiQA Logic in the report too
     assert category_of("aime24") == category_of("aime25") == "Math"
     assert category_of("logiqa") == "Logic"
-    for name in DATASETS:
+    for name in REPORT_ORDER:
         assert category_of(name) == get_spec(name).category
+    assert category_of("recall") == category_of("chain") == "Organism"
 
 
 # ---------------------------------------------------------------- table values of the standard sweep
@@ -667,3 +668,57 @@ def test_wandb_group_defaults_to_the_sweep_folder(tmp_path):
     jobs, _ = load_jobs([sweep / "tiny_random"])
     target = wandb_target(jobs, [sweep / "tiny_random"])
     assert target.group == "2030-01-01_00-00-00" and target.project == "kvexp-tests"
+
+
+# ---------------------------------------------------------------- plots of a suite sweep
+
+
+def write_suite_sweep(root: Path, policies: tuple[str, ...]) -> Path:
+    """Four organism tasks x `policies` x protect_prompt on/off x budgets 64, 128, 256, plus the full
+    cache: the shape of experiment=organism_suite. Accuracy rises with the budget, more with the prompt
+    pinned, so every line differs."""
+    sweep, n = root / "suite", iter(range(10_000))
+    datasets = ("chain", "recall", "read_once", "local_state")
+    for d in datasets:
+        ids = [f"{d}{i}" for i in range(10)]
+        full = [fx.sample_row(i, True) for i in ids]
+        fx.write_job(sweep / str(next(n)), fx.job_config(dataset=d, policy="full"), full)
+        for k, policy in enumerate(policies):
+            for protect in (False, True):
+                for b, tokens in enumerate((64, 128, 256)):
+                    right = min(10, b * 3 + k % 3 + 3 * protect)
+                    rows = [fx.sample_row(i, j < right) for j, i in enumerate(ids)]
+                    params = {"protect_prompt": protect}
+                    cfg = fx.job_config(dataset=d, policy=policy, tokens=tokens, policy_params=params)
+                    fx.write_job(sweep / str(next(n)), cfg, rows)
+    return sweep
+
+
+def test_a_suite_sweep_plots_one_panel_per_task_with_the_variant_axis_as_line_style(tmp_path):
+    """A 6-policy sweep with protect_prompt on and off: 6 colours (one per policy), two line styles (one
+    per protect_prompt value), one panel per task, the legend beside the panels, nothing cut off."""
+    from kvexp.report.plots import VARIANT_STYLES, _lines, variant_colors
+
+    policies = ("streaming_llm", "h2o", "tova", "snapkv", "rkv", "random")
+    result = build_report([write_suite_sweep(tmp_path, policies)], tmp_path / "report")
+    (layout,) = result.layouts
+    assert layout.datasets == ["chain", "recall", "read_once", "local_state"]  # the registry's order
+    colors = variant_colors([layout])
+    lines = _lines(layout)
+    assert len(lines) == 12 and len({colors[line.variant] for line in lines}) == 6
+    assert {line.axis: line.style for line in lines} == {
+        "protect_prompt=false": VARIANT_STYLES[0],
+        "protect_prompt=true": VARIANT_STYLES[1],
+    }
+    for line in lines:  # a policy's two variants: the same colour, two styles
+        twin = next(o for o in lines if o.policy == line.policy and o is not line)
+        assert colors[twin.variant] == colors[line.variant] and twin.style != line.style
+
+    path = next(p for p in result.plots if p.stem.startswith("accuracy_vs_budget"))
+    image = matplotlib.image.imread(path)
+    height, width = image.shape[:2]
+    # a 2 x 2 grid of panels plus a legend column to their right: wider than tall, not a tall strip
+    assert width > 1.2 * height and height > 600
+    # nothing is drawn up to the image's edges (savefig's tight box keeps a margin around every label)
+    for edge in (image[:3], image[-3:], image[:, :3], image[:, -3:]):
+        assert edge[..., :3].min() > 0.9

@@ -38,20 +38,30 @@ import random
 import string
 from dataclasses import dataclass
 
+from kvexp.data import synthetic
 from kvexp.data.problem import Problem
+from kvexp.data.synthetic import INSTRUCTION, MOD, SPLIT_STRIDE, SPLITS, TRAIN_SEED_OFFSET, check_int
 from kvexp.errors import ConfigError
 
-MOD = 10
 VARIABLES = string.ascii_lowercase  # one token each
 MAX_VARIABLES = len(VARIABLES)
-SPLITS = ("test", "train")
 
-# Seeds of the two splits live in disjoint ranges: test problem i of base seed s has seed
-# s * 10**6 + i (s, i < 10**6); every train seed is >= TRAIN_SEED_OFFSET.
-SPLIT_STRIDE = 10**6
-TRAIN_SEED_OFFSET = 2**48
-
-INSTRUCTION = "reason step by step and put the final answer in \\boxed{}."
+# the split constants and the instruction live in kvexp.data.synthetic (shared by every generated task)
+__all__ = [
+    "INSTRUCTION",
+    "MAX_VARIABLES",
+    "MOD",
+    "SPLITS",
+    "SPLIT_STRIDE",
+    "TRAIN_SEED_OFFSET",
+    "ChainProblem",
+    "Table",
+    "check_knobs",
+    "draw_table",
+    "load_chain_problems",
+    "make_problem",
+    "problem_seed",
+]
 
 
 @dataclass(frozen=True)
@@ -71,41 +81,65 @@ class ChainProblem:
         return iter((self.question, self.trace, self.answer))
 
 
-def check_knobs(steps: int, n_facts: int, n_distractors: int) -> None:
-    for name, value, low in (("steps", steps, 1), ("facts", n_facts, 1), ("distractors", n_distractors, 0)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ConfigError(f"chain task: {name} must be an integer >= {low}, got {value!r}")
+def check_knobs(steps: int, n_facts: int, n_distractors: int, task: str = "chain") -> None:
+    check_int(task, "steps", steps, 1, 99)  # two-digit countdown
+    check_int(task, "facts", n_facts, 1)
+    check_int(task, "distractors", n_distractors, 0)
     if n_facts + n_distractors > MAX_VARIABLES:
         raise ConfigError(
-            f"chain task: facts + distractors = {n_facts + n_distractors} but there are only "
+            f"{task} task: facts + distractors = {n_facts + n_distractors} but there are only "
             f"{MAX_VARIABLES} variable names (a-z); lower dataset.facts or dataset.distractors"
         )
-    if steps > 99:
-        raise ConfigError(f"chain task: steps must be <= 99 (two-digit countdown), got {steps}")
 
 
-def make_problem(seed: int, steps: int = 20, n_facts: int = 8, n_distractors: int = 4) -> ChainProblem:
-    """The problem of this seed and these knobs (a pure function of its arguments)."""
-    check_knobs(steps, n_facts, n_distractors)
-    rng = random.Random(f"kvexp-chain:{seed}:{steps}:{n_facts}:{n_distractors}")
-    names = rng.sample(VARIABLES, n_facts + n_distractors)
+@dataclass(frozen=True)
+class Table:
+    """A drawn fact table: each variable's value and link, the order the prompt states them in, and
+    the start of the walk (on the cycle)."""
+
+    value: dict[str, int]
+    link: dict[str, str]
+    order: list[str]
+    start: str
+
+    def text(self) -> str:
+        """The prompt's facts, ``k=2 k>d d=4 d>h ...``."""
+        return " ".join(f"{v}={self.value[v]} {v}>{self.link[v]}" for v in self.order)
+
+    def walk(self, steps: int) -> tuple[list[str], int]:
+        """The trace's lines for `steps` steps from the start (countdown, value, link, running sum) and the sum."""
+        lines, total, var = [], 0, self.start
+        for left in range(steps, 0, -1):
+            new = (total + self.value[var]) % MOD
+            lines.append(f"{left}:{var}={self.value[var]},{var}>{self.link[var]},{total}+{self.value[var]}={new}")
+            total, var = new, self.link[var]
+        return lines, total
+
+
+def draw_table(rng: random.Random, n_facts: int, n_distractors: int, letters: str = VARIABLES) -> Table:
+    """`n_facts` variables (named from `letters`) on one cycle in a random order and `n_distractors` that
+    link into it (or to an earlier distractor) but are never reached from it; values uniform in 0-9."""
+    names = rng.sample(letters, n_facts + n_distractors)
     cycle, others = names[:n_facts], names[n_facts:]
     value = {v: rng.randrange(MOD) for v in names}
     link = {cycle[i]: cycle[(i + 1) % n_facts] for i in range(n_facts)}
     for j, v in enumerate(others):
         # a distractor links into the cycle or to an earlier distractor: never reached from the cycle
         link[v] = rng.choice(cycle + others[:j])
-    table = list(names)
-    rng.shuffle(table)
-    start = rng.choice(cycle)
+    order = list(names)
+    rng.shuffle(order)
+    return Table(value, link, order, rng.choice(cycle))
 
-    facts = " ".join(f"{v}={value[v]} {v}>{link[v]}" for v in table)
-    question = f"facts: {facts}\nstart at {start} and take {steps} steps. add the values mod {MOD}. {INSTRUCTION}"
-    lines, total, var = [], 0, start
-    for left in range(steps, 0, -1):
-        new = (total + value[var]) % MOD
-        lines.append(f"{left}:{var}={value[var]},{var}>{link[var]},{total}+{value[var]}={new}")
-        total, var = new, link[var]
+
+def make_problem(seed: int, steps: int = 20, n_facts: int = 8, n_distractors: int = 4) -> ChainProblem:
+    """The problem of this seed and these knobs (a pure function of its arguments)."""
+    check_knobs(steps, n_facts, n_distractors)
+    rng = random.Random(f"kvexp-chain:{seed}:{steps}:{n_facts}:{n_distractors}")
+    table = draw_table(rng, n_facts, n_distractors)
+    question = (
+        f"facts: {table.text()}\nstart at {table.start} and take {steps} steps. add the values mod {MOD}. {INSTRUCTION}"
+    )
+    lines, total = table.walk(steps)
     answer = str(total)
     trace = "\n".join(lines) + f"\n\\boxed{{{answer}}}"
     return ChainProblem(question, trace, answer, seed, steps, n_facts, n_distractors)
@@ -113,16 +147,7 @@ def make_problem(seed: int, steps: int = 20, n_facts: int = 8, n_distractors: in
 
 def problem_seed(split: str, seed: int, index: int) -> int:
     """The seed of problem `index` of `split` for base seed `seed` (disjoint ranges per split)."""
-    if split not in SPLITS:
-        raise ConfigError(f"chain task: split must be one of {', '.join(SPLITS)}, got {split!r}")
-    if not 0 <= index < SPLIT_STRIDE or not 0 <= seed < SPLIT_STRIDE:
-        raise ConfigError(f"chain task: seed and index must lie in [0, {SPLIT_STRIDE}), got {seed}, {index}")
-    base = seed * SPLIT_STRIDE + index
-    return base if split == "test" else TRAIN_SEED_OFFSET + base
-
-
-def problem_id(split: str, seed: int, index: int, steps: int, facts: int, distractors: int) -> str:
-    return f"chain-s{steps}f{facts}d{distractors}-{split}{seed}-{index}"
+    return synthetic.problem_seed(split, seed, index, "chain")
 
 
 def load_chain_problems(
@@ -133,30 +158,8 @@ def load_chain_problems(
     ``gold`` is the answer digit as a string; ``meta`` holds the knobs, the problem's own seed and the
     reference trace. Test and train problems come from disjoint seed ranges (see `problem_seed`).
     """
-    n = 100 if limit is None else limit
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ConfigError(f"chain task: limit must be a positive integer or None, got {limit!r}")
     check_knobs(steps, facts, distractors)
-    problems = []
-    for i in range(n):
-        ps = problem_seed(split, seed, i)
-        p = make_problem(ps, steps, facts, distractors)
-        problems.append(
-            Problem(
-                id=problem_id(split, seed, i, steps, facts, distractors),
-                question=p.question,
-                gold=p.answer,
-                meta={
-                    "dataset": "chain",
-                    "split": split,
-                    "index": i,
-                    "seed": seed,
-                    "problem_seed": ps,
-                    "steps": steps,
-                    "facts": facts,
-                    "distractors": distractors,
-                    "reference_trace": p.trace,
-                },
-            )
-        )
-    return problems
+    knobs = {"steps": steps, "facts": facts, "distractors": distractors}
+    return synthetic.make_problems(
+        "chain", lambda ps: make_problem(ps, steps, facts, distractors), limit, seed, split, knobs
+    )

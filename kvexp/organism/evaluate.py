@@ -19,7 +19,7 @@ import torch
 
 from kvexp.data.chain import load_chain_problems
 from kvexp.errors import ConfigError
-from kvexp.grading.chain import grade_chain
+from kvexp.grading import grade
 from kvexp.organism import CHECKPOINT_DIR
 from kvexp.policies import POLICY_NAMES, build_policy, policy_class
 
@@ -75,22 +75,23 @@ def graded_outputs(
     """Greedy generation over `problems` with one policy and budget through kvexp's engine:
     (Output, correct) per problem, in the order the rows finish (an error row is never correct)."""
     from kvexp.engine import Budget, Engine, GenerationSettings, Request
-    from kvexp.policies import build_policy
 
     pol = build_policy(policy_params(policy, budget))
-    steps = max(p.meta["steps"] for p in problems)
+    # room for the longest reference reply (any organism task) and a few tokens more
+    longest = max(len(tokenizer(p.meta["reference_trace"], add_special_tokens=False)["input_ids"]) for p in problems)
     settings = GenerationSettings(
-        max_new_tokens=max_new_tokens or 15 * steps + 16, batch_size=batch_size, eos_token_ids=(tokenizer.eos_token_id,)
+        max_new_tokens=max_new_tokens or longest + 16, batch_size=batch_size, eos_token_ids=(tokenizer.eos_token_id,)
     )
     engine = Engine(model, pol, Budget(budget, slack) if pol.evicts else Budget(None, 1), settings)
     preset = organism_preset()
     requests = [Request(p.id, prompt_ids(tokenizer, p.question, preset), seed=seed + i) for i, p in enumerate(problems)]
-    gold = {p.id: p.gold for p in problems}
+    gold = {p.id: (p.meta["dataset"], p.gold) for p in problems}
     graded = []
     for out in engine.generate(requests):
         correct = False
         if not out.error:
-            _, correct = grade_chain(tokenizer.decode(out.output_ids, skip_special_tokens=True), gold[out.key])
+            dataset, answer = gold[out.key]
+            _, correct = grade(dataset, tokenizer.decode(out.output_ids, skip_special_tokens=True), answer)
         graded.append((out, bool(correct)))
     return graded
 

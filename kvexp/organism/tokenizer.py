@@ -1,7 +1,7 @@
 """The organism's tokenizer: a tiny word-level vocabulary built with the `tokenizers` library.
 
-Every character the task writes is one token (variable names a-z, digits, punctuation, space and
-newline), every word of the fixed question text is one token (with its leading space), and so is
+Every character the tasks write is one token (variable names a-z, digits, punctuation, space and
+newline), every word of the tasks' fixed question texts is one token (with its leading space), and so is
 ``\\boxed{``; anything else maps to ``<unk>``. The chat template is minimal and round-trips: the text
 `apply_chat_template` writes re-tokenizes, without adding special tokens, into exactly the ids the model was
 trained on.
@@ -33,6 +33,9 @@ WORDS = (
     "answer",
     "in",
 )
+# Words of the tasks added after `chain` (recall, read_once, local_state): appended to the vocabulary
+# after every earlier token, so a token keeps its id across versions.
+SUITE_WORDS = ("pair", "last", "two", "memo", "sum", "then", "from", "as")
 BOXED = "\\boxed{"
 PUNCTUATION = (" ", "\n", ":", "=", ">", "+", ".", ",", "{", "}", "\\")
 
@@ -64,6 +67,8 @@ def vocabulary() -> list[str]:
         *(f" {v}>{w}" for v in string.ascii_lowercase for w in string.ascii_lowercase),
         *(f"{v}=" for v in string.ascii_lowercase),
         *(f"{v}>" for v in string.ascii_lowercase),
+        *SUITE_WORDS,
+        *(" " + w for w in SUITE_WORDS),
     ]
 
 

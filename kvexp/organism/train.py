@@ -1,4 +1,5 @@
-"""Train the model organism: a tiny Llama (grouped-query attention) on the `chain` task, on the CPU.
+"""Train the model organism: a tiny Llama (grouped-query attention) on its generated tasks (`chain`,
+`recall`, `read_once`, `local_state`: one model for all four), on the CPU.
 
     python -m kvexp.organism.train                      # the committed checkpoint (see TRAINING.json)
     python -m kvexp.organism.train --max-steps 20 --out /tmp/o --layers 1 --hidden 32   # smoke run
@@ -6,7 +7,9 @@
 Seeded and reproducible: the weights, the data order and every training problem are functions of
 `--seed` (for a given torch version and thread count; CPU kernels are deterministic). The loss is
 on the assistant's reply only (trace, boxed answer, end token); the prompt is context. Training
-problems come from the `train` seed range of `kvexp.data.chain`, disjoint from every test problem.
+problems come from the `train` seed range of each task (`kvexp.data.synthetic`), disjoint from every
+test problem. Each example's task is drawn from `--tasks` with `--task-weights` (with one task, no draw
+is made, so `--tasks chain` gives the data stream of the chain-only organism).
 """
 
 from __future__ import annotations
@@ -25,12 +28,21 @@ from pathlib import Path
 
 import torch
 
-from kvexp.data import chain
+from kvexp.data import chain, local_state, read_once, recall, synthetic
 from kvexp.organism import CHECKPOINT_DIR
 from kvexp.organism.tokenizer import build_tokenizer, training_text
 
 DEFAULT_OUT = CHECKPOINT_DIR
 IGNORE = -100
+TASKS = ("chain", "recall", "read_once", "local_state")
+
+# Each task's held-out problems at its default difficulty (the knobs of conf/dataset/<task>.yaml).
+EVAL_PROBLEMS = {
+    "chain": chain.load_chain_problems,
+    "recall": recall.load_recall_problems,
+    "read_once": read_once.load_read_once_problems,
+    "local_state": local_state.load_local_state_problems,
+}
 
 
 @dataclass
@@ -51,16 +63,34 @@ class TrainConfig:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     seed: int = 0
+    # continue from this checkpoint folder (same tokenizer): its weights, the composed embedding starting
+    # as its embedding matrix (free rows) with the shared parts at zero; None trains from scratch
+    init: str | None = None
     threads: int = 1  # one thread: on a shared 2-core machine, two threads contend and run slower
-    # data: knobs are drawn per problem, uniformly in these ranges (facts + distractors <= 26)
+    # data: the tasks, one drawn per example (task_weights); knobs are drawn per problem, uniformly in these
+    # ranges. chain: steps (short or long), facts, distractors (facts + distractors <= 26)
+    tasks: tuple[str, ...] = ("chain", "recall", "read_once", "local_state")
+    # relative share of each task: chain (the longest lookups) and recall (a lookup ~220 tokens back)
+    # learn slowest; read_once and local_state are learned within 2000 steps at any share tried
+    task_weights: tuple[float, ...] = (0.35, 0.35, 0.15, 0.15)
     steps_short: tuple[int, int] = (1, 16)
     steps_long: tuple[int, int] = (17, 40)
     long_share: float = 0.35
     facts: tuple[int, int] = (1, 12)
     distractors: tuple[int, int] = (0, 8)
+    # read_once: facts on the one-lap walk, distractors
+    read_once_facts: tuple[int, int] = (1, 18)
+    read_once_distractors: tuple[int, int] = (0, 4)
+    # recall: walk (steps to the memo), steps (lines between the memo and its use), distractors
+    recall_walk: tuple[int, int] = (1, 6)
+    recall_steps: tuple[int, int] = (1, 36)
+    recall_distractors: tuple[int, int] = (0, 4)
+    # local_state: steps
+    local_steps: tuple[int, int] = (1, 50)
     # bookkeeping
     log_every: int = 25
-    eval_problems: int = 64
+    eval_problems: int = 64  # per task, at the end (teacher-forced, test split, default knobs)
+    eval_every: int = 0  # also every this many steps, on eval_problems // 2 per task (0: never)
 
 
 def model_config(cfg: TrainConfig, tokenizer):
@@ -100,11 +130,31 @@ class Batches:
         distractors = min(r.randint(*c.distractors), chain.MAX_VARIABLES - facts)
         return steps, facts, distractors
 
+    def problem(self, task: str, seed: int) -> tuple[str, str]:
+        """(question, trace) of one training problem of `task`, its knobs drawn from the config's ranges."""
+        c, r = self.cfg, self.rng
+        if task == "chain":
+            question, trace, _ = chain.make_problem(seed, *self.knobs())
+        elif task == "read_once":
+            facts = r.randint(*c.read_once_facts)
+            distractors = min(r.randint(*c.read_once_distractors), chain.MAX_VARIABLES - facts)
+            question, trace, _ = read_once.make_problem(seed, facts, distractors)
+        elif task == "recall":
+            walk, steps = r.randint(*c.recall_walk), r.randint(*c.recall_steps)
+            distractors = min(r.randint(*c.recall_distractors), chain.MAX_VARIABLES - walk)
+            question, trace, _ = recall.make_problem(seed, walk, steps, distractors)
+        elif task == "local_state":
+            question, trace, _ = local_state.make_problem(seed, r.randint(*c.local_steps))
+        else:
+            raise ValueError(f"unknown organism task {task!r}; choose from {', '.join(TASKS)}")
+        return question, trace
+
     def example(self) -> tuple[list[int], list[int]]:
-        steps, facts, distractors = self.knobs()
-        p = chain.make_problem(chain.problem_seed("train", self.cfg.seed, self.index), steps, facts, distractors)
+        tasks = self.cfg.tasks
+        task = tasks[0] if len(tasks) == 1 else self.rng.choices(tasks, self.cfg.task_weights)[0]
+        seed = synthetic.problem_seed("train", self.cfg.seed, self.index, task)
         self.index += 1
-        return encode_example(self.tok, p.question, p.trace)
+        return encode_example(self.tok, *self.problem(task, seed))
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.queue:
@@ -175,10 +225,16 @@ class ComposedEmbedding(torch.nn.Module):
         return self.free + self.recipe @ self.parts
 
 
+def hidden_and_weight(model, embedding: ComposedEmbedding, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The last hidden states [batch, seq, hidden] under the composed tied embedding, and that embedding
+    [vocab, hidden]."""
+    weight = embedding.matrix()
+    return model.model(inputs_embeds=torch.nn.functional.embedding(ids, weight)).last_hidden_state, weight
+
+
 def forward_loss(model, embedding: ComposedEmbedding, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy over the labelled positions, with the composed tied embedding."""
-    weight = embedding.matrix()
-    hidden = model.model(inputs_embeds=torch.nn.functional.embedding(ids, weight)).last_hidden_state
+    hidden, weight = hidden_and_weight(model, embedding, ids)
     mask = labels != IGNORE
     logits = hidden[mask] @ weight.T
     return torch.nn.functional.cross_entropy(logits, labels[mask])
@@ -192,19 +248,29 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 @torch.no_grad()
-def teacher_forced_accuracy(model, tokenizer, problems) -> float:
+def teacher_forced_accuracy(model, tokenizer, problems, embedding: ComposedEmbedding | None = None) -> float:
     """Share of problems whose whole reply is the argmax at every position under teacher forcing,
-    which is exactly the share greedy decoding (full cache) gets right."""
+    which is exactly the share greedy decoding (full cache) gets right. `problems`: (question, trace)
+    pairs. With `embedding`, the model runs on the composed embedding (during training)."""
     model.eval()
-    examples = [encode_example(tokenizer, p.question, p.trace) for p in problems]
+    examples = [encode_example(tokenizer, question, trace) for question, trace in problems]
     right = 0
     for i in range(0, len(examples), 16):
         ids, labels = collate(examples[i : i + 16], tokenizer.pad_token_id)
-        pred = model(input_ids=ids).logits.argmax(-1)
+        if embedding is None:
+            pred = model(input_ids=ids).logits.argmax(-1)
+        else:
+            hidden, weight = hidden_and_weight(model, embedding, ids)
+            pred = (hidden @ weight.T).argmax(-1)
         ok = (pred == labels) | (labels == IGNORE)
         right += int(ok.all(dim=1).sum())
     model.train()
     return right / len(examples)
+
+
+def task_accuracies(model, tokenizer, tasks, n: int, embedding: ComposedEmbedding | None = None) -> dict[str, float]:
+    """Teacher-forced accuracy per task on `n` held-out problems at its default difficulty (`task_eval_problems`)."""
+    return {task: teacher_forced_accuracy(model, tokenizer, task_eval_problems(task, n), embedding) for task in tasks}
 
 
 def train(cfg: TrainConfig, out: Path | None, *, log=print, argv: list[str] | None = None) -> dict:
@@ -218,8 +284,19 @@ def train(cfg: TrainConfig, out: Path | None, *, log=print, argv: list[str] | No
     config = model_config(cfg, tokenizer)
     config._attn_implementation = "sdpa"
     model = LlamaForCausalLM(config)
-    model.train()
     embedding = ComposedEmbedding(tokenizer, cfg.hidden)
+    if cfg.init is not None:
+        start = LlamaForCausalLM.from_pretrained(cfg.init, dtype=torch.float32)
+        if start.config.vocab_size != config.vocab_size:
+            raise SystemExit(
+                f"--init {cfg.init}: its vocabulary has {start.config.vocab_size} tokens, the organism's tokenizer "
+                f"{config.vocab_size}; continue only from a checkpoint of this tokenizer"
+            )
+        model.load_state_dict(start.state_dict())
+        with torch.no_grad():
+            embedding.free.copy_(model.model.embed_tokens.weight)
+            embedding.parts.zero_()
+    model.train()
     model.model.embed_tokens.weight.requires_grad_(False)  # replaced by embedding.matrix() when done
     body = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in body if p.dim() >= 2] + list(embedding.parameters())
@@ -243,6 +320,12 @@ def train(cfg: TrainConfig, out: Path | None, *, log=print, argv: list[str] | No
         opt.step()
         tokens += ids.numel()
         window.append(loss.item())
+        if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.max_steps:
+            accs = task_accuracies(model, tokenizer, cfg.tasks, max(1, cfg.eval_problems // 2), embedding)
+            log(
+                f"step {step + 1} teacher-forced held-out accuracy: "
+                + ", ".join(f"{k} {v:.3f}" for k, v in accs.items())
+            )
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.max_steps:
             mean = sum(window) / len(window)
             losses.append({"step": step + 1, "loss": float(f"{mean:.4g}")})
@@ -266,16 +349,16 @@ def train(cfg: TrainConfig, out: Path | None, *, log=print, argv: list[str] | No
         "parameters": sum(p.numel() for p in model.parameters()),
     }
     if cfg.eval_problems:
-        held_out = task_eval_problems(cfg.eval_problems)
+        accs = task_accuracies(model, tokenizer, cfg.tasks, cfg.eval_problems)
         record["teacher_forced_accuracy"] = {
             "problems": cfg.eval_problems,
-            "knobs": "steps 20, facts 8, distractors 4",
+            "knobs": "each task's default (conf/dataset/<task>.yaml)",
             "split": "test, seed 1",
-            "accuracy": teacher_forced_accuracy(model, tokenizer, held_out),
+            "accuracy": accs,
         }
         log(
-            f"teacher-forced exact accuracy on {cfg.eval_problems} held-out problems: "
-            f"{record['teacher_forced_accuracy']['accuracy']:.3f}"
+            f"teacher-forced exact accuracy on {cfg.eval_problems} held-out problems per task: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in accs.items())
         )
     record["command"] = " ".join(["python -m kvexp.organism.train", *(shlex.quote(a) for a in (argv or []))])
     if out is not None:
@@ -284,8 +367,9 @@ def train(cfg: TrainConfig, out: Path | None, *, log=print, argv: list[str] | No
     return record
 
 
-def task_eval_problems(n: int, seed: int = 1, steps: int = 20, facts: int = 8, distractors: int = 4):
-    return [chain.make_problem(chain.problem_seed("test", seed, i), steps, facts, distractors) for i in range(n)]
+def task_eval_problems(task: str, n: int, seed: int = 1) -> list[tuple[str, str]]:
+    """(question, trace) of `n` held-out problems of `task` (test split, base seed `seed`) at its default knobs."""
+    return [(p.question, p.meta["reference_trace"]) for p in EVAL_PROBLEMS[task](n, seed=seed)]
 
 
 def save(model, tokenizer, out: Path, record: dict) -> None:
@@ -311,6 +395,21 @@ def save(model, tokenizer, out: Path, record: dict) -> None:
     (out / "TRAINING.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
+# the (low, high) ranges of TrainConfig
+PAIRS = (
+    "steps_short",
+    "steps_long",
+    "facts",
+    "distractors",
+    "read_once_facts",
+    "read_once_distractors",
+    "recall_walk",
+    "recall_steps",
+    "recall_distractors",
+    "local_steps",
+)
+
+
 def parse_args(argv=None) -> tuple[TrainConfig, Path | None]:
     defaults = TrainConfig()
     ap = argparse.ArgumentParser(prog="python -m kvexp.organism.train", description=__doc__.split("\n\n")[0])
@@ -328,11 +427,14 @@ def parse_args(argv=None) -> tuple[TrainConfig, Path | None]:
         "threads",
         "log_every",
         "eval_problems",
+        "eval_every",
     ):
         ap.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
     for name in ("lr", "min_lr_ratio", "weight_decay", "grad_clip", "long_share"):
         ap.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
-    for name in ("steps_short", "steps_long", "facts", "distractors"):
+    ap.add_argument("--tasks", nargs="+", choices=TASKS, default=list(defaults.tasks))
+    ap.add_argument("--task-weights", nargs="+", type=float, default=list(defaults.task_weights))
+    for name in PAIRS:
         ap.add_argument(
             "--" + name.replace("_", "-"),
             type=int,
@@ -340,12 +442,17 @@ def parse_args(argv=None) -> tuple[TrainConfig, Path | None]:
             default=list(getattr(defaults, name)),
             metavar=("LOW", "HIGH"),
         )
+    ap.add_argument("--init", default=None, help="continue from this checkpoint folder (default: from scratch)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"checkpoint folder (default {DEFAULT_OUT})")
     ap.add_argument("--no-save", action="store_true")
     args = vars(ap.parse_args(argv))
     out = None if args.pop("no_save") else args.pop("out")
     args.pop("out", None)
-    for name in ("steps_short", "steps_long", "facts", "distractors"):
+    if len(args["tasks"]) == 1:
+        args["task_weights"] = [1.0]
+    if len(args["task_weights"]) != len(args["tasks"]):
+        ap.error(f"--task-weights needs one weight per task ({len(args['tasks'])}), got {len(args['task_weights'])}")
+    for name in (*PAIRS, "tasks", "task_weights"):
         args[name] = tuple(args[name])
     return TrainConfig(**args), out
 

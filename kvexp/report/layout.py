@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kvexp.data.registry import CATEGORIES as CATEGORY_OF
-from kvexp.data.registry import DATASETS
+from kvexp.data.registry import REPORT_ORDER
 from kvexp.policies import POLICY_NAMES
 from kvexp.stats.summary import seed_order
 
@@ -17,10 +17,10 @@ from .config_keys import ABSENT, canon, show
 from .loading import Issue
 
 #: Categories of the data registry (kvexp.data.registry, the one place a dataset's category is
-#: written), in its order, which also orders datasets in the report. Datasets outside it (the
-#: organism's chain task, new ones) are averaged under "Other" rather than dropped.
+#: written: the study's and the organism's tasks), in its order, which also orders datasets in the
+#: report. Datasets outside it (new ones) are averaged under "Other" rather than dropped.
 CATEGORIES: dict[str, tuple[str, ...]] = {
-    category: tuple(d for d in DATASETS if CATEGORY_OF[d] == category)
+    category: tuple(d for d in REPORT_ORDER if CATEGORY_OF[d] == category)
     for category in dict.fromkeys(CATEGORY_OF.values())
 }
 OTHER = "Other"
@@ -32,7 +32,7 @@ def category_of(dataset: str) -> str:
 
 def _dataset_rank(dataset: str) -> tuple:
     """Registry order (grouped by category), then datasets outside it by name."""
-    return (DATASETS.index(dataset), "") if dataset in DATASETS else (len(DATASETS), dataset)
+    return (REPORT_ORDER.index(dataset), "") if dataset in REPORT_ORDER else (len(REPORT_ORDER), dataset)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,9 @@ from .tables import slug
 PANEL_W, PANEL_H, DPI = 5.0, 3.6, 110
 FULL_COLOR = "black"
 BAND_ALPHA = 0.15
+#: Interval bands are drawn only for panels with at most this many lines: more overlapping bands hide
+#: the lines (the report's tables give every interval).
+MAX_BANDED_LINES = 4
 
 #: (value, lower, upper) of a cell for a plotted metric; bounds None when it has no interval.
 Metric = Callable[[CellResult], tuple[float, float | None, float | None]]
@@ -53,16 +56,28 @@ def _finite(x) -> bool:
 
 
 def variant_colors(layouts: list[ModelLayout]) -> dict[str, str]:
-    """One colour per policy variant, the same in every figure (full cache: black)."""
-    names = sorted({v for layout in layouts for v in layout.variants if not layout.is_full(v)})
-    cmap = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
-    colors = {name: mcolors.to_hex(cmap(i % cmap.N)) for i, name in enumerate(names)}
-    colors.update({v: FULL_COLOR for layout in layouts for v in layout.variants if layout.is_full(v)})
+    """One colour per policy, the same in every figure, shared by the policy's variants (a swept
+    parameter is drawn as a line style instead: `_lines`); the full cache is black."""
+    policies: dict[str, None] = {}
+    for layout in layouts:
+        for v in layout.variants:
+            if not layout.is_full(v):
+                policies.setdefault(layout.policy_of[v])
+    if len(policies) <= 10:
+        palette = [matplotlib.colormaps["tab10"](i) for i in range(10)]
+    else:  # tab20's dark shades first, then the light ones: the first ten policies get distinct hues
+        tab20 = matplotlib.colormaps["tab20"]
+        palette = [tab20(i) for i in range(0, 20, 2)] + [tab20(i) for i in range(1, 20, 2)]
+    color_of = {p: mcolors.to_hex(palette[i % len(palette)]) for i, p in enumerate(policies)}
+    colors = {}
+    for layout in layouts:
+        for v in layout.variants:
+            colors[v] = FULL_COLOR if layout.is_full(v) else color_of[layout.policy_of[v]]
     return colors
 
 
 def _panels(n: int, title: str) -> tuple[Figure, list]:
-    ncols = min(n, 3)
+    ncols = 2 if n == 4 else min(n, 3)
     nrows = math.ceil(n / ncols)
     fig = Figure(figsize=(PANEL_W * ncols, PANEL_H * nrows + 0.8), layout="constrained")
     FigureCanvasAgg(fig)
@@ -73,20 +88,27 @@ def _panels(n: int, title: str) -> tuple[Figure, list]:
     return fig, axes[:n]
 
 
-def _legend_columns(labels: list[str], width_in: float) -> int:
-    """As many legend columns as fit the figure's width: a legend wider than the figure is cut off
-    at both sides (one panel holds fewer entries per line than three)."""
-    # an entry: its handle and gaps (~0.7 in) plus its text (~0.075 in per character at 10 pt)
-    entry_in = 0.7 + 0.075 * max(len(label) for label in labels)
-    return max(1, min(len(labels), 5, int(width_in // entry_in)))
-
-
-def _finish(fig: Figure, axes: list, path: Path, incomplete: bool) -> Path:
-    """Shared legend under the panels (one entry per label), then save."""
+def _legend_handles(axes: list, lines: list[Line] | None, colors: dict[str, str]) -> dict[str, object]:
+    """Legend entries: one per line label; or, when the lines have a variant axis (a swept parameter or
+    the slack, drawn as line styles), one colour per policy and one style per value of the axis, so a
+    sweep of 6 policies with a parameter on and off has 6 + 2 entries instead of 12."""
     handles: dict[str, object] = {}
+    axis = [line for line in lines or [] if line.axis]
+    if axis:
+        for line in lines:
+            handles.setdefault(line.policy, Line2D([], [], color=colors[line.variant], linewidth=1.8))
+        for line in lines:
+            handles.setdefault(line.axis or "policy defaults", Line2D([], [], color="dimgrey", linestyle=line.style))
     for ax in axes:
         for h, label in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(label, h)
+            if not axis or label.startswith("full cache"):
+                handles.setdefault(label, h)
+    return handles
+
+
+def _finish(fig: Figure, axes: list, path: Path, incomplete: bool, lines=None, colors=None) -> Path:
+    """One legend beside the panels (`_legend_handles`), then save with every label inside the image."""
+    handles = _legend_handles(axes, lines, colors or {})
     if incomplete:
         handles["open marker: incomplete cell"] = Line2D(
             [], [], color="grey", marker="o", markerfacecolor="white", linestyle="none"
@@ -95,18 +117,19 @@ def _finish(fig: Figure, axes: list, path: Path, incomplete: bool) -> Path:
         fig.legend(
             list(handles.values()),
             list(handles),
-            loc="outside lower center",
-            ncols=_legend_columns(list(handles), fig.get_figwidth()),
+            loc="outside right upper",
+            ncols=1 if len(handles) <= 24 else 2,
             frameon=False,
         )
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
     return path
 
 
-#: Line styles per slack when a model uses several (colour stays the policy's); not "--", which
-#: is the full cache's reference line.
-SLACK_STYLES = ("-", "-.", ":", (0, (5, 1)))
+#: Line styles of a variant axis (a parameter that splits a policy's rows, e.g. policy.protect_prompt,
+#: or the slack when a model uses several): the colour stays the policy's. Not "--", which is the full
+#: cache's reference line.
+VARIANT_STYLES = ("-", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)), (0, (1, 3)))
 
 
 @dataclass(frozen=True)
@@ -115,21 +138,33 @@ class Line:
     label: str
     columns: list[Column]
     style: object = "-"
+    policy: str = ""
+    axis: str = ""  # the variant's value on the variant axis ("protect_prompt=true", "S=8"); "" if none
+
+
+def variant_axis(layout: ModelLayout, variant: str) -> str:
+    """What tells a variant from its policy's other rows: ``h2o (protect_prompt=true)`` -> ``protect_prompt=true``."""
+    rest = variant[len(layout.policy_of[variant]) :].strip()
+    return rest[1:-1] if rest.startswith("(") and rest.endswith(")") else rest
 
 
 def _lines(layout: ModelLayout) -> list[Line]:
-    """One line per non-full variant; one per (variant, slack) when a model's cells use several
-    slacks, since x is the token budget alone."""
+    """One line per non-full variant, coloured by its policy; one per (variant, slack) when a model's
+    cells use several slacks, since x is the token budget alone. The variant axis (swept parameters,
+    slack) picks the line style, the same style for the same value across policies."""
     slacks = sorted({c.slack for c in layout.columns if c.tokens is not None}, key=lambda s: s or 0)
-    out = []
+    drafts = []
     for v in layout.variants:
         if layout.is_full(v):
             continue
-        for i, s in enumerate(slacks):
+        for s in slacks:
             cols = [c for c in layout.columns if c.tokens is not None and c.slack == s]
+            axis = ", ".join(part for part in (variant_axis(layout, v), f"S={s}" if len(slacks) > 1 else "") if part)
             label = v if len(slacks) == 1 else f"{v} S={s}"
-            out.append(Line(v, label, cols, SLACK_STYLES[i % len(SLACK_STYLES)]))
-    return out
+            drafts.append((v, label, cols, axis))
+    values = list(dict.fromkeys(sorted(axis for *_, axis in drafts)))
+    style = {a: VARIANT_STYLES[i % len(VARIANT_STYLES)] for i, a in enumerate(values)}
+    return [Line(v, label, cols, style[axis], layout.policy_of[v], axis) for v, label, cols, axis in drafts]
 
 
 def _points(
@@ -183,7 +218,9 @@ def plot_vs_budget(
     if not any(c is not None and _finite(metric(results[c])[0]) for c in cells):
         return None
     fig, axes = _panels(len(layout.datasets), f"{title} — {layout.model}")
-    incomplete = False
+    incomplete, banded = False, len(lines) <= MAX_BANDED_LINES
+    if not banded:
+        ylabel = ylabel.replace(", 95% band", "")
     ticks = sorted({c.tokens for c in layout.columns if c.tokens is not None})
     for ax, dataset in zip(axes, layout.datasets):
         ref = layout.reference.get(dataset)
@@ -207,8 +244,8 @@ def plot_vs_budget(
                 ax,
                 [c.tokens for c, _ in pts],
                 [v[0] for v in vals],
-                [v[1] for v in vals if v[1] is not None],
-                [v[2] for v in vals if v[2] is not None],
+                [v[1] for v in vals if v[1] is not None and banded],
+                [v[2] for v in vals if v[2] is not None and banded],
                 done,
                 colors[line.variant],
                 line.label,
@@ -223,7 +260,7 @@ def plot_vs_budget(
             ax.set_ylim(-0.02, 1.02)
         else:
             ax.set_ylim(bottom=0)
-    return _finish(fig, axes, path, incomplete)
+    return _finish(fig, axes, path, incomplete, lines, colors)
 
 
 def _bytes_unit(values: list[float]) -> tuple[str, float]:
@@ -241,7 +278,7 @@ def plot_accuracy_vs_memory(layout: ModelLayout, results: dict, colors: dict[str
         return None
     unit, size = _bytes_unit([results[c].metrics.kv_bytes_peak for c in cells])
     fig, axes = _panels(len(layout.datasets), f"Accuracy vs KV memory at peak — {layout.model}")
-    incomplete = False
+    incomplete, lines = False, _lines(layout)
     for ax, dataset in zip(axes, layout.datasets):
         ref = layout.reference.get(dataset)
         if ref is not None and _finite(results[ref].metrics.kv_bytes_peak):
@@ -251,7 +288,7 @@ def plot_accuracy_vs_memory(layout: ModelLayout, results: dict, colors: dict[str
                 [m.kv_bytes_peak / size], [m.accuracy],
                 marker="*", markersize=13, color=FULL_COLOR, linestyle="none",
             )  # fmt: skip
-        for line in _lines(layout):
+        for line in lines:
             pts = [
                 r
                 for _, r in _points(layout, results, dataset, line.variant, line.columns)
@@ -280,7 +317,7 @@ def plot_accuracy_vs_memory(layout: ModelLayout, results: dict, colors: dict[str
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlim(left=0)
         ax.grid(alpha=0.3)
-    return _finish(fig, axes, path, incomplete)
+    return _finish(fig, axes, path, incomplete, lines, colors)
 
 
 def mean_prompt_share(traces: list[dict]) -> tuple[list[float], list[float]]:
@@ -299,18 +336,17 @@ def mean_prompt_share(traces: list[dict]) -> tuple[list[float], list[float]]:
 
 def plot_prompt_share(layout: ModelLayout, dataset: str, colors: dict[str, str], path: Path) -> Path | None:
     """One panel per budget, one line per policy: how much of the prompt the cache still holds."""
-    panels: list[tuple[Column, list[tuple[str, list[float], list[float]]]]] = []
+    lines = {line.variant: line for line in _lines(layout)}
+    panels: list[tuple[Column, list[tuple[Line, list[float], list[float]]]]] = []
     for col in layout.columns:
         series = []
-        for v in layout.variants:
-            if layout.is_full(v):
-                continue
+        for v, line in lines.items():
             cell: Cell | None = layout.cell(dataset, v, col)
             if cell is None:
                 continue
             steps, shares = mean_prompt_share(cell.load_traces())
             if steps:
-                series.append((v, steps, shares))
+                series.append((line, steps, shares))
         if series:
             panels.append((col, series))
     if not panels:
@@ -319,14 +355,14 @@ def plot_prompt_share(layout: ModelLayout, dataset: str, colors: dict[str, str],
     fig, axes = _panels(len(panels), title)
     for ax, (col, series) in zip(axes, panels):
         ax.axhline(1.0, color=FULL_COLOR, linestyle="--", linewidth=1.2, label="full cache (all resident)")
-        for v, steps, shares in series:
-            ax.plot(steps, shares, color=colors[v], linewidth=1.6, label=v)
+        for line, steps, shares in series:
+            ax.plot(steps, shares, color=colors[line.variant], linestyle=line.style, linewidth=1.6, label=line.variant)
         ax.set_title(col.label)
         ax.set_xlabel("decode step")
         ax.set_ylabel("share of prompt tokens resident")
         ax.set_ylim(-0.02, 1.05)
         ax.grid(alpha=0.3)
-    return _finish(fig, axes, path, incomplete=False)
+    return _finish(fig, axes, path, False, list(lines.values()), colors)
 
 
 def write_plots(layouts: list[ModelLayout], results: dict, out_dir: Path) -> dict[str, list[Path]]:
