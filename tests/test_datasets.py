@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -82,8 +83,10 @@ def test_registry_names_and_categories():
         "commonsenseqa",
     )
     assert set(REGISTRY) == set(DATASETS) == set(CASES)
-    # the generated tasks have their own category, so the report does not pool them under "Other"
-    assert CATEGORIES == {name: "Organism" for name in GENERATED} | {
+    # a generated task's category comes from its entry (the organism's tasks: "Organism"), so the report
+    # does not pool them under "Other"
+    assert {CATEGORIES[name] for name in ("chain", "recall", "read_once", "local_state")} == {"Organism"}
+    assert CATEGORIES == {name: spec.category for name, spec in GENERATED.items()} | {
         "gsm8k": "Math",
         "math500": "Math",
         "aime24": "Math",
@@ -310,6 +313,20 @@ def test_bad_arguments_are_value_errors(kwargs, match):
         load_problems("gsm8k", **kwargs)
 
 
+def test_generated_problems_go_through_the_id_check(monkeypatch):
+    """A generator that repeats an id gets the hub rows' treatment: the duplicates are told apart by their
+    index, so resume keys stay unique."""
+    spec = GENERATED["chain"]
+
+    def twice(limit, seed=0, **knobs):  # a generator bug: its second problem repeats the first one's id
+        first, second = spec.generate(2, seed=seed, **knobs)
+        return [first, dataclasses.replace(second, id=first.id)]
+
+    monkeypatch.setattr("kvexp.data.loader.get_spec", lambda name: dataclasses.replace(spec, generate=twice))
+    ids = [p.id for p in load_problems("chain", limit=2)]
+    assert len(set(ids)) == 2 and ids[0].startswith(spec.generate(1)[0].id)
+
+
 def test_unknown_dataset_lists_valid_names():
     with pytest.raises(ConfigError) as info:
         load_problems("gms8k")
@@ -324,7 +341,10 @@ def test_generated_dataset_comes_from_its_registry_entry_with_its_own_settings()
     assert set(spec.options) == set(knobs)
     problems = load_problems("chain", source="generated", limit=6, seed=2, shard_index=1, shard_count=2, options=knobs)
     assert [p.id for p in problems] == [p.id for p in spec.generate(6, seed=2, **knobs)][1::2]
-    assert load_problems("chain", limit=2, options=knobs) == spec.generate(2, seed=0, **knobs)  # auto
+    auto = load_problems("chain", limit=2, options=knobs)
+    assert [p.id for p in auto] == [p.id for p in spec.generate(2, seed=0, **knobs)]
+    # the same meta fields as hub data: where the problem came from and its report category
+    assert all(p.meta["source"] == "generated" and p.meta["category"] == spec.category for p in auto)
     with pytest.raises(ConfigError, match="no setting stpes; its settings are steps"):
         load_problems("chain", options={"stpes": 3})
     with pytest.raises(ConfigError, match="generated from a seed.*dataset.source=generated"):

@@ -190,7 +190,11 @@ def load_problems(
     options = dict(options or {})
     spec = _validate(name, source, limit, shard_index, shard_count, seed, options)
     if isinstance(spec, GeneratedSpec):  # made from the seed: nothing to download, already in order
-        return spec.generate(limit, seed=seed, **options)[shard_index::shard_count]
+        problems = spec.generate(limit, seed=seed, **options)
+        for index, problem in enumerate(problems):
+            problem.meta.setdefault("index", index)
+            problem.meta.update(source="generated", category=spec.category)
+        return _unique_ids(problems)[shard_index::shard_count]
     rows, used = _load_rows(spec, source, cache_dir, hub_kwargs)
 
     problems = []
