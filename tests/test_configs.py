@@ -129,7 +129,7 @@ def test_organism_suite_sweeps_every_task_every_policy_and_the_pinned_prompt():
     tasks = [d for d in REPORT_ORDER if CATEGORIES[d] == ORGANISM]
     assert params["dataset"] == tasks
     assert params["policy"] == list(POLICY_NAMES)
-    assert sorted(params["++policy.protect_prompt"]) == ["false", "true"]
+    assert sorted(v.lower() for v in params["++policy.protect_prompt"]) == ["false", "true"]
     budgets = [int(b) for b in params["budget.tokens"]]
     assert max(budgets) == 256 and len(budgets) >= 3
     assert cfg.model.name == "organism" and cfg.logger.name == "none"
