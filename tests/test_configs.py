@@ -128,7 +128,7 @@ def test_organism_suite_sweeps_every_task_every_policy_and_the_pinned_prompt():
     params = sweep_params(cfg)
     tasks = [d for d in REPORT_ORDER if CATEGORIES[d] == ORGANISM]
     assert params["dataset"] == tasks
-    assert params["policy"] == list(POLICY_NAMES)
+    assert sorted(params["policy"]) == sorted(POLICY_NAMES)
     assert sorted(v.lower() for v in params["++policy.protect_prompt"]) == ["false", "true"]
     budgets = [int(b) for b in params["budget.tokens"]]
     assert max(budgets) == 256 and len(budgets) >= 3
