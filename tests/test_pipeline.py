@@ -615,8 +615,7 @@ def test_paper_experiment_runs_a_bundled_cell(tmp_path, experiment):
 def test_organism_experiment_runs_a_cell_of_each_task(tmp_path, experiment):
     """A short cell per task of each organism experiment, through the real pipeline and the organism's
     checkpoint: each task loads, prompts, decodes under its policies and grades."""
-    axes = {k: str(v).split(",") for k, v in compose_config([f"experiment={experiment}"], return_hydra_config=True)
-            .hydra.sweeper.params.items()}  # fmt: skip
+    axes = sweeps.sweep_params(compose_config([f"experiment={experiment}"], return_hydra_config=True))
     fast = ["dataset.limit=2", "generation.max_new_tokens=12", "logger=none"]
     for dataset in axes.get("dataset", [compose_config([f"experiment={experiment}"]).dataset.name]):
         cell = [f"dataset={dataset}", f"policy={axes['policy'][-1]}", f"budget.tokens={axes['budget.tokens'][-1]}"]
