@@ -20,13 +20,12 @@ from dataclasses import dataclass
 import torch
 
 from kvexp.bench.models import RANDOM_MODELS, load_model, random_prompts, smollm2_preset
+from kvexp.bench.plan import EVICTING
 from kvexp.bench.runner import bench_policy
 from kvexp.bench.targets import check, check_at_most
 from kvexp.engine import Budget, Engine, GenerationSettings, Request
 from kvexp.engine.memory import GiB, ModelShape, plan_for_model, plan_rows, row_capacity, row_cost, weight_bytes
-from kvexp.policies import POLICY_NAMES, build_policy, evicting_policies
-
-EVICTING = evicting_policies()
+from kvexp.policies import POLICY_NAMES, build_policy
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,9 @@ class Budget:
 
     def evictions(self, resident: int, step: int) -> int:
         """How many entries a row holding `resident` evicts before decode step `step` (1 appends the first
-        generated token's K/V) appends its token: 0 if none."""
+        generated token's K/V) appends its token: 0 if none (always, with no cap: the full cache)."""
+        if self.tokens is None:
+            return 0
         if self.schedule == "cap":
             return self.slack if resident + 1 > self.tokens else 0
         target = self.tokens - self.slack

@@ -82,7 +82,7 @@ def graded_outputs(
     settings = GenerationSettings(
         max_new_tokens=max_new_tokens or longest + 16, batch_size=batch_size, eos_token_ids=(tokenizer.eos_token_id,)
     )
-    engine = Engine(model, pol, Budget(budget, slack) if pol.evicts else Budget(None, 1), settings)
+    engine = Engine(model, pol, Budget.for_policy(pol, budget, slack), settings)
     preset = organism_preset()
     requests = [Request(p.id, prompt_ids(tokenizer, p.question, preset), seed=seed + i) for i, p in enumerate(problems)]
     gold = {p.id: (p.meta["dataset"], p.gold) for p in problems}
