@@ -356,7 +356,7 @@ class Engine:
 
     def _step(self, cache: KVCache, rows: list[_Row], capacity: int) -> Tensor:
         """One decode forward: every row appends its pending token (rows the budget cuts evict first)."""
-        counts = [self.budget.evictions(row.resident, len(row.tokens)) for row in rows]
+        counts = [self.budget.evictions(row.resident, len(row.tokens)) if self.policy.evicts else 0 for row in rows]
         slots_in_use = max(min(row.peak + 1, capacity) for row in rows)
         # one host-to-device copy per step: [5, B] positions, prompt lengths, seeds, tokens, evictions
         incoming, prompt_len, row_seed, step_ids, evict = torch.tensor(
